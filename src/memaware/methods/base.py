@@ -1,0 +1,72 @@
+"""The interface every method implements. A method defines its loss and label bookkeeping; the one training
+loop in ``memaware.train`` owns data order, optimisation, evaluation and checkpoint selection."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+
+if TYPE_CHECKING:
+    from ..data.groups import GroupData
+    from ..models import MultiHeadNet
+    from ..train import TrainConfig
+
+
+@dataclass
+class TrainContext:
+    """What a method may know about the run: the data, the training positions and a seeded generator."""
+
+    data: GroupData
+    train_idx: torch.Tensor  # (n_train,) row indices of the training split in ``data``
+    config: TrainConfig
+    generator: torch.Generator
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def y_train(self) -> torch.Tensor:
+        return self.data.y[self.train_idx]
+
+
+class Method:
+    """Base class. Subclasses set ``name`` and ``num_heads`` and override ``loss``.
+
+    Logits arrive as (b, H, K) for a batch; ``pos`` (b,) are positions in the training split (0..n_train-1),
+    stable across epochs, so per-example state (flipped labels, held-out logits, logit shifts) is indexed by them.
+    """
+
+    name: ClassVar[str] = "base"
+    num_heads: ClassVar[int] = 1
+    needs_train_groups: ClassVar[bool] = False
+
+    def prepare(self, ctx: TrainContext) -> None:
+        """Called once before training (e.g. draw XRM's halves, run MAT's phase 1)."""
+
+    def forward(self, model: MultiHeadNet, x: torch.Tensor) -> torch.Tensor:
+        """(b, d) -> (b, H, K) logits used by ``loss``; override to route gradients (single-run MAT)."""
+        return model(x)
+
+    def loss(self, logits: torch.Tensor, pos: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def after_step(self, logits: torch.Tensor, pos: torch.Tensor, y: torch.Tensor) -> None:
+        """Called after each optimiser step with the (pre-step, detached) training logits."""
+
+    def predict_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """(n, H, K) -> (n, K): the logits the method predicts with (head 0 by default)."""
+        return logits[:, 0]
+
+    def infer_groups(self, logits: torch.Tensor, y: torch.Tensor, split: str) -> torch.Tensor | None:
+        """Inferred group ids for validation examples (y * 2 + flag), or None if the method infers none."""
+        return None
+
+    @torch.no_grad()
+    def outputs(self, model: MultiHeadNet, ctx: TrainContext) -> dict[str, Any]:
+        """Extra results after training (e.g. XRM's held-out logits)."""
+        return {}
+
+    def describe(self) -> dict[str, Any]:
+        """Hyper-parameters, for results files."""
+        return {}
