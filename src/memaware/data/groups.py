@@ -127,7 +127,7 @@ def _as_int(arr: np.ndarray, name: str, source: str) -> np.ndarray:
         bad = ~np.isfinite(arr) | (arr != np.round(arr))
         if bad.any():
             i = int(np.argmax(bad))
-            raise DataError(f"{source}: field '{name}' must hold integers, found {arr[i]!r} at index {i}")
+            raise DataError(f"{source}: field '{name}' must hold integers, found {arr[i].item()!r} at index {i}")
         return arr.astype(np.int64)
     raise DataError(f"{source}: field '{name}' must hold integers, found dtype {arr.dtype}")
 

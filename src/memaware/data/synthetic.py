@@ -3,8 +3,8 @@
 x = (x_y, gamma * x_a, eps) with x_y = s(y) (1 + jitter N(0,1)), x_a = s(a) (1 + jitter N(0,1)) and
 eps ~ N(0, sigma^2 I_d). In the training split a == y for a fraction rho of the examples (the "majority"),
 in validation/test for a fraction rho_eval (0.5: a independent of y). For binary problems s(.) is the sign
-{0 -> -1, 1 -> +1} (one coordinate each for core and spurious); for K > 2 classes s(.) is the one-hot vector in
-R^K (K coordinates each), and a minority example's attribute is drawn uniformly among the other K - 1 values.
+{0 -> -1, 1 -> +1} (one coordinate each for core and spurious); for K > 2 classes s(.) is the signed one-hot
+vector 2 e_k - 1 in R^K (+1 on its own coordinate, -1 elsewhere; K coordinates each), and a minority example's attribute is drawn uniformly among the other K - 1 values.
 
 Proportions are exact per split (class sizes as equal as n allows, round((1 - rho) n) minority examples),
 which removes sampling noise from rho without changing the model's view of the data.
@@ -19,10 +19,10 @@ from .groups import TEST, TRAIN, VAL, GroupData
 
 
 def _signed_code(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """(n,) labels -> (n, c) code: sign for K = 2 (c = 1), one-hot for K > 2 (c = K)."""
+    """(n,) labels -> (n, c) code: sign for K = 2 (c = 1), signed one-hot 2 e_y - 1 for K > 2 (c = K)."""
     if num_classes == 2:
         return (2.0 * labels.float() - 1.0).unsqueeze(1)
-    return torch.nn.functional.one_hot(labels, num_classes).float()
+    return 2.0 * torch.nn.functional.one_hot(labels, num_classes).float() - 1.0
 
 
 def _split(n: int, rho: float, num_classes: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
