@@ -41,10 +41,14 @@ def _synth(tmp_path, capsys, *extra):
 
 
 def test_train_defaults_mat_beats_erm(tmp_path, capsys):
-    path = _synth(tmp_path, capsys, "--n-train", "600", "--n-val", "400", "--n-test", "400", "--noise-dim", "1000")
+    path = _synth(
+        tmp_path, capsys, "--n-train", "600", "--n-val", "400", "--n-test", "400", "--noise-dim", "1000"
+    )
     wga = {}
     for method in ("erm", "mat"):
-        code, out, _ = _run(capsys, "train", "--data", str(path), "--method", method, "--out", str(tmp_path / method))
+        code, out, _ = _run(
+            capsys, "train", "--data", str(path), "--method", method, "--out", str(tmp_path / method)
+        )
         assert code == 0 and "worst-group acc" in out
         res = json.loads((tmp_path / method / "results.json").read_text())
         assert res["method"] == method and res["selection"] == "val_wga"
@@ -58,12 +62,35 @@ def test_train_defaults_mat_beats_erm(tmp_path, capsys):
 
 
 def test_train_three_classes(tmp_path, capsys):
-    path = _synth(tmp_path, capsys, "--num-classes", "3", "--n-train", "900", "--n-val", "450", "--n-test", "450",
-                  "--noise-dim", "600")
+    path = _synth(
+        tmp_path,
+        capsys,
+        "--num-classes",
+        "3",
+        "--n-train",
+        "900",
+        "--n-val",
+        "450",
+        "--n-test",
+        "450",
+        "--noise-dim",
+        "600",
+    )
     wga = {}
     for method in ("erm", "mat"):
-        code, _, _ = _run(capsys, "train", "--data", str(path), "--method", method, "--out", str(tmp_path / method),
-                          "--epochs", "400", "--quiet")
+        code, _, _ = _run(
+            capsys,
+            "train",
+            "--data",
+            str(path),
+            "--method",
+            method,
+            "--out",
+            str(tmp_path / method),
+            "--epochs",
+            "400",
+            "--quiet",
+        )
         assert code == 0
         res = json.loads((tmp_path / method / "results.json").read_text())
         assert len(res["test"]["groups"]) == 9
@@ -72,37 +99,82 @@ def test_train_three_classes(tmp_path, capsys):
 
 
 def test_train_xrm_and_inferred_selection(tmp_path, capsys):
-    path = _synth(tmp_path, capsys, "--n-train", "200", "--n-val", "100", "--n-test", "100", "--noise-dim", "50")
+    path = _synth(
+        tmp_path, capsys, "--n-train", "200", "--n-val", "100", "--n-test", "100", "--noise-dim", "50"
+    )
     with np.load(path) as z:
         arrays = dict(z)
     arrays["a"] = np.where(arrays["split"] == 0, arrays["a"], -1)  # no attributes outside training
     noval = tmp_path / "noval.npz"
     np.savez(noval, **arrays)
-    code, _, _ = _run(capsys, "train", "--data", str(noval), "--method", "mat", "--out", str(tmp_path / "m"),
-                      "--epochs", "20", "--quiet")
+    code, _, _ = _run(
+        capsys,
+        "train",
+        "--data",
+        str(noval),
+        "--method",
+        "mat",
+        "--out",
+        str(tmp_path / "m"),
+        "--epochs",
+        "20",
+        "--quiet",
+    )
     assert code == 0
     res = json.loads((tmp_path / "m" / "results.json").read_text())
     assert res["selection"] == "val_gi_wga"
-    code, _, _ = _run(capsys, "train", "--data", str(path), "--method", "xrm", "--out", str(tmp_path / "x"),
-                      "--epochs", "20", "--batch-size", "32", "--optimizer", "adam", "--lr", "1e-3", "--quiet")
+    code, _, _ = _run(
+        capsys,
+        "train",
+        "--data",
+        str(path),
+        "--method",
+        "xrm",
+        "--out",
+        str(tmp_path / "x"),
+        "--epochs",
+        "20",
+        "--batch-size",
+        "32",
+        "--optimizer",
+        "adam",
+        "--lr",
+        "1e-3",
+        "--quiet",
+    )
     assert code == 0
 
 
 BAD = {
     "missing_key": ({"x": np.zeros((3, 2)), "y": np.array([0, 1, 0])}, "missing required field 'split'"),
-    "mismatched": ({"x": np.zeros((3, 2)), "y": np.array([0, 1]), "split": np.array([0, 1, 2])}, "has 2 entries"),
-    "nan": ({"x": np.array([[np.nan], [0.0], [1.0]]), "y": np.array([0, 1, 0]), "split": np.array([0, 1, 2])},
-            "non-finite value nan"),
-    "inf": ({"x": np.array([[-np.inf], [0.0], [1.0]]), "y": np.array([0, 1, 0]), "split": np.array([0, 1, 2])},
-            "non-finite value -inf"),
-    "noninteger": ({"x": np.zeros((3, 1)), "y": np.array([0.0, 1.5, 0.0]), "split": np.array([0, 1, 2])},
-                   "field 'y' must hold integers"),
-    "out_of_range": ({"x": np.zeros((3, 1)), "y": np.array([0, -2, 0]), "split": np.array([0, 1, 2])},
-                     "field 'y' must be in 0..K-1"),
-    "empty_split": ({"x": np.zeros((3, 1)), "y": np.array([0, 1, 0]), "split": np.array([0, 1, 1])},
-                    "split 2 (test) has no examples"),
-    "object": ({"x": np.zeros((3, 1)), "y": np.array([0, 1, 0], dtype=object), "split": np.array([0, 1, 2])},
-               "object (pickled) array"),
+    "mismatched": (
+        {"x": np.zeros((3, 2)), "y": np.array([0, 1]), "split": np.array([0, 1, 2])},
+        "has 2 entries",
+    ),
+    "nan": (
+        {"x": np.array([[np.nan], [0.0], [1.0]]), "y": np.array([0, 1, 0]), "split": np.array([0, 1, 2])},
+        "non-finite value nan",
+    ),
+    "inf": (
+        {"x": np.array([[-np.inf], [0.0], [1.0]]), "y": np.array([0, 1, 0]), "split": np.array([0, 1, 2])},
+        "non-finite value -inf",
+    ),
+    "noninteger": (
+        {"x": np.zeros((3, 1)), "y": np.array([0.0, 1.5, 0.0]), "split": np.array([0, 1, 2])},
+        "field 'y' must hold integers",
+    ),
+    "out_of_range": (
+        {"x": np.zeros((3, 1)), "y": np.array([0, -2, 0]), "split": np.array([0, 1, 2])},
+        "field 'y' must be in 0..K-1",
+    ),
+    "empty_split": (
+        {"x": np.zeros((3, 1)), "y": np.array([0, 1, 0]), "split": np.array([0, 1, 1])},
+        "split 2 (test) has no examples",
+    ),
+    "object": (
+        {"x": np.zeros((3, 1)), "y": np.array([0, 1, 0], dtype=object), "split": np.array([0, 1, 2])},
+        "object (pickled) array",
+    ),
 }
 
 
@@ -127,8 +199,24 @@ def test_bad_input_exits_2_with_one_line(tmp_path, capsys, case):
 def test_console_script_entry_point(tmp_path):
     bad = tmp_path / "bad.npz"
     bad.write_text("nope")
-    proc = subprocess.run([sys.executable, "-m", "memaware", "train", "--data", str(bad), "--method", "mat",
-                           "--out", str(tmp_path / "o")], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "memaware",
+            "train",
+            "--data",
+            str(bad),
+            "--method",
+            "mat",
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
-    helptext = subprocess.run([sys.executable, "-m", "memaware", "train", "--help"], capture_output=True, text=True)
+    helptext = subprocess.run(
+        [sys.executable, "-m", "memaware", "train", "--help"], capture_output=True, text=True
+    )
     assert helptext.returncode == 0 and "--temperature" in helptext.stdout and "--mat-mode" in helptext.stdout

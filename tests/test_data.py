@@ -7,8 +7,17 @@ from memaware.errors import ConfigError, DataError
 
 
 def test_setup21_statistics():
-    d = make_setup21(n_train=1000, n_val=500, n_test=600, noise_dim=300, gamma=5.0, sigma=0.5, rho_train=0.9,
-                     rho_eval=0.5, seed=3)
+    d = make_setup21(
+        n_train=1000,
+        n_val=500,
+        n_test=600,
+        noise_dim=300,
+        gamma=5.0,
+        sigma=0.5,
+        rho_train=0.9,
+        rho_eval=0.5,
+        seed=3,
+    )
     assert d.x.shape == (2100, 302) and d.num_classes == 2 and d.num_attrs == 2
     for split, n, rho in ((TRAIN, 1000, 0.9), (VAL, 500, 0.5), (TEST, 600, 0.5)):
         idx = d.indices(split)
@@ -42,7 +51,10 @@ def test_multiclass_generator():
     tr = d.indices(TRAIN)
     assert torch.bincount(d.y[tr]).tolist() == [100, 100, 100]
     assert (d.a[tr] == d.y[tr]).float().mean().item() == pytest.approx(0.9)
-    assert set(torch.unique(d.a[tr][d.a[tr] != d.y[tr]] - d.y[tr][d.a[tr] != d.y[tr]]).abs().tolist()) <= {1, 2}
+    assert set(torch.unique(d.a[tr][d.a[tr] != d.y[tr]] - d.y[tr][d.a[tr] != d.y[tr]]).abs().tolist()) <= {
+        1,
+        2,
+    }
     assert d.num_groups == 9 and d.group.max().item() == 8
 
 
@@ -80,12 +92,30 @@ def test_missing_attribute_means_unknown(tmp_path):
     "arrays, message",
     [
         ({"y": [0, 1, 0], "split": [0, 1, 2]}, "missing required field 'x'"),
-        ({"x": np.zeros((3, 2)), "y": [0, 1], "split": [0, 1, 2]}, "field 'y' has 2 entries but 'x' has 3 rows"),
-        ({"x": [[0.0], [np.nan], [1.0]], "y": [0, 1, 0], "split": [0, 1, 2]}, "non-finite value nan at row 1"),
-        ({"x": [[0.0], [np.inf], [1.0]], "y": [0, 1, 0], "split": [0, 1, 2]}, "non-finite value inf at row 1"),
-        ({"x": np.zeros((3, 1)), "y": [0, 0.5, 1], "split": [0, 1, 2]}, "field 'y' must hold integers, found 0.5"),
-        ({"x": np.zeros((3, 1)), "y": [0, -1, 1], "split": [0, 1, 2]}, "field 'y' must be in 0..K-1, found -1"),
-        ({"x": np.zeros((3, 1)), "y": [0, 1, 1], "split": [0, 1, 2], "a": [0, -3, 1]}, "field 'a' must be in 0..A-1"),
+        (
+            {"x": np.zeros((3, 2)), "y": [0, 1], "split": [0, 1, 2]},
+            "field 'y' has 2 entries but 'x' has 3 rows",
+        ),
+        (
+            {"x": [[0.0], [np.nan], [1.0]], "y": [0, 1, 0], "split": [0, 1, 2]},
+            "non-finite value nan at row 1",
+        ),
+        (
+            {"x": [[0.0], [np.inf], [1.0]], "y": [0, 1, 0], "split": [0, 1, 2]},
+            "non-finite value inf at row 1",
+        ),
+        (
+            {"x": np.zeros((3, 1)), "y": [0, 0.5, 1], "split": [0, 1, 2]},
+            "field 'y' must hold integers, found 0.5",
+        ),
+        (
+            {"x": np.zeros((3, 1)), "y": [0, -1, 1], "split": [0, 1, 2]},
+            "field 'y' must be in 0..K-1, found -1",
+        ),
+        (
+            {"x": np.zeros((3, 1)), "y": [0, 1, 1], "split": [0, 1, 2], "a": [0, -3, 1]},
+            "field 'a' must be in 0..A-1",
+        ),
         ({"x": np.zeros((3, 1)), "y": [0, 1, 1], "split": [0, 1, 5]}, "field 'split' must be 0 (train)"),
         ({"x": np.zeros((3, 1)), "y": [0, 1, 1], "split": [0, 0, 2]}, "split 1 (validation) has no examples"),
     ],

@@ -49,7 +49,10 @@ def test_xrm_flip_probability():
     new = flip_labels(labels, logits, torch.Generator().manual_seed(0))
     assert (new == 0).float().mean().item() == pytest.approx(0.5, abs=0.015)
     # a label already equal to the held-out argmax never changes
-    assert torch.equal(flip_labels(torch.zeros(5, dtype=torch.long), logits[:5], torch.Generator()), torch.zeros(5, dtype=torch.long))
+    assert torch.equal(
+        flip_labels(torch.zeros(5, dtype=torch.long), logits[:5], torch.Generator()),
+        torch.zeros(5, dtype=torch.long),
+    )
 
 
 def test_class_balanced_ce_weights_classes_equally():
@@ -81,11 +84,18 @@ def test_mat_rejects_bad_hparams():
     "ours, theirs",
     [
         (lambda p: SGD(p, lr=0.1), lambda p: torch.optim.SGD(p, lr=0.1)),
-        (lambda p: SGD(p, lr=0.1, momentum=0.9, weight_decay=0.01),
-         lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, weight_decay=0.01)),
-        (lambda p: Adam(p, lr=0.01, weight_decay=0.01), lambda p: torch.optim.Adam(p, lr=0.01, weight_decay=0.01)),
-        (lambda p: Adam(p, lr=0.01, weight_decay=0.1, decoupled=True),
-         lambda p: torch.optim.AdamW(p, lr=0.01, weight_decay=0.1)),
+        (
+            lambda p: SGD(p, lr=0.1, momentum=0.9, weight_decay=0.01),
+            lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, weight_decay=0.01),
+        ),
+        (
+            lambda p: Adam(p, lr=0.01, weight_decay=0.01),
+            lambda p: torch.optim.Adam(p, lr=0.01, weight_decay=0.01),
+        ),
+        (
+            lambda p: Adam(p, lr=0.01, weight_decay=0.1, decoupled=True),
+            lambda p: torch.optim.AdamW(p, lr=0.01, weight_decay=0.1),
+        ),
     ],
 )
 def test_optimisers_match_torch(ours, theirs):

@@ -11,8 +11,12 @@ def test_group_report_hand_made():
     pred = torch.tensor([0, 0, 1, 1, 1, 1])  # wrong on (y=0,a=1)
     r = group_report(pred, y, a, num_classes=2, num_attrs=2)
     assert abs(r["avg_acc"] - 5 / 6) < 1e-6
-    assert r["groups"] == {"y=0,a=0": {"n": 2, "acc": 1.0}, "y=0,a=1": {"n": 1, "acc": 0.0},
-                           "y=1,a=0": {"n": 1, "acc": 1.0}, "y=1,a=1": {"n": 2, "acc": 1.0}}
+    assert r["groups"] == {
+        "y=0,a=0": {"n": 2, "acc": 1.0},
+        "y=0,a=1": {"n": 1, "acc": 0.0},
+        "y=1,a=0": {"n": 1, "acc": 1.0},
+        "y=1,a=1": {"n": 2, "acc": 1.0},
+    }
     assert r["worst_group_acc"] == 0.0
     assert abs(r["worst_class_acc"] - 2 / 3) < 1e-6
 

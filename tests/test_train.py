@@ -63,7 +63,9 @@ def test_selection_on_validation(small_noisy):
 
 
 def test_selection_with_inferred_groups_when_validation_has_no_attributes(small_noisy):
-    data = type(small_noisy)(**{**small_noisy.__dict__, "a": torch.where(small_noisy.split == 0, small_noisy.a, -1)})
+    data = type(small_noisy)(
+        **{**small_noisy.__dict__, "a": torch.where(small_noisy.split == 0, small_noisy.a, -1)}
+    )
     res = fit(data, "mat", TrainConfig(epochs=100, lr=1e-2))
     assert res.selection == "val_gi_wga"
     assert res.val_inferred_groups.shape == (400,)
@@ -93,4 +95,6 @@ def test_three_class_problem():
     data = make_setup21(n_train=900, n_val=450, n_test=450, noise_dim=600, num_classes=3, seed=0)
     erm = fit(data, "erm", TrainConfig(epochs=400, lr=1e-2))
     mat = fit(data, "mat", TrainConfig(epochs=400, lr=1e-2), temperature=0.1)
-    assert mat.evaluate(data, "test")["worst_group_acc"] >= erm.evaluate(data, "test")["worst_group_acc"] + 0.4
+    assert (
+        mat.evaluate(data, "test")["worst_group_acc"] >= erm.evaluate(data, "test")["worst_group_acc"] + 0.4
+    )

@@ -9,7 +9,22 @@ from .train import FitResult, TrainConfig, fit
 
 __version__ = "0.1.0"
 __all__ = [
-    "GroupData", "load_npz", "make_setup21", "MemawareError", "DataError", "ConfigError", "METHODS", "Method",
-    "make_method", "mat_log_shift", "group_report", "majority_minority_acc", "worst_group_acc", "MultiHeadNet",
-    "build_model", "FitResult", "TrainConfig", "fit",
+    "GroupData",
+    "load_npz",
+    "make_setup21",
+    "MemawareError",
+    "DataError",
+    "ConfigError",
+    "METHODS",
+    "Method",
+    "make_method",
+    "mat_log_shift",
+    "group_report",
+    "majority_minority_acc",
+    "worst_group_acc",
+    "MultiHeadNet",
+    "build_model",
+    "FitResult",
+    "TrainConfig",
+    "fit",
 ]

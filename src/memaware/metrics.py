@@ -7,7 +7,9 @@ import torch
 from .data.groups import group_name
 
 
-def group_correct(correct: torch.Tensor, group: torch.Tensor, num_groups: int) -> tuple[torch.Tensor, torch.Tensor]:
+def group_correct(
+    correct: torch.Tensor, group: torch.Tensor, num_groups: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Sums ``correct`` (n,) per group id (n,) in 0..G-1 (ids < 0 are ignored).
 
     Returns (hits (G,), counts (G,)) as float tensors.

@@ -3,7 +3,7 @@
 Why not ``torch.optim``: constructing any ``torch.optim.Optimizer`` imports ``torch._dynamo`` (about 1.4 s on a
 2-core machine), which is longer than a whole Fig. 1 run. These implementations follow torch's formulas
 (SGD with coupled L2 weight decay and momentum; Adam with coupled L2; AdamW with decoupled decay) and are tested
-against ``torch.optim`` in tests/test_optim.py.
+against ``torch.optim`` in tests/test_methods.py.
 """
 
 from __future__ import annotations
@@ -16,7 +16,9 @@ import torch
 class SGD:
     """p <- p - lr * b_t, b_t = momentum * b_{t-1} + (g + wd * p) (b_1 = g + wd * p), as torch.optim.SGD."""
 
-    def __init__(self, params: Iterable[torch.Tensor], lr: float, momentum: float = 0.0, weight_decay: float = 0.0):
+    def __init__(
+        self, params: Iterable[torch.Tensor], lr: float, momentum: float = 0.0, weight_decay: float = 0.0
+    ):
         self.params = [p for p in params if p.requires_grad]
         self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay
         self.buffers: list[torch.Tensor | None] = [None] * len(self.params)
@@ -98,7 +100,9 @@ class Adam:
         self.v = [x.clone() for x in state["v"]]
 
 
-def make_optimizer(name: str, params: Iterable[torch.Tensor], lr: float, momentum: float = 0.0, weight_decay: float = 0.0) -> SGD | Adam:
+def make_optimizer(
+    name: str, params: Iterable[torch.Tensor], lr: float, momentum: float = 0.0, weight_decay: float = 0.0
+) -> SGD | Adam:
     """'sgd' | 'adam' | 'adamw' -> optimiser over ``params``."""
     if name == "sgd":
         return SGD(params, lr, momentum=momentum, weight_decay=weight_decay)

@@ -37,8 +37,9 @@ def plot_fig1(res: dict[str, Any], fitted: dict[str, Any], path: str | Path, tit
 
     cmap = LinearSegmentedColormap.from_list("memaware", ["#5CA0D4", "white", "#F6B66A"], N=100)
     keys = list(res["runs"])
-    fig, axes = plt.subplots(2, len(keys), figsize=(4.6 * len(keys), 8.4), gridspec_kw={"height_ratios": [2, 3]},
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        2, len(keys), figsize=(4.6 * len(keys), 8.4), gridspec_kw={"height_ratios": [2, 3]}, squeeze=False
+    )
     for col, key in enumerate(keys):
         run, (result, data) = res["runs"][key], fitted[key]
         ax = axes[0, col]
@@ -63,12 +64,20 @@ def plot_fig1(res: dict[str, Any], fitted: dict[str, Any], path: str | Path, tit
         xt, yt, at = data.x[idx, :2].numpy(), data.y[idx].numpy(), data.a[idx].numpy()
         colours = np.array(["#3A7BC2", "#EE944F"])[yt]
         maj = at == yt
-        ax.scatter(xt[maj, 0], xt[maj, 1], c=colours[maj], s=14, edgecolors="white", linewidths=0.4, alpha=0.8)
-        ax.scatter(xt[~maj, 0], xt[~maj, 1], c=colours[~maj], s=30, marker="X", edgecolors="k", linewidths=0.5)
+        ax.scatter(
+            xt[maj, 0], xt[maj, 1], c=colours[maj], s=14, edgecolors="white", linewidths=0.4, alpha=0.8
+        )
+        ax.scatter(
+            xt[~maj, 0], xt[~maj, 1], c=colours[~maj], s=30, marker="X", edgecolors="k", linewidths=0.5
+        )
         ax.axhline(0, ls=":", c="grey", lw=0.8)
         ax.axvline(0, ls=":", c="grey", lw=0.8)
-        ax.set(xlim=(-x_lim, x_lim), ylim=(-a_lim, a_lim), xlabel=r"core feature $x_y$",
-               ylabel=r"spurious feature $\gamma\, x_a$")
+        ax.set(
+            xlim=(-x_lim, x_lim),
+            ylim=(-a_lim, a_lim),
+            xlabel=r"core feature $x_y$",
+            ylabel=r"spurious feature $\gamma\, x_a$",
+        )
         handles = [
             Line2D([], [], ls="", marker="o", c="#3A7BC2", label="y = 0, majority"),
             Line2D([], [], ls="", marker="o", c="#EE944F", label="y = 1, majority"),

@@ -93,7 +93,12 @@ def _all_logits(model: MultiHeadNet, x: torch.Tensor, cfg: TrainConfig) -> torch
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        out = torch.cat([model(x[i : i + cfg.eval_batch_size].to(cfg.device)) for i in range(0, len(x), cfg.eval_batch_size)])
+        out = torch.cat(
+            [
+                model(x[i : i + cfg.eval_batch_size].to(cfg.device))
+                for i in range(0, len(x), cfg.eval_batch_size)
+            ]
+        )
     model.train(was_training)
     return out
 
@@ -102,7 +107,14 @@ def _predict(model: MultiHeadNet, method: Method, x: torch.Tensor, cfg: TrainCon
     return method.predict_logits(_all_logits(model, x, cfg)).cpu()
 
 
-def _selection_score(criterion: str, pred: torch.Tensor, y: torch.Tensor, group: torch.Tensor | None, num_groups: int, num_classes: int) -> float:
+def _selection_score(
+    criterion: str,
+    pred: torch.Tensor,
+    y: torch.Tensor,
+    group: torch.Tensor | None,
+    num_groups: int,
+    num_classes: int,
+) -> float:
     correct = pred == y
     if criterion == "val_avg":
         return float(correct.float().mean())
@@ -130,11 +142,15 @@ def fit(
     t0 = time.perf_counter()
     method = make_method(method, **method_kwargs) if isinstance(method, str) else method
     if method.needs_train_groups and not data.has_attrs(TRAIN):
-        raise ConfigError(f"method '{method.name}' needs training group labels (field 'a'), the data has none")
+        raise ConfigError(
+            f"method '{method.name}' needs training group labels (field 'a'), the data has none"
+        )
     model_kwargs = dict(model_kwargs or {})
     generator = torch.Generator().manual_seed(cfg.seed)
     train_idx = data.indices(TRAIN)
-    ctx = TrainContext(data=data, train_idx=train_idx, config=cfg, generator=generator, model_kwargs=model_kwargs)
+    ctx = TrainContext(
+        data=data, train_idx=train_idx, config=cfg, generator=generator, model_kwargs=model_kwargs
+    )
     method.prepare(ctx)
     model = build_model(data.dim, data.num_classes, num_heads=method.num_heads, seed=cfg.seed, **model_kwargs)
     model.to(cfg.device)
@@ -168,7 +184,9 @@ def fit(
     snapshots: list[list[torch.Tensor]] = []
     show = cfg.progress and sys.stderr.isatty()
     model.train()
-    for epoch in tqdm(range(1, cfg.epochs + 1), desc=cfg.progress_label or method.name, disable=not show, leave=False):
+    for epoch in tqdm(
+        range(1, cfg.epochs + 1), desc=cfg.progress_label or method.name, disable=not show, leave=False
+    ):
         hits = torch.zeros(num_groups, device=cfg.device)
         loss_sum = torch.zeros((), device=cfg.device)
         if bs == n_train:
@@ -220,7 +238,15 @@ def fit(
             val_groups_best = inferred
 
     for s in cfg.history_splits if linear else ():
-        rec[s] = _snapshot_hits(snapshots, method, hist_x[s].to(cfg.device), hist_y[s].to(cfg.device), hist_g[s].to(cfg.device), num_groups, model)
+        rec[s] = _snapshot_hits(
+            snapshots,
+            method,
+            hist_x[s].to(cfg.device),
+            hist_y[s].to(cfg.device),
+            hist_g[s].to(cfg.device),
+            num_groups,
+            model,
+        )
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
@@ -243,8 +269,13 @@ def fit(
 
 @torch.no_grad()
 def _snapshot_hits(
-    snapshots: list[list[torch.Tensor]], method: Method, x: torch.Tensor, y: torch.Tensor, group: torch.Tensor,
-    num_groups: int, model: MultiHeadNet,
+    snapshots: list[list[torch.Tensor]],
+    method: Method,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    group: torch.Tensor,
+    num_groups: int,
+    model: MultiHeadNet,
 ) -> list[torch.Tensor]:
     """Per-group hits (G,) for each snapshot of a linear model's head weights (T of them), T at a time in one GEMM."""
     H, K = model.heads.num_heads, model.heads.num_classes
@@ -265,7 +296,13 @@ def _snapshot_hits(
     return hits
 
 
-def _history(epochs: list[int], rec: dict[str, list[torch.Tensor]], data: GroupData, cfg: TrainConfig, train_idx: torch.Tensor) -> dict[str, Any]:
+def _history(
+    epochs: list[int],
+    rec: dict[str, list[torch.Tensor]],
+    data: GroupData,
+    cfg: TrainConfig,
+    train_idx: torch.Tensor,
+) -> dict[str, Any]:
     """Turns the on-device per-group hit counts into accuracy curves (one host transfer at the end)."""
     G, A = data.num_groups, data.num_attrs
     out: dict[str, Any] = {"epoch": epochs, "loss": torch.stack(rec["loss"]).cpu().tolist()}
@@ -275,12 +312,17 @@ def _history(epochs: list[int], rec: dict[str, list[torch.Tensor]], data: GroupD
     group_a = torch.arange(G) % A
     for s in ["train", *cfg.history_splits]:
         hits = torch.stack(rec[s]).cpu()  # (T, G)
-        counts = torch.bincount(data.group[data.indices(SPLITS[s])].clamp_min(0)[data.a[data.indices(SPLITS[s])] >= 0], minlength=G).float()
+        counts = torch.bincount(
+            data.group[data.indices(SPLITS[s])].clamp_min(0)[data.a[data.indices(SPLITS[s])] >= 0],
+            minlength=G,
+        ).float()
         curves: dict[str, Any] = {}
         if comparable:
             for name, mask in (("majority", group_y == group_a), ("minority", group_y != group_a)):
                 n = counts[mask].sum()
                 curves[name] = (hits[:, mask].sum(1) / n).tolist() if n > 0 else []
-        curves["groups"] = {group_name(i, A): (hits[:, i] / counts[i]).tolist() for i in range(G) if counts[i] > 0}
+        curves["groups"] = {
+            group_name(i, A): (hits[:, i] / counts[i]).tolist() for i in range(G) if counts[i] > 0
+        }
         out[s] = curves
     return out

@@ -127,7 +127,9 @@ def _as_int(arr: np.ndarray, name: str, source: str) -> np.ndarray:
         bad = ~np.isfinite(arr) | (arr != np.round(arr))
         if bad.any():
             i = int(np.argmax(bad))
-            raise DataError(f"{source}: field '{name}' must hold integers, found {arr[i].item()!r} at index {i}")
+            raise DataError(
+                f"{source}: field '{name}' must hold integers, found {arr[i].item()!r} at index {i}"
+            )
         return arr.astype(np.int64)
     raise DataError(f"{source}: field '{name}' must hold integers, found dtype {arr.dtype}")
 
@@ -160,7 +162,9 @@ def validate_arrays(
     x = x.astype(np.float32)
     if not np.isfinite(x).all():
         bad = np.argwhere(~np.isfinite(x))[0]
-        raise DataError(f"{source}: field 'x' has a non-finite value {x[tuple(bad)]} at row {bad[0]}, column {bad[1]}")
+        raise DataError(
+            f"{source}: field 'x' has a non-finite value {x[tuple(bad)]} at row {bad[0]}, column {bad[1]}"
+        )
     y = _as_int(arrays["y"].reshape(-1), "y", source)
     if (y < 0).any():
         i = int(np.argmax(y < 0))
@@ -169,7 +173,9 @@ def validate_arrays(
     bad_split = ~np.isin(split, (TRAIN, VAL, TEST))
     if bad_split.any():
         i = int(np.argmax(bad_split))
-        raise DataError(f"{source}: field 'split' must be 0 (train), 1 (validation) or 2 (test), found {split[i]} at index {i}")
+        raise DataError(
+            f"{source}: field 'split' must be 0 (train), 1 (validation) or 2 (test), found {split[i]} at index {i}"
+        )
     for s in require_splits:
         if not (split == s).any():
             raise DataError(f"{source}: split {s} ({SPLIT_NAMES[s]}) has no examples")
@@ -177,7 +183,9 @@ def validate_arrays(
         a = _as_int(arrays["a"].reshape(-1), "a", source)
         if (a < -1).any():
             i = int(np.argmax(a < -1))
-            raise DataError(f"{source}: field 'a' must be in 0..A-1 or -1 (unknown), found {a[i]} at index {i}")
+            raise DataError(
+                f"{source}: field 'a' must be in 0..A-1 or -1 (unknown), found {a[i]} at index {i}"
+            )
     else:
         a = np.full(n, -1, dtype=np.int64)
     return x, y, a, split.astype(np.int8)
@@ -195,7 +203,9 @@ def load_npz(path: str | os.PathLike, num_classes: int | None = None) -> GroupDa
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
         raise DataError(f"{source}: not a readable .npz file ({e})".splitlines()[0]) from e
     if not isinstance(loaded, np.lib.npyio.NpzFile):
-        raise DataError(f"{source}: not an .npz archive (a single array); save with numpy.savez(x=..., y=..., split=...)")
+        raise DataError(
+            f"{source}: not an .npz archive (a single array); save with numpy.savez(x=..., y=..., split=...)"
+        )
     with loaded as npz:
         for key in npz.files:
             if key not in REQUIRED_KEYS + OPTIONAL_KEYS:

@@ -4,7 +4,8 @@ x = (x_y, gamma * x_a, eps) with x_y = s(y) (1 + jitter N(0,1)), x_a = s(a) (1 +
 eps ~ N(0, sigma^2 I_d). In the training split a == y for a fraction rho of the examples (the "majority"),
 in validation/test for a fraction rho_eval (0.5: a independent of y). For binary problems s(.) is the sign
 {0 -> -1, 1 -> +1} (one coordinate each for core and spurious); for K > 2 classes s(.) is the signed one-hot
-vector 2 e_k - 1 in R^K (+1 on its own coordinate, -1 elsewhere; K coordinates each), and a minority example's attribute is drawn uniformly among the other K - 1 values.
+vector 2 e_k - 1 in R^K (+1 on its own coordinate, -1 elsewhere; K coordinates each), and a minority
+example's attribute is drawn uniformly among the other K - 1 values.
 
 Proportions are exact per split (class sizes as equal as n allows, round((1 - rho) n) minority examples),
 which removes sampling noise from rho without changing the model's view of the data.
@@ -58,7 +59,9 @@ def make_setup21(
     draw (the noise is sigma times a fixed N(0, I) sample).
     """
     if min(n_train, n_val, n_test) < 1:
-        raise ConfigError(f"every split needs at least one example, got n_train={n_train}, n_val={n_val}, n_test={n_test}")
+        raise ConfigError(
+            f"every split needs at least one example, got n_train={n_train}, n_val={n_val}, n_test={n_test}"
+        )
     if noise_dim < 0:
         raise ConfigError(f"noise_dim must be >= 0, got {noise_dim}")
     if sigma < 0 or jitter < 0:

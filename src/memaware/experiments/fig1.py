@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-
 from ..artifacts import write_json
 from ..data import TEST, TRAIN, GroupData, make_setup21
 from ..errors import ConfigError
@@ -65,8 +64,15 @@ def run_fig1(
         if run.sigma not in datasets:
             datasets[run.sigma] = make_setup21(sigma=run.sigma, seed=seed, **data_kwargs)
         data = datasets[run.sigma]
-        cfg = TrainConfig(epochs=epochs, lr=run.lr, seed=seed, selection="last", history_splits=("test",),
-                          progress=progress, progress_label=run.key)
+        cfg = TrainConfig(
+            epochs=epochs,
+            lr=run.lr,
+            seed=seed,
+            selection="last",
+            history_splits=("test",),
+            progress=progress,
+            progress_label=run.key,
+        )
         kwargs = {"temperature": temperature, "mode": mat_mode} if run.method == "mat" else {}
         result = fit(data, run.method, cfg, **kwargs)
         h = result.history
@@ -78,8 +84,13 @@ def run_fig1(
                 "train": {k: h["train"][k] for k in ("majority", "minority")},
                 "test": {k: h["test"][k] for k in ("majority", "minority")},
             },
-            "config": {"sigma": run.sigma, "method": run.method, "lr": run.lr, "epochs": epochs,
-                       **result.method.describe()},
+            "config": {
+                "sigma": run.sigma,
+                "method": run.method,
+                "lr": run.lr,
+                "epochs": epochs,
+                **result.method.describe(),
+            },
         }
         fitted[run.key] = (result, data)
     return {"runs": results, "seconds": time.perf_counter() - t0, "seed": seed}, fitted
@@ -91,21 +102,38 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_common(p)
     p.add_argument("--epochs", type=int, default=1000, help="full-batch epochs per run (MAT: per phase)")
     p.add_argument("--sigma", type=float, default=0.5, help="noise std of the noisy runs")
-    p.add_argument("--temperature", type=float, default=0.1, help="MAT softmax temperature on held-out logits")
-    p.add_argument("--mat-mode", choices=("two-phase", "single-run"), default="two-phase",
-                   help="two-phase: XRM then MAT (authors' code); single-run: three heads in one run (Appendix A)")
+    p.add_argument(
+        "--temperature", type=float, default=0.1, help="MAT softmax temperature on held-out logits"
+    )
+    p.add_argument(
+        "--mat-mode",
+        choices=("two-phase", "single-run"),
+        default="two-phase",
+        help="two-phase: XRM then MAT (authors' code); single-run: three heads in one run (Appendix A)",
+    )
     p.add_argument("--noise-dim", type=int, default=1798, help="number of noise dimensions d")
     p.add_argument("--n", type=int, default=1000, help="examples per split")
 
 
 def run(args: argparse.Namespace) -> int:
     if args.epochs < 1 or args.sigma < 0 or args.n < 1 or args.noise_dim < 0:
-        raise ConfigError(f"need epochs >= 1, sigma >= 0, n >= 1, noise-dim >= 0; got epochs={args.epochs}, "
-                          f"sigma={args.sigma}, n={args.n}, noise-dim={args.noise_dim}")
+        raise ConfigError(
+            f"need epochs >= 1, sigma >= 0, n >= 1, noise-dim >= 0; got epochs={args.epochs}, "
+            f"sigma={args.sigma}, n={args.n}, noise-dim={args.noise_dim}"
+        )
     out = Path(args.out)
-    res, fitted = run_fig1(seed=args.seed, epochs=args.epochs, sigma=args.sigma, temperature=args.temperature,
-                           mat_mode=args.mat_mode, progress=not args.quiet, noise_dim=args.noise_dim,
-                           n_train=args.n, n_val=args.n, n_test=args.n)
+    res, fitted = run_fig1(
+        seed=args.seed,
+        epochs=args.epochs,
+        sigma=args.sigma,
+        temperature=args.temperature,
+        mat_mode=args.mat_mode,
+        progress=not args.quiet,
+        noise_dim=args.noise_dim,
+        n_train=args.n,
+        n_val=args.n,
+        n_test=args.n,
+    )
     from ..plots import plot_fig1
 
     plot_fig1(res, fitted, out / "fig1.png", [r.title for r in fig1_runs(args.sigma)])
@@ -116,12 +144,16 @@ def run(args: argparse.Namespace) -> int:
 
 
 def summary(res: dict[str, Any], out: Path) -> str:
-    lines = [f"Fig. 1 (seed {res['seed']}, {res['seconds']:.1f} s) -> {out}/fig1.png, {out}/fig1.json",
-             f"{'run':<15}{'train maj':>10}{'train min':>10}{'test maj':>10}{'test min':>10}"]
+    lines = [
+        f"Fig. 1 (seed {res['seed']}, {res['seconds']:.1f} s) -> {out}/fig1.png, {out}/fig1.json",
+        f"{'run':<15}{'train maj':>10}{'train min':>10}{'test maj':>10}{'test min':>10}",
+    ]
     for key, r in res["runs"].items():
         f = r["final"]
-        lines.append(f"{key:<15}{f['train']['majority']:>10.3f}{f['train']['minority']:>10.3f}"
-                     f"{f['test']['majority']:>10.3f}{f['test']['minority']:>10.3f}")
+        lines.append(
+            f"{key:<15}{f['train']['majority']:>10.3f}{f['train']['minority']:>10.3f}"
+            f"{f['test']['majority']:>10.3f}{f['test']['minority']:>10.3f}"
+        )
     return "\n".join(lines)
 
 

@@ -25,12 +25,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     data = make_setup21(
-        n_train=args.n_train, n_val=args.n_val, n_test=args.n_test, noise_dim=args.noise_dim, gamma=args.gamma,
-        sigma=args.sigma, rho_train=args.rho, rho_eval=args.rho_eval, jitter=args.jitter,
-        num_classes=args.num_classes, seed=args.seed,
+        n_train=args.n_train,
+        n_val=args.n_val,
+        n_test=args.n_test,
+        noise_dim=args.noise_dim,
+        gamma=args.gamma,
+        sigma=args.sigma,
+        rho_train=args.rho,
+        rho_eval=args.rho_eval,
+        jitter=args.jitter,
+        num_classes=args.num_classes,
+        seed=args.seed,
     )
     path = data.save_npz(args.out)
     if not args.quiet:
-        print(f"wrote {path}: {len(data)} examples x {data.dim} features, {data.num_classes} classes, "
-              f"{data.num_attrs} attribute values")
+        print(
+            f"wrote {path}: {len(data)} examples x {data.dim} features, {data.num_classes} classes, "
+            f"{data.num_attrs} attribute values"
+        )
     return 0

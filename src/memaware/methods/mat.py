@@ -105,7 +105,9 @@ class MAT(Method):
     def _run_phase1(self, ctx: TrainContext) -> None:
         from ..train import fit  # the same loop trains phase 1
 
-        cfg = dataclasses.replace(ctx.config, selection="last", history_splits=(), progress_label="XRM phase 1")
+        cfg = dataclasses.replace(
+            ctx.config, selection="last", history_splits=(), progress_label="XRM phase 1"
+        )
         cfg = dataclasses.replace(cfg, **self.phase1_overrides)
         result = fit(ctx.data, "xrm", cfg, model_kwargs=ctx.model_kwargs)
         self.heldout_logits = result.outputs["heldout_logits"]

@@ -81,7 +81,9 @@ class TwinHeads:
         return {"flipped_fraction": float((self.labels != y_train).float().mean())}
 
 
-def heldout_logits_pass(model, method: Method, ctx: TrainContext, heads: tuple[int, int], twins: TwinHeads) -> torch.Tensor:
+def heldout_logits_pass(
+    model, method: Method, ctx: TrainContext, heads: tuple[int, int], twins: TwinHeads
+) -> torch.Tensor:
     """Held-out logits (n_train, K) for every training example, in order, from a sequential no-grad pass."""
     x = ctx.data.x[ctx.train_idx]
     device = next(model.parameters()).device
