@@ -83,3 +83,49 @@ def build_model(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return MultiHeadNet(in_dim, num_classes, num_heads, hidden, bias, activation)
+
+
+class EnsembleMLP(nn.Module):
+    """E independent MLPs evaluated with batched matmuls: x (n, E, d) -> (n, E, out).
+
+    Member e is initialised from ``seeds[e]`` exactly like a stack of ``nn.Linear`` layers (uniform in
+    +-1/sqrt(fan_in) for weights and biases), so an ensemble trains E models for the price of one loop.
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        seeds: Sequence[int],
+        hidden: Sequence[int] = (300, 300),
+        out_dim: int = 1,
+        activation: str = "tanh",
+    ):
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ConfigError(f"unknown activation '{activation}', choose from {sorted(ACTIVATIONS)}")
+        self.act = ACTIVATIONS[activation]()
+        self.num_members = len(seeds)
+        widths = [in_dim, *hidden, out_dim]
+        weights, biases = [], []
+        for fan_in, fan_out in zip(widths[:-1], widths[1:], strict=True):
+            w, b = torch.empty(len(seeds), fan_in, fan_out), torch.empty(len(seeds), 1, fan_out)
+            weights.append(w)
+            biases.append(b)
+        for e, seed in enumerate(seeds):
+            g = torch.Generator().manual_seed(int(seed))
+            for w, b in zip(weights, biases, strict=True):
+                bound = 1.0 / w.shape[1] ** 0.5
+                w[e].uniform_(-bound, bound, generator=g)
+                b[e].uniform_(-bound, bound, generator=g)
+        self.weights = nn.ParameterList(nn.Parameter(w) for w in weights)
+        self.biases = nn.ParameterList(nn.Parameter(b) for b in biases)
+        self.backbone = nn.Identity()  # no shared backbone
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x.transpose(0, 1)  # (E, n, d)
+        last = len(self.weights) - 1
+        for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
+            h = torch.baddbmm(b, h, w)
+            if i < last:
+                h = self.act(h)
+        return h.transpose(0, 1)  # (n, E, out)

@@ -77,19 +77,25 @@ class Adam:
         self.t += 1
         b1, b2 = self.betas
         bc1, bc2 = 1 - b1**self.t, 1 - b2**self.t
-        for p, m, v in zip(self.params, self.m, self.v, strict=True):
-            if p.grad is None:
-                continue
-            g = p.grad
-            if self.weight_decay:
-                if self.decoupled:
-                    p.mul_(1 - self.lr * self.weight_decay)
-                else:
-                    g = g.add(p, alpha=self.weight_decay)
-            m.mul_(b1).add_(g, alpha=1 - b1)
-            v.mul_(b2).addcmul_(g, g, value=1 - b2)
-            denom = (v / bc2).sqrt_().add_(self.eps)
-            p.addcdiv_(m, denom, value=-self.lr / bc1)
+        live = [i for i, p in enumerate(self.params) if p.grad is not None]
+        params = [self.params[i] for i in live]
+        grads = [p.grad for p in params]
+        m, v = [self.m[i] for i in live], [self.v[i] for i in live]
+        if not params:
+            return
+        # multi-tensor (foreach) kernels: a handful of launches per step instead of several per parameter
+        if self.weight_decay:
+            if self.decoupled:
+                torch._foreach_mul_(params, 1 - self.lr * self.weight_decay)
+            else:
+                grads = torch._foreach_add(grads, params, alpha=self.weight_decay)
+        torch._foreach_lerp_(m, grads, 1 - b1)
+        torch._foreach_mul_(v, b2)
+        torch._foreach_addcmul_(v, grads, grads, value=1 - b2)
+        denom = torch._foreach_div(v, bc2)
+        torch._foreach_sqrt_(denom)
+        torch._foreach_add_(denom, self.eps)
+        torch._foreach_addcdiv_(params, m, denom, value=-self.lr / bc1)
 
     def state_dict(self) -> dict:
         return {"t": self.t, "m": [x.clone() for x in self.m], "v": [x.clone() for x in self.v]}

@@ -3,7 +3,6 @@ order, optimisation, evaluation, history and checkpoint selection on the validat
 
 from __future__ import annotations
 
-import copy
 import sys
 import time
 from dataclasses import dataclass, field
@@ -12,14 +11,14 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from .data.groups import TEST, TRAIN, VAL, GroupData, group_name
+from .data.groups import TRAIN, GroupData
 from .errors import ConfigError
 from .methods import Method, TrainContext, make_method
 from .metrics import group_correct, group_report
-from .models import MultiHeadNet, build_model
+from .models import build_model
 from .optim import make_optimizer
+from .tracking import SPLITS, History, Selector, all_logits
 
-SPLITS = {"train": TRAIN, "val": VAL, "test": TEST}
 SELECTIONS = ("auto", "val_wga", "val_gi_wga", "val_worst_class", "val_avg", "last")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 
@@ -37,6 +36,7 @@ class TrainConfig:
     seed: int = 0
     selection: str = "auto"
     eval_every: int = 1
+    target_loss: float | None = None
     history_splits: tuple[str, ...] = ()
     eval_batch_size: int = 8192
     device: str = "cpu"
@@ -56,6 +56,8 @@ class TrainConfig:
             raise ConfigError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got '{self.optimizer}'")
         if self.selection not in SELECTIONS:
             raise ConfigError(f"selection must be one of {', '.join(SELECTIONS)}, got '{self.selection}'")
+        if self.target_loss is not None and not self.target_loss > 0:
+            raise ConfigError(f"target_loss must be > 0, got {self.target_loss}")
         if self.eval_every < 1:
             raise ConfigError(f"eval_every must be >= 1, got {self.eval_every}")
         for s in self.history_splits:
@@ -65,13 +67,17 @@ class TrainConfig:
 
 @dataclass
 class FitResult:
-    """A trained model with its method, per-epoch history and the checkpoint chosen on validation."""
+    """A trained model with its method, history and the checkpoint chosen on validation.
 
-    model: MultiHeadNet
+    ``epochs_run`` is less than ``config.epochs`` when the method asked to stop (e.g. a target loss reached).
+    """
+
+    model: torch.nn.Module
     method: Method
     config: TrainConfig
     selection: str  # the criterion actually used
     selected_epoch: int
+    epochs_run: int
     history: dict[str, Any]
     outputs: dict[str, Any] = field(default_factory=dict)
     val_inferred_groups: torch.Tensor | None = None
@@ -79,8 +85,9 @@ class FitResult:
 
     @torch.no_grad()
     def predict_logits(self, x: torch.Tensor) -> torch.Tensor:
-        """(n, d) -> (n, K) logits of the predicting head (eval mode, batched)."""
-        return _predict(self.model, self.method, x, self.config)
+        """(n, d) -> (n, K) outputs of the predicting head (eval mode, batched, on CPU)."""
+        logits = all_logits(self.model, x, self.config.eval_batch_size, self.config.device)
+        return self.method.predict_logits(logits).cpu()
 
     def evaluate(self, data: GroupData, split: str) -> dict:
         """``metrics.group_report`` of the selected checkpoint on ``split`` ('train', 'val' or 'test')."""
@@ -89,40 +96,11 @@ class FitResult:
         return group_report(pred, data.y[idx], data.a[idx], data.num_classes, data.num_attrs)
 
 
-def _all_logits(model: MultiHeadNet, x: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
-        out = torch.cat(
-            [
-                model(x[i : i + cfg.eval_batch_size].to(cfg.device))
-                for i in range(0, len(x), cfg.eval_batch_size)
-            ]
-        )
-    model.train(was_training)
-    return out
-
-
-def _predict(model: MultiHeadNet, method: Method, x: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
-    return method.predict_logits(_all_logits(model, x, cfg)).cpu()
-
-
-def _selection_score(
-    criterion: str,
-    pred: torch.Tensor,
-    y: torch.Tensor,
-    group: torch.Tensor | None,
-    num_groups: int,
-    num_classes: int,
-) -> float:
-    correct = pred == y
-    if criterion == "val_avg":
-        return float(correct.float().mean())
-    if criterion == "val_worst_class":
-        group, num_groups = y, num_classes
-    hits, counts = group_correct(correct, group, num_groups)
-    present = counts > 0
-    return float((hits[present] / counts[present]).min())
+def _batches(n: int, bs: int, generator: torch.Generator) -> list[torch.Tensor | None]:
+    """None means the whole training set in order (full batch, no indexing copy)."""
+    if bs >= n:
+        return [None]
+    return list(torch.randperm(n, generator=generator).split(bs))
 
 
 def fit(
@@ -130,21 +108,26 @@ def fit(
     method: str | Method,
     config: TrainConfig | None = None,
     model_kwargs: dict[str, Any] | None = None,
+    model: torch.nn.Module | None = None,
     **method_kwargs: Any,
 ) -> FitResult:
-    """Trains ``method`` on the training split of ``data`` and selects a checkpoint on validation.
+    """Trains ``method`` on the training split of ``data``; selects a checkpoint on validation.
 
-    ``model_kwargs`` go to ``models.build_model`` (hidden, bias, activation); ``method_kwargs`` to the method.
-    History: for every evaluation point, training accuracy per group from the training pass itself (logits before
-    the step, no extra forward pass) and per-group accuracy on each split in ``config.history_splits``.
+    ``model_kwargs`` go to ``models.build_model`` (hidden, bias, activation), unless a ready ``model`` is given
+    (e.g. an ensemble for regression); ``method_kwargs`` go to the method. Classification methods get per-group
+    history (training accuracy from the training pass itself, logits before the step) and validation selection;
+    regression methods (``task = "regression"``) get the loss history and train until the method says stop.
     """
     cfg = config or TrainConfig()
     t0 = time.perf_counter()
     method = make_method(method, **method_kwargs) if isinstance(method, str) else method
+    classify = method.task == "classification"
     if method.needs_train_groups and not data.has_attrs(TRAIN):
         raise ConfigError(
             f"method '{method.name}' needs training group labels (field 'a'), the data has none"
         )
+    if not classify and cfg.selection != "last":
+        raise ConfigError(f"method '{method.name}' is a regression: use selection='last'")
     model_kwargs = dict(model_kwargs or {})
     generator = torch.Generator().manual_seed(cfg.seed)
     train_idx = data.indices(TRAIN)
@@ -152,177 +135,85 @@ def fit(
         data=data, train_idx=train_idx, config=cfg, generator=generator, model_kwargs=model_kwargs
     )
     method.prepare(ctx)
-    model = build_model(data.dim, data.num_classes, num_heads=method.num_heads, seed=cfg.seed, **model_kwargs)
+    if model is None:
+        model = build_model(
+            data.dim, data.num_classes, num_heads=method.num_heads, seed=cfg.seed, **model_kwargs
+        )
     model.to(cfg.device)
     optimizer = make_optimizer(cfg.optimizer, model.parameters(), cfg.lr, cfg.momentum, cfg.weight_decay)
+    selector = Selector(cfg.selection, data)
+    history = History(data, cfg.history_splits if classify else (), model, cfg.device)
 
-    # --- selection criterion -------------------------------------------------------------------------------
-    criterion = cfg.selection
-    val_idx = data.indices(VAL)
-    if criterion == "auto":
-        criterion = "val_wga" if data.has_attrs(VAL) else "val_gi_wga"
-    if criterion == "val_wga" and not data.has_attrs(VAL):
-        raise ConfigError("selection 'val_wga' needs validation attributes (field 'a' >= 0 on split 1)")
-    x_val, y_val = data.x[val_idx], data.y[val_idx]
-    val_group = data.group[val_idx]
-
-    x_train = data.x[train_idx].to(cfg.device)
-    y_train = data.y[train_idx].to(cfg.device)
-    n_train = len(train_idx)
-    g_train = data.group[train_idx].to(cfg.device)
-    num_groups = data.num_groups
-    bs = cfg.batch_size if 0 < cfg.batch_size < n_train else n_train
-    hist_x = {s: data.x[data.indices(SPLITS[s])] for s in cfg.history_splits}
-    hist_g = {s: data.group[data.indices(SPLITS[s])] for s in cfg.history_splits}
-    hist_y = {s: data.y[data.indices(SPLITS[s])] for s in cfg.history_splits}
-
-    rec: dict[str, list[torch.Tensor]] = {"train": [], "loss": [], **{s: [] for s in cfg.history_splits}}
-    epochs_rec: list[int] = []
-    best_score, best_epoch, best_state = -float("inf"), cfg.epochs, None
-    val_groups_best: torch.Tensor | None = None
-    linear = bool(cfg.history_splits) and not model.backbone_parameters()
-    snapshots: list[list[torch.Tensor]] = []
+    x_train, y_train = data.x[train_idx].to(cfg.device), data.y[train_idx].to(cfg.device)
+    n_train, num_groups = len(train_idx), data.num_groups
+    if classify:
+        # unknown attributes (-1) count in an extra bucket that History ignores
+        g_train = torch.where(data.a[train_idx] >= 0, data.group[train_idx], num_groups).to(cfg.device)
+    bs = cfg.batch_size if cfg.batch_size > 0 else n_train
     show = cfg.progress and sys.stderr.isatty()
+    epoch = 0
     model.train()
+    all_pos = torch.arange(n_train)
     for epoch in tqdm(
         range(1, cfg.epochs + 1), desc=cfg.progress_label or method.name, disable=not show, leave=False
     ):
-        hits = torch.zeros(num_groups, device=cfg.device)
+        hits = torch.zeros(num_groups + 1, device=cfg.device) if classify else None
         loss_sum = torch.zeros((), device=cfg.device)
-        if bs == n_train:
-            batches = [None]
-        else:
-            perm = torch.randperm(n_train, generator=generator)
-            batches = list(perm.split(bs))
-        for pos in batches:
+        for pos in _batches(n_train, bs, generator):
             if pos is None:
-                xb, yb, gb = x_train, y_train, g_train
-                pos = torch.arange(n_train)
+                xb, yb, pos = x_train, y_train, all_pos
+                gb = g_train if classify else None
             else:
                 pos_d = pos.to(cfg.device)
-                xb, yb, gb = x_train[pos_d], y_train[pos_d], g_train[pos_d]
+                xb, yb = x_train[pos_d], y_train[pos_d]
+                gb = g_train[pos_d] if classify else None
             logits = method.forward(model, xb)
             loss = method.loss(logits, pos, yb)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             detached = logits.detach()
-            method.after_step(detached, pos, yb)
-            correct = method.predict_logits(detached).argmax(dim=1) == yb
-            hits += group_correct(correct, gb, num_groups)[0]
+            method.after_step(detached, pos, yb, model)
+            if classify:
+                hits.index_add_(0, gb, (method.predict_logits(detached).argmax(dim=1) == yb).float())
             loss_sum += loss.detach() * len(yb)
-        if epoch % cfg.eval_every and epoch != cfg.epochs:
+        stop = method.should_stop()
+        if epoch % cfg.eval_every and epoch != cfg.epochs and not stop:
             continue
-        epochs_rec.append(epoch)
-        rec["train"].append(hits)
-        rec["loss"].append(loss_sum / n_train)
-        if linear:
-            # a linear model's history is evaluated from weight snapshots in one GEMM after training
-            snapshots.append([p.detach().clone() for p in model.heads.parameters()])
-        else:
-            for s in cfg.history_splits:
-                pred = _predict(model, method, hist_x[s], cfg).argmax(dim=1)
-                rec[s].append(group_correct(pred == hist_y[s], hist_g[s], num_groups)[0])
-        if criterion == "last":
-            continue
-        val_logits = _all_logits(model, x_val, cfg).cpu()
-        pred = method.predict_logits(val_logits).argmax(dim=1)
-        inferred = method.infer_groups(val_logits, y_val, "val")
-        if criterion == "val_gi_wga" and inferred is None:
-            criterion = "val_avg"  # the method infers no groups and validation has no attributes
-        group, ng = (inferred, 2 * data.num_classes) if criterion == "val_gi_wga" else (val_group, num_groups)
-        score = _selection_score(criterion, pred, y_val, group, ng, data.num_classes)
-        if score >= best_score:
-            best_score, best_epoch = score, epoch
-            best_state = copy.deepcopy(model.state_dict())
-            val_groups_best = inferred
-
-    for s in cfg.history_splits if linear else ():
-        rec[s] = _snapshot_hits(
-            snapshots,
-            method,
-            hist_x[s].to(cfg.device),
-            hist_y[s].to(cfg.device),
-            hist_g[s].to(cfg.device),
-            num_groups,
+        history.record(
+            epoch,
+            hits[:num_groups] if classify else None,
+            loss_sum / n_train,
             model,
+            method,
+            cfg.eval_batch_size,
         )
-    if best_state is not None:
-        model.load_state_dict(best_state)
+        if classify:
+            selector.update(epoch, model, method, cfg.eval_batch_size, cfg.device)
+        if stop:
+            break
+
+    if selector.best_state is not None:
+        model.load_state_dict(selector.best_state)
     model.eval()
-    if val_groups_best is None:
-        val_groups_best = method.infer_groups(_all_logits(model, x_val, cfg).cpu(), y_val, "val")
-    outputs = method.outputs(model, ctx)
-    history = _history(epochs_rec, rec, data, cfg, train_idx)
+    inferred = selector.inferred
+    if classify and inferred is None:
+        logits = all_logits(model, selector.x, cfg.eval_batch_size, cfg.device).cpu()
+        inferred = method.infer_groups(logits, selector.y, "val")
+    curves = (
+        history.curves(method, model)
+        if classify
+        else {"epoch": history.epochs, "loss": torch.stack(history.rec["loss"]).cpu().tolist()}
+    )
     return FitResult(
         model=model,
         method=method,
         config=cfg,
-        selection=criterion,
-        selected_epoch=best_epoch,
-        history=history,
-        outputs=outputs,
-        val_inferred_groups=val_groups_best,
+        selection=selector.criterion,
+        selected_epoch=selector.best_epoch or epoch,
+        epochs_run=epoch,
+        history=curves,
+        outputs=method.outputs(model, ctx),
+        val_inferred_groups=inferred,
         seconds=time.perf_counter() - t0,
     )
-
-
-@torch.no_grad()
-def _snapshot_hits(
-    snapshots: list[list[torch.Tensor]],
-    method: Method,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    group: torch.Tensor,
-    num_groups: int,
-    model: MultiHeadNet,
-) -> list[torch.Tensor]:
-    """Per-group hits (G,) for each snapshot of a linear model's head weights (T of them), T at a time in one GEMM."""
-    H, K = model.heads.num_heads, model.heads.num_classes
-    chunk = max(1, (1 << 24) // max(1, len(x) * H * K))  # bound the (n, T, H*K) logits to ~64 MB
-    hits = []
-    for start in range(0, len(snapshots), chunk):
-        block = snapshots[start : start + chunk]
-        w = torch.cat([s[0] for s in block])  # (T*H*K, d)
-        logits = x @ w.t()
-        if len(block[0]) > 1:  # bias
-            logits += torch.cat([s[1] for s in block])
-        t = len(block)
-        logits = logits.view(len(x), t, H, K).transpose(0, 1).reshape(t * len(x), H, K)
-        correct = (method.predict_logits(logits).argmax(dim=1).view(t, len(x)) == y).float()
-        g = group.clamp_min(0)
-        per_group = torch.zeros(t, num_groups, device=x.device).index_add_(1, g, correct * (group >= 0))
-        hits.extend(per_group.unbind(0))
-    return hits
-
-
-def _history(
-    epochs: list[int],
-    rec: dict[str, list[torch.Tensor]],
-    data: GroupData,
-    cfg: TrainConfig,
-    train_idx: torch.Tensor,
-) -> dict[str, Any]:
-    """Turns the on-device per-group hit counts into accuracy curves (one host transfer at the end)."""
-    G, A = data.num_groups, data.num_attrs
-    out: dict[str, Any] = {"epoch": epochs, "loss": torch.stack(rec["loss"]).cpu().tolist()}
-    # majority = a == y; only meaningful when attribute and label share their values
-    comparable = data.num_attrs == data.num_classes
-    group_y = torch.arange(G) // A
-    group_a = torch.arange(G) % A
-    for s in ["train", *cfg.history_splits]:
-        hits = torch.stack(rec[s]).cpu()  # (T, G)
-        counts = torch.bincount(
-            data.group[data.indices(SPLITS[s])].clamp_min(0)[data.a[data.indices(SPLITS[s])] >= 0],
-            minlength=G,
-        ).float()
-        curves: dict[str, Any] = {}
-        if comparable:
-            for name, mask in (("majority", group_y == group_a), ("minority", group_y != group_a)):
-                n = counts[mask].sum()
-                curves[name] = (hits[:, mask].sum(1) / n).tolist() if n > 0 else []
-        curves["groups"] = {
-            group_name(i, A): (hits[:, i] / counts[i]).tolist() for i in range(G) if counts[i] > 0
-        }
-        out[s] = curves
-    return out

@@ -39,6 +39,7 @@ class Method:
     name: ClassVar[str] = "base"
     num_heads: ClassVar[int] = 1
     needs_train_groups: ClassVar[bool] = False
+    task: ClassVar[str] = "classification"  # or "regression": no group metrics, no validation selection
 
     def prepare(self, ctx: TrainContext) -> None:
         """Called once before training (e.g. draw XRM's halves, run MAT's phase 1)."""
@@ -51,8 +52,12 @@ class Method:
         raise NotImplementedError
 
     @torch.no_grad()
-    def after_step(self, logits: torch.Tensor, pos: torch.Tensor, y: torch.Tensor) -> None:
+    def after_step(self, logits: torch.Tensor, pos: torch.Tensor, y: torch.Tensor, model: torch.nn.Module) -> None:
         """Called after each optimiser step with the (pre-step, detached) training logits."""
+
+    def should_stop(self) -> bool:
+        """Asked after every epoch; True ends training early (e.g. a target loss reached)."""
+        return False
 
     def predict_logits(self, logits: torch.Tensor) -> torch.Tensor:
         """(n, H, K) -> (n, K): the logits the method predicts with (head 0 by default)."""

@@ -137,7 +137,7 @@ class MAT(Method):
         return self.twins.loss(logits_ab, pos) + F.cross_entropy(logits[:, 2] + shift, y)
 
     @torch.no_grad()
-    def after_step(self, logits: torch.Tensor, pos: torch.Tensor, y: torch.Tensor) -> None:
+    def after_step(self, logits: torch.Tensor, pos: torch.Tensor, y: torch.Tensor, model) -> None:
         if self.mode == "single-run":
             self.twins.flip(logits[:, :2], pos)
 

@@ -108,7 +108,7 @@ class XRM(Method):
         return self.twins.loss(logits, pos)
 
     @torch.no_grad()
-    def after_step(self, logits: torch.Tensor, pos: torch.Tensor, y: torch.Tensor) -> None:
+    def after_step(self, logits: torch.Tensor, pos: torch.Tensor, y: torch.Tensor, model) -> None:
         self.twins.flip(logits, pos)
 
     def predict_logits(self, logits: torch.Tensor) -> torch.Tensor:

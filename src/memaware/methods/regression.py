@@ -1,0 +1,91 @@
+"""Least-squares regression for (ensembles of) models, trained until the training MSE is below a target.
+
+Outputs (n, E, 1) or (n, E) of E ensemble members are fitted to targets y (n, E); each member's loss is its own
+mean squared error, so summing them keeps the members' gradients independent. A member whose full-batch MSE
+falls below ``target_mse`` is frozen at the parameters of that step (later steps restore them), so it ends where
+it would have ended alone; training stops when every member has reached the target or at the step cap.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ..errors import ConfigError
+from .base import Method, TrainContext
+from .registry import register
+
+
+@register
+class MSERegression(Method):
+    name = "mse"
+    task = "regression"
+
+    def __init__(self, target_mse: float | None = 1e-6):
+        if target_mse is not None and not target_mse > 0:
+            raise ConfigError(f"target_mse must be > 0, got {target_mse}")
+        self.target_mse = target_mse
+
+    def prepare(self, ctx: TrainContext) -> None:
+        if self.target_mse is not None and 0 < ctx.config.batch_size < len(ctx.train_idx):
+            raise ConfigError(
+                "a target MSE is checked on the full training set: use batch_size=0 (full batch)"
+            )
+        members = 1 if ctx.data.y.dim() == 1 else ctx.data.y.shape[1]
+        self.steps = torch.zeros(members, dtype=torch.long)  # step at which each member reached the target
+        self.final_mse = torch.full((members,), float("nan"))
+        self.done = torch.zeros(members, dtype=torch.bool)
+        self.frozen: list[torch.Tensor] = []
+        self.step = 0
+
+    def predict_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits.reshape(logits.shape[0], -1)  # (n, E)
+
+    def loss(self, logits: torch.Tensor, pos: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        pred = self.predict_logits(logits)
+        per_member = (pred - y.reshape(pred.shape)).pow(2).mean(dim=0)
+        self.last_mse = per_member.detach().cpu()
+        return per_member.sum()
+
+    @torch.no_grad()
+    def after_step(self, logits: torch.Tensor, pos: torch.Tensor, y: torch.Tensor, model) -> None:
+        self.step += 1
+        running = ~self.done
+        self.final_mse[running] = self.last_mse[running]
+        self.steps[running] = self.step
+        if self.target_mse is None:
+            return
+        newly = running & (self.last_mse < self.target_mse)
+        if len(self.done) == 1:  # a single model: the loop stops right after this step
+            self.done |= newly
+            return
+        params = list(model.parameters())
+        if any(p.shape[0] != len(self.done) for p in params):
+            raise ConfigError(f"{len(self.done)} targets per example need an ensemble with as many members")
+        if newly.any():
+            if not self.frozen:
+                self.frozen = [p.detach().clone() for p in params]
+            for p, keep in zip(params, self.frozen, strict=True):
+                keep[newly] = p[newly]
+            self.done |= newly
+        if self.done.any() and not self.done.all():
+            for p, keep in zip(params, self.frozen, strict=True):
+                p[self.done] = keep[self.done]
+
+    def should_stop(self) -> bool:
+        return self.target_mse is not None and bool(self.done.all())
+
+    def outputs(self, model, ctx: TrainContext) -> dict[str, Any]:
+        if self.frozen:  # the finished members end at their frozen parameters
+            with torch.no_grad():
+                for p, keep in zip(model.parameters(), self.frozen, strict=True):
+                    p[self.done] = keep[self.done]
+        return {
+            "steps": self.steps.tolist(),
+            "train_mse": self.final_mse.tolist(),
+            "reached_target": self.done.tolist(),
+        }
+
+    def describe(self) -> dict[str, Any]:
+        return {"target_mse": self.target_mse}

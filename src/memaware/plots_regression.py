@@ -1,0 +1,84 @@
+"""Figures of the regression experiments (paper Fig. 3 and the sigma sweep); Agg backend, imported lazily."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .artifacts import save_figure
+from .plots import _pyplot
+
+TITLES = {"good": "Good memorization", "bad": "Bad memorization", "ugly": "Ugly memorization"}
+
+
+def plot_fig3(res: dict[str, Any], problems: list, curves: dict[str, Any], path: str | Path) -> Path:
+    """Three panels: training points, the true f (dashed) and the learned g on the clean sweep."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(13.5, 4.3), sharey=True)
+    for ax, (name, run), p in zip(axes, res["runs"].items(), problems, strict=True):
+        xs = p.x_sweep[:, 0].numpy()
+        ax.plot(xs, p.f_sweep.numpy(), "k--", lw=2, alpha=0.6, label=r"true function $f(x_y)$")
+        ax.plot(
+            xs, curves[name].numpy(), c="#4B79BD", lw=2, alpha=0.85, label=r"learned $g(x_y, \epsilon = 0)$"
+        )
+        ax.scatter(
+            p.x_train[:, 0].numpy(),
+            p.y_train.numpy(),
+            c="#4B79BD",
+            edgecolors="k",
+            s=30,
+            zorder=3,
+            label="noisy training points",
+        )
+        ax.set_title(
+            f"{TITLES[name]}: $\\sigma_\\epsilon$ = {run['sigma']:g}\n"
+            f"test MSE {run['test_mse']:.4f}, noise reliance {run['noise_reliance']:.3f}",
+            fontsize=11,
+        )
+        ax.set(xlabel=r"core feature $x_y$", xlim=(-1.25, 1.25), ylim=(-0.55, 0.55))
+        ax.grid(ls="--", lw=0.5, alpha=0.6)
+    axes[0].set_ylabel("target / prediction")
+    axes[0].legend(frameon=False, fontsize=9, loc="upper left")
+    fig.tight_layout()
+    out = save_figure(fig, path)
+    plt.close(fig)
+    return out
+
+
+def plot_fig3_sweep(res: dict[str, Any], path: str | Path) -> Path:
+    """test MSE and noise reliance against sigma (mean and min-max over seeds); sigma = 0 drawn at the left."""
+    plt = _pyplot()
+    sigmas = res["sigmas"]
+    positive = [s for s in sigmas if s > 0]
+    zero_at = min(positive) / 10 if positive else 1e-7
+    xs = np.array([s if s > 0 else zero_at for s in sigmas])
+    fig, axes = plt.subplots(1, 2, figsize=(11.5, 4.2))
+    for ax, key, label in (
+        (axes[0], "test_mse", "test MSE against f (clean sweep)"),
+        (axes[1], "noise_reliance", r"noise reliance $|g(x_i) - g(x_i^{\epsilon=0})|$"),
+    ):
+        vals = [[r[key] for r in res["runs"] if r["sigma"] == s] for s in sigmas]
+        mean = np.array([np.mean(v) for v in vals])
+        lo, hi = np.array([min(v) for v in vals]), np.array([max(v) for v in vals])
+        ax.fill_between(
+            xs, lo, hi, color="#4B79BD", alpha=0.2, label=f"min-max over {len(res['seeds'])} seeds"
+        )
+        ax.plot(xs, mean, "o-", c="#4B79BD", label="mean")
+        ax.set_xscale("log")
+        if key == "test_mse":
+            ax.set_yscale("log")
+        ax.set(
+            xlabel=r"input-noise scale $\sigma_\epsilon$ (leftmost point: $\sigma_\epsilon = 0$)",
+            ylabel=label,
+        )
+        ax.set_xticks(xs, ["0" if s == 0 else f"{s:g}" for s in sigmas], rotation=45, fontsize=8)
+        ax.grid(ls="--", lw=0.5, alpha=0.6)
+        ax.legend(frameon=False, fontsize=9)
+    axes[0].set_title("ugly (sigma = 0) -> good -> bad as input noise grows", fontsize=11)
+    axes[1].set_title("how much the fit at a training point rides on its noise", fontsize=11)
+    fig.tight_layout()
+    out = save_figure(fig, path)
+    plt.close(fig)
+    return out

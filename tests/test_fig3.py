@@ -1,0 +1,128 @@
+import json
+
+import pytest
+import torch
+
+from memaware.cli import main
+from memaware.data.regression import make_setup_c1, paper_function, stack_problems
+from memaware.errors import ConfigError
+from memaware.experiments.fig3 import noise_reliance, train_problems
+from memaware.models import EnsembleMLP
+from memaware.train import TrainConfig, fit
+
+
+def test_setup_c1_generator():
+    p = make_setup_c1(n=20, noise_dim=30, sigma=1e-3, label_noise=0.08, n_sweep=1000, seed=0)
+    assert p.x_train.shape == (20, 31) and p.x_sweep.shape == (1000, 31) and p.f_sweep.shape == (1000,)
+    xs = p.x_train[:, 0]
+    assert xs[0] == pytest.approx(-1.5) and xs[-1] == pytest.approx(1.5)
+    assert torch.allclose(xs[1:] - xs[:-1], torch.full((19,), 3.0 / 19), atol=2e-3)  # evenly spaced
+    assert torch.all(p.x_sweep[:, 1:] == 0) and torch.allclose(p.f_sweep, paper_function(p.x_sweep[:, 0]))
+    assert p.x_train[:, 1:].std().item() == pytest.approx(1e-3, rel=0.15)
+    resid = p.y_train - paper_function(xs)
+    assert 0.03 < resid.std().item() < 0.15
+    q = make_setup_c1(sigma=0.0, seed=0)
+    assert torch.equal(p.y_train, q.y_train)  # same label noise for any sigma
+    assert torch.allclose(p.x_train[:, 1:] / 1e-3, make_setup_c1(sigma=1.0, seed=0).x_train[:, 1:], atol=1e-5)
+    assert torch.all(q.x_train[:, 1:] == 0) and torch.equal(q.x_train_clean, q.x_train)
+    with pytest.raises(ConfigError):
+        make_setup_c1(sigma=-1.0)
+
+
+def test_stopping_rule_single_model():
+    p = make_setup_c1(n=8, noise_dim=4, sigma=0.1, seed=1)
+    data = stack_problems([p])
+    cfg = TrainConfig(epochs=5000, lr=1e-2, optimizer="adam", selection="last")
+    res = fit(data, "mse", cfg, model=EnsembleMLP(5, [0], hidden=(32,)), target_mse=1e-3)
+    steps = res.outputs["steps"][0]
+    assert res.outputs["reached_target"] == [True] and res.epochs_run == steps < 5000
+    assert res.outputs["train_mse"][0] < 1e-3 and res.history["loss"][-1] < 1e-3
+    assert res.history["loss"][-2] >= 1e-3  # it stopped at the first step below the target
+    capped = fit(
+        data,
+        "mse",
+        TrainConfig(epochs=10, lr=1e-2, optimizer="adam", selection="last"),
+        model=EnsembleMLP(5, [0], hidden=(32,)),
+        target_mse=1e-3,
+    )
+    assert capped.outputs["reached_target"] == [False] and capped.outputs["steps"] == [10]
+
+
+def test_ensemble_member_equals_its_solo_run():
+    probs = [make_setup_c1(n=8, noise_dim=4, sigma=s, seed=2) for s in (0.3, 0.0)]
+    cfg = TrainConfig(epochs=3000, lr=1e-2, optimizer="adam", selection="last")
+    both = fit(stack_problems(probs), "mse", cfg, model=EnsembleMLP(5, [7, 8], hidden=(16,)), target_mse=1e-2)
+    solo = [
+        fit(stack_problems([p]), "mse", cfg, model=EnsembleMLP(5, [seed], hidden=(16,)), target_mse=1e-2)
+        for p, seed in zip(probs, (7, 8), strict=True)
+    ]
+    assert both.outputs["steps"] == [s.outputs["steps"][0] for s in solo]
+    assert both.outputs["steps"][0] != both.outputs["steps"][1]  # one froze while the other trained on
+    for e, s in enumerate(solo):
+        for p_both, p_solo in zip(both.model.parameters(), s.model.parameters(), strict=True):
+            assert torch.allclose(p_both[e], p_solo[0], atol=1e-5)
+
+
+def test_noise_reliance_hand_built():
+    p = make_setup_c1(n=5, noise_dim=3, sigma=0.5, seed=0)
+
+    def g(x):  # core part plus twice the sum of the noise coordinates
+        return x[:, 0] ** 2 + 2 * x[:, 1:].sum(dim=1)
+
+    expected = (2 * p.x_train[:, 1:].sum(dim=1)).abs().mean().item()
+    assert noise_reliance(g, p) == pytest.approx(expected, rel=1e-6)
+    assert noise_reliance(lambda x: x[:, 0] * 3, p) == 0.0
+
+
+def test_fig3_runs_and_json_schema(tmp_path, capsys):
+    code = main(["fig3", "--out", str(tmp_path), "--max-steps", "40", "--n", "10"])
+    out = capsys.readouterr().out
+    assert code == 0 and "noise reliance" in out
+    res = json.loads((tmp_path / "fig3.json").read_text())
+    assert set(res["runs"]) == {"good", "bad", "ugly"} and isinstance(res["seconds"], float)
+    for name, sigma in (("good", 1e-4), ("bad", 1e-3), ("ugly", 0.0)):
+        run = res["runs"][name]
+        assert set(run) >= {"sigma", "train_mse", "reached_target", "steps", "test_mse", "noise_reliance"}
+        assert run["sigma"] == sigma and run["steps"] == 40 and run["reached_target"] is False
+    assert res["runs"]["ugly"]["noise_reliance"] == 0.0
+    assert (tmp_path / "fig3.png").stat().st_size > 10_000
+
+
+def test_fig3_sweep_small(tmp_path, capsys):
+    code = main(
+        [
+            "fig3",
+            "--sweep",
+            "--out",
+            str(tmp_path),
+            "--sigmas",
+            "0",
+            "1e-3",
+            "0.1",
+            "--seeds",
+            "2",
+            "--max-steps",
+            "30",
+            "--quiet",
+        ]
+    )
+    assert code == 0 and capsys.readouterr().out == ""
+    res = json.loads((tmp_path / "fig3_sweep.json").read_text())
+    assert len(res["runs"]) == 6 and res["sigmas"] == [0.0, 1e-3, 0.1] and res["seeds"] == [0, 1]
+    assert (tmp_path / "fig3_sweep.png").exists()
+
+
+def test_fig3_bad_flags(tmp_path, capsys):
+    assert main(["fig3", "--out", str(tmp_path), "--sweep", "--sigmas", "-1"]) == 2
+    assert "error" in capsys.readouterr().err
+    assert not (tmp_path / "fig3_sweep.json").exists()
+
+
+def test_three_runs_share_init_and_labels():
+    res = train_problems(
+        [make_setup_c1(n=6, noise_dim=2, sigma=s, seed=3) for s in (0.0, 0.0)],
+        [5, 5],
+        hidden=(8,),
+        max_steps=20,
+    )
+    assert res[0]["test_mse"] == pytest.approx(res[1]["test_mse"])  # same seed, same data, same init
