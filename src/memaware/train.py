@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 from .data.groups import TRAIN, GroupData
 from .errors import ConfigError
 from .methods import Method, TrainContext, make_method
-from .metrics import group_correct, group_report
+from .metrics import group_report
 from .models import build_model
 from .optim import make_optimizer
 from .tracking import SPLITS, History, Selector, all_logits
