@@ -16,7 +16,7 @@ $(BIN)/.installed: pyproject.toml
 install: $(BIN)/.installed
 
 reproduce: install
-	$(BIN)/memaware fig1 --out $(OUT)
+	$(BIN)/memaware reproduce --out $(OUT)
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks

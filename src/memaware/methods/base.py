@@ -34,6 +34,7 @@ class Method:
 
     Logits arrive as (b, H, K) for a batch; ``pos`` (b,) are positions in the training split (0..n_train-1),
     stable across epochs, so per-example state (flipped labels, held-out logits, logit shifts) is indexed by them.
+    A batch that holds all n_train positions is the whole training set in order (``xrm.rows`` relies on it).
     """
 
     name: ClassVar[str] = "base"

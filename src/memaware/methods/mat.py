@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from ..errors import ConfigError
 from .base import Method, TrainContext
 from .registry import register
-from .xrm import TwinHeads, cross_mistake_groups, heldout_logits_pass
+from .xrm import TwinHeads, cross_mistake_groups, heldout_logits_pass, rows
 
 SHIFT_EPS = 1e-6
 MODES = ("two-phase", "single-run")
@@ -128,7 +128,7 @@ class MAT(Method):
 
     def loss(self, logits: torch.Tensor, pos: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if self.mode == "two-phase":
-            return F.cross_entropy(logits[:, 0] + self.shift[pos].to(logits.device), y)
+            return F.cross_entropy(logits[:, 0] + rows(self.shift, pos).to(logits.device), y)
         logits_ab = logits[:, :2]
         heldout = self.twins.heldout(logits_ab, pos).detach()
         self.heldout_buffer[pos] = heldout.float().cpu()

@@ -56,6 +56,11 @@ def cross_mistake_groups(logits_ab: torch.Tensor, y: torch.Tensor) -> torch.Tens
     return y * 2 + wrong.long()
 
 
+def rows(values: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    """values[pos], without the copy when the batch is the whole training set (the loop passes it in order)."""
+    return values if len(pos) == len(values) else values[pos]
+
+
 class TwinHeads:
     """The XRM bookkeeping shared by ``XRM`` and single-run ``MAT``: halves, dynamic labels, held-out logits."""
 
@@ -64,18 +69,23 @@ class TwinHeads:
         self.num_classes = ctx.data.num_classes
         self.generator = ctx.generator
         self.held_in = random_halves(n, ctx.generator)
+        self.held_out = 1 - self.held_in
         self.labels = ctx.y_train.clone()  # flipped over training
 
     def loss(self, logits_ab: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        held_in = pick_head(logits_ab, self.held_in[pos].to(logits_ab.device))
-        return class_balanced_ce(held_in, self.labels[pos].to(logits_ab.device), self.num_classes)
+        held_in = pick_head(logits_ab, rows(self.held_in, pos).to(logits_ab.device))
+        return class_balanced_ce(held_in, rows(self.labels, pos).to(logits_ab.device), self.num_classes)
 
     def heldout(self, logits_ab: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        return pick_head(logits_ab, 1 - self.held_in[pos].to(logits_ab.device))
+        return pick_head(logits_ab, rows(self.held_out, pos).to(logits_ab.device))
 
     def flip(self, logits_ab: torch.Tensor, pos: torch.Tensor) -> None:
         ho = self.heldout(logits_ab, pos)
-        self.labels[pos] = flip_labels(self.labels[pos].to(ho.device), ho, self.generator).cpu()
+        new = flip_labels(rows(self.labels, pos).to(ho.device), ho, self.generator).cpu()
+        if len(pos) == len(self.labels):
+            self.labels = new
+        else:
+            self.labels[pos] = new
 
     def summary(self, y_train: torch.Tensor) -> dict[str, Any]:
         return {"flipped_fraction": float((self.labels != y_train).float().mean())}
