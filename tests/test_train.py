@@ -98,3 +98,27 @@ def test_three_class_problem():
     assert (
         mat.evaluate(data, "test")["worst_group_acc"] >= erm.evaluate(data, "test")["worst_group_acc"] + 0.4
     )
+
+
+@pytest.mark.parametrize(
+    "method, kwargs, cfg_kwargs",
+    [
+        ("erm", {}, {"weight_decay": 1e-2, "selection": "last", "history_splits": ("test",)}),
+        ("xrm", {}, {"selection": "last"}),
+        ("mat", {"temperature": 0.1}, {"selection": "auto", "history_splits": ("val",)}),
+        ("mat", {"mode": "single-run"}, {"selection": "last", "history_splits": ("test",)}),
+    ],
+)
+def test_dual_gram_path_matches_the_primal_path(small_noisy, method, kwargs, cfg_kwargs):
+    """Full-batch SGD of a linear model through the Gram matrix gives the same iterates (memaware.dual)."""
+    runs = [
+        fit(small_noisy, method, TrainConfig(epochs=60, lr=3e-2, dual=dual, **cfg_kwargs), **kwargs)
+        for dual in (True, False)
+    ]
+    w_dual, w_primal = (r.model.heads.linear.weight for r in runs)
+    assert torch.allclose(w_dual, w_primal, atol=1e-4, rtol=1e-4)
+    assert runs[0].history["loss"] == pytest.approx(runs[1].history["loss"], rel=1e-4)
+    for split in ("train", *cfg_kwargs.get("history_splits", ())):
+        for name, curve in runs[0].history[split]["groups"].items():
+            assert curve == pytest.approx(runs[1].history[split]["groups"][name], abs=3e-3)
+    assert runs[0].selected_epoch == runs[1].selected_epoch

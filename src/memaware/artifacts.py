@@ -55,7 +55,7 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
     return _atomic_write(path, lambda p: p.write_text(text), ".json")
 
 
-def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 130) -> Path:
+def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 100) -> Path:
     """Saves a matplotlib figure as PNG atomically."""
     return _atomic_write(path, lambda p: fig.savefig(p, dpi=dpi, format="png"), ".png")
 

@@ -70,6 +70,19 @@ class MultiHeadNet(nn.Module):
         return list(self.backbone.parameters())
 
 
+def init_linear_(module: nn.Module, generator: torch.Generator) -> None:
+    """Re-draws every nn.Linear in ``module`` with torch's default rule (uniform in +-1/sqrt(fan_in) for weights
+    and biases, i.e. kaiming-uniform with a = sqrt(5)) from ``generator``: no global RNG, so runs in parallel
+    threads stay reproducible."""
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, nn.Linear):
+                bound = 1.0 / m.in_features**0.5
+                m.weight.uniform_(-bound, bound, generator=generator)
+                if m.bias is not None:
+                    m.bias.uniform_(-bound, bound, generator=generator)
+
+
 def build_model(
     in_dim: int,
     num_classes: int,
@@ -79,10 +92,10 @@ def build_model(
     activation: str = "relu",
     seed: int = 0,
 ) -> MultiHeadNet:
-    """Builds a ``MultiHeadNet`` whose initial weights depend only on ``seed`` (global RNG left untouched)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return MultiHeadNet(in_dim, num_classes, num_heads, hidden, bias, activation)
+    """Builds a ``MultiHeadNet`` whose initial weights depend only on ``seed`` (the global RNG is not used)."""
+    model = MultiHeadNet(in_dim, num_classes, num_heads, hidden, bias, activation)
+    init_linear_(model, torch.Generator().manual_seed(int(seed)))
+    return model
 
 
 class EnsembleMLP(nn.Module):

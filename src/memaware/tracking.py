@@ -39,20 +39,21 @@ class History:
         self.epochs: list[int] = []
         self.rec: dict[str, list[torch.Tensor]] = {"train": [], "loss": [], **{s: [] for s in splits}}
         self.linear = bool(splits) and not list(model.backbone.parameters())
-        self.snapshots: list[list[torch.Tensor]] = []
+        self.snapshots: list = []
+        self.dual = None
         self.eval = {}
         for s in splits:
             idx = data.indices(SPLITS[s])
             self.eval[s] = (data.x[idx], data.y[idx], data.group[idx])
 
-    def record(
-        self, epoch: int, train_hits: torch.Tensor, loss: torch.Tensor, model, method: Method, bs: int
-    ):
+    def record(self, epoch: int, train_hits, loss: torch.Tensor, model, method: Method, bs: int, dual=None):
         self.epochs.append(epoch)
         self.rec["train"].append(train_hits)
         self.rec["loss"].append(loss)
         if self.linear:
-            self.snapshots.append([p.detach().clone() for p in model.heads.parameters()])
+            self.dual = dual  # with the dual form, snapshots are (s, C) states (memaware.dual)
+            params = [p.detach().clone() for p in model.heads.parameters()] if dual is None else dual.state()
+            self.snapshots.append(params)
             return
         for s, (x, y, g) in self.eval.items():
             pred = method.predict_logits(all_logits(model, x, bs, self.device)).argmax(dim=1).cpu()
@@ -68,11 +69,14 @@ class History:
         hits = []
         for start in range(0, len(self.snapshots), chunk):
             block = self.snapshots[start : start + chunk]
-            logits = x @ torch.cat([s[0] for s in block]).t()  # (n, T*H*K)
-            if len(block[0]) > 1:  # bias
-                logits += torch.cat([s[1] for s in block])
             t = len(block)
-            logits = logits.view(len(x), t, H, K).transpose(0, 1).reshape(t * len(x), H, K)
+            if self.dual is not None:
+                logits = self.dual.snapshot_logits(x, block).reshape(t * len(x), H, K)
+            else:
+                logits = x @ torch.cat([s[0] for s in block]).t()  # (n, T*H*K)
+                if len(block[0]) > 1:  # bias
+                    logits += torch.cat([s[1] for s in block])
+                logits = logits.view(len(x), t, H, K).transpose(0, 1).reshape(t * len(x), H, K)
             correct = (method.predict_logits(logits).argmax(dim=1).view(t, len(x)) == y).float() * valid
             hits.extend(torch.zeros(t, self.num_groups, device=x.device).index_add_(1, g, correct).unbind(0))
         return hits

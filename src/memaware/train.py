@@ -12,6 +12,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .data.groups import TRAIN, GroupData
+from .dual import DualSGD
 from .errors import ConfigError
 from .methods import Method, TrainContext, make_method
 from .metrics import group_report
@@ -36,7 +37,7 @@ class TrainConfig:
     seed: int = 0
     selection: str = "auto"
     eval_every: int = 1
-    target_loss: float | None = None
+    dual: bool = True  # full-batch SGD of a linear model through its Gram matrix when cheaper (memaware.dual)
     history_splits: tuple[str, ...] = ()
     eval_batch_size: int = 8192
     device: str = "cpu"
@@ -56,8 +57,6 @@ class TrainConfig:
             raise ConfigError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got '{self.optimizer}'")
         if self.selection not in SELECTIONS:
             raise ConfigError(f"selection must be one of {', '.join(SELECTIONS)}, got '{self.selection}'")
-        if self.target_loss is not None and not self.target_loss > 0:
-            raise ConfigError(f"target_loss must be > 0, got {self.target_loss}")
         if self.eval_every < 1:
             raise ConfigError(f"eval_every must be >= 1, got {self.eval_every}")
         for s in self.history_splits:
@@ -150,6 +149,8 @@ def fit(
         # unknown attributes (-1) count in an extra bucket that History ignores
         g_train = torch.where(data.a[train_idx] >= 0, data.group[train_idx], num_groups).to(cfg.device)
     bs = cfg.batch_size if cfg.batch_size > 0 else n_train
+    use_dual = cfg.dual and classify and DualSGD.applicable(model, n_train, x_train[0].numel(), cfg)
+    dual = DualSGD(model, x_train, cfg.lr, cfg.weight_decay) if use_dual else None
     show = cfg.progress and sys.stderr.isatty()
     epoch = 0
     model.train()
@@ -167,11 +168,17 @@ def fit(
                 pos_d = pos.to(cfg.device)
                 xb, yb = x_train[pos_d], y_train[pos_d]
                 gb = g_train[pos_d] if classify else None
-            logits = method.forward(model, xb)
-            loss = method.loss(logits, pos, yb)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
+            if dual is not None:  # the same iterates as below, through the Gram matrix (memaware.dual)
+                logits = dual.leaf_logits()
+                loss = method.loss(logits, pos, yb)
+                loss.backward()
+                dual.step(logits)
+            else:
+                logits = method.forward(model, xb)
+                loss = method.loss(logits, pos, yb)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
             detached = logits.detach()
             method.after_step(detached, pos, yb, model)
             if classify:
@@ -180,19 +187,17 @@ def fit(
         stop = method.should_stop()
         if epoch % cfg.eval_every and epoch != cfg.epochs and not stop:
             continue
-        history.record(
-            epoch,
-            hits[:num_groups] if classify else None,
-            loss_sum / n_train,
-            model,
-            method,
-            cfg.eval_batch_size,
-        )
+        if dual is not None and (selector.criterion != "last" or not history.linear):
+            dual.materialize()
+        train_hits = hits[:num_groups] if classify else None
+        history.record(epoch, train_hits, loss_sum / n_train, model, method, cfg.eval_batch_size, dual)
         if classify:
             selector.update(epoch, model, method, cfg.eval_batch_size, cfg.device)
         if stop:
             break
 
+    if dual is not None:
+        dual.materialize()
     if selector.best_state is not None:
         model.load_state_dict(selector.best_state)
     model.eval()
