@@ -33,7 +33,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--data", required=True, help=".npz file with x (n, d), y (n,), split (n,) and optional a (n,)"
     )
-    p.add_argument("--method", required=True, choices=sorted(METHODS), help="training method")
+    classifiers = sorted(name for name, cls in METHODS.items() if cls.task == "classification")
+    p.add_argument("--method", required=True, choices=classifiers, help="training method")
     add_common(p)
     p.add_argument("--epochs", type=int, default=1000, help="training epochs (MAT two-phase: per phase)")
     p.add_argument("--lr", type=float, default=1e-2, help="learning rate")
