@@ -12,36 +12,62 @@ from .errors import MemawareError
 
 # (name, module, one-line help)
 COMMANDS: list[tuple[str, str, str]] = [
+    ("reproduce", "memaware.experiments.reproduce", "run the paper reproduction (fig1, fig3, theorem) into --out"),
     ("fig1", "memaware.experiments.fig1", "reproduce paper Fig. 1: ERM vs MAT on Setup 2.1 (noiseless / noisy)"),
     ("synth", "memaware.experiments.synth", "write a Setup 2.1 dataset as an .npz interchange file"),
     ("train", "memaware.experiments.train_cmd", "train ERM / XRM / MAT on your own .npz data"),
+    ("fig3", "memaware.experiments.fig3", "reproduce paper Fig. 3: good / bad / ugly memorization in regression"),
+    ("theorem", "memaware.experiments.theorem", "Theorem 2.2 phase diagram: exact ERM vs fixed point"),
 ]
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows a flag's default only where it says something (not for required flags or switches)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        d = action.default
+        if d is None or d is False or d is argparse.SUPPRESS or (isinstance(d, tuple) and not d) or action.required:
+            return action.help or ""
+        return super()._get_help_string(action)
 
 
 def add_common(parser: argparse.ArgumentParser, out_help: str = "output directory (created if missing)") -> None:
     """Flags every experiment takes: --out, --seed, --quiet."""
     parser.add_argument("--out", required=True, help=out_help)
-    parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same numbers (default 0)")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="random seed; the same seed gives the same numbers"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars and no summary on stdout")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; only ``command``'s module is imported (each pulls in torch, matplotlib, ... as it needs)."""
     parser = argparse.ArgumentParser(
         prog="memaware",
         description="Memorization-aware training and the experiments of 'The Pitfalls of Memorization'.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, module, help_text in COMMANDS:
+        if name != command:
+            sub.add_parser(name, help=help_text)
+            continue
         mod = importlib.import_module(module)
-        p = sub.add_parser(name, help=help_text, description=(mod.__doc__ or help_text).strip(),
-                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        p = sub.add_parser(
+            name,
+            help=help_text,
+            description=(mod.__doc__ or help_text).strip(),
+            formatter_class=_Formatter,
+        )
         mod.add_arguments(p)
         p.set_defaults(_run=mod.run)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    names = {name for name, _, _ in COMMANDS}
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(command if command in names else None)
     args = parser.parse_args(argv)
     try:
         return int(args._run(args) or 0)
