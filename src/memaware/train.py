@@ -187,7 +187,7 @@ def fit(
         stop = method.should_stop()
         if epoch % cfg.eval_every and epoch != cfg.epochs and not stop:
             continue
-        if dual is not None and (selector.criterion != "last" or not history.linear):
+        if dual is not None and (selector.criterion != "last" or (history.splits and not history.linear)):
             dual.materialize()
         train_hits = hits[:num_groups] if classify else None
         history.record(epoch, train_hits, loss_sum / n_train, model, method, cfg.eval_batch_size, dual)
