@@ -18,6 +18,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("train", "memaware.experiments.train_cmd", "train ERM / XRM / MAT on your own .npz data"),
     ("fig3", "memaware.experiments.fig3", "reproduce paper Fig. 3: good / bad / ugly memorization in regression"),
     ("theorem", "memaware.experiments.theorem", "Theorem 2.2 phase diagram: exact ERM vs fixed point"),
+    ("memorization", "memaware.experiments.memorization_cmd", "memorization audit per group, ERM vs MAT (Fig. 2)"),
 ]
 
 

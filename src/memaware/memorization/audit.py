@@ -1,0 +1,132 @@
+"""Per-group summaries of memorization scores, the minority-vs-majority gap, and the warnings a person reads.
+
+Groups are (y, a) pairs of the training split. Within each class the largest group is that class's majority,
+the others its minorities (for Setup 2.1 and Waterbirds-like data this is a == y vs a != y). Examples whose
+attribute is unknown (a = -1) form a group 'y=<y>,a=?' with role 'unknown' and enter no gap.
+
+A warning is raised for a minority group whose mean score exceeds its class majority's mean by at least
+``warn_gap`` (score units) and by more than 3 standard errors of the difference, with at least 5 examples.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+QUANTILES = (0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95)
+MIN_GROUP = 5
+
+
+def group_ids(y: np.ndarray, a: np.ndarray, num_attrs: int) -> tuple[np.ndarray, dict[int, str]]:
+    """(n,) group id y * A + a (unknown attribute: -1 - y) and {id: name}."""
+    y, a = np.asarray(y), np.asarray(a)
+    g = np.where(a >= 0, y * num_attrs + a, -1 - y)
+    names = {int(i): (f"y={i // num_attrs},a={i % num_attrs}" if i >= 0 else f"y={-1 - i},a=?") for i in np.unique(g)}
+    return g, names
+
+
+def group_roles(y: np.ndarray, g: np.ndarray) -> dict[int, str]:
+    """{group id: 'majority' | 'minority' | 'unknown'}: the largest known group of each class is its majority."""
+    roles: dict[int, str] = {}
+    for c in np.unique(y):
+        known = [int(i) for i in np.unique(g[(y == c) & (g >= 0)])]
+        sizes = {i: int((g == i).sum()) for i in known}
+        for i in known:
+            roles[i] = "majority" if i == max(sizes, key=lambda j: (sizes[j], -j)) else "minority"
+    for i in np.unique(g[g < 0]):
+        roles[int(i)] = "unknown"
+    return roles
+
+
+def stats(v: np.ndarray) -> dict[str, Any]:
+    """n, mean, median, std, sem, quantiles, fraction above 0.5 of a score vector."""
+    v = np.asarray(v, dtype=np.float64)
+    if len(v) == 0:
+        return {"n": 0}
+    std = float(v.std(ddof=1)) if len(v) > 1 else 0.0
+    return {"n": len(v), "mean": float(v.mean()), "median": float(np.median(v)), "std": std,
+            "sem": std / np.sqrt(len(v)), "quantiles": {f"{q:g}": float(np.quantile(v, q)) for q in QUANTILES},
+            "frac_above_0.5": float((v > 0.5).mean())}
+
+
+def summarize(scores: np.ndarray, y: np.ndarray, a: np.ndarray, num_attrs: int) -> dict[str, Any]:
+    """{"overall", "groups": {name: stats + role}, "gap": {...}} for one method's scores (n,)."""
+    g, names = group_ids(y, a, num_attrs)
+    roles = group_roles(np.asarray(y), g)
+    groups = {names[i]: {"role": roles[i], **stats(scores[g == i])} for i in sorted(names, key=lambda j: (j < 0, j))}
+    maj, mino = [g == i for i in names if roles[i] == "majority"], [g == i for i in names if roles[i] == "minority"]
+    gap: dict[str, Any] = {}
+    if mino:
+        maj_mask, min_mask = np.any(maj, axis=0), np.any(mino, axis=0)
+        gap = {"majority_mean": float(scores[maj_mask].mean()), "minority_mean": float(scores[min_mask].mean())}
+        gap["minority_minus_majority"] = gap["minority_mean"] - gap["majority_mean"]
+        per_class = {}
+        for c in np.unique(y):
+            ids = [i for i in names if i >= 0 and i // num_attrs == c]
+            major = [i for i in ids if roles[i] == "majority"]
+            if not major:
+                continue
+            m = groups[names[major[0]]]["mean"]
+            per_class[f"y={c}"] = {"majority_group": names[major[0]],
+                                   "minority_minus_majority": {names[i]: groups[names[i]]["mean"] - m
+                                                               for i in ids if roles[i] == "minority"}}
+        gap["per_class"] = per_class
+    return {"overall": stats(scores), "groups": groups, "gap": gap}
+
+
+def warnings_for(method: str, summary: dict[str, Any], warn_gap: float = 0.1) -> list[str]:
+    """Plain-language warnings for minority groups memorized far more than their class majority (module doc)."""
+    out = []
+    groups = summary["groups"]
+    for per in summary["gap"].get("per_class", {}).values():
+        major = groups[per["majority_group"]]
+        for name, diff in per["minority_minus_majority"].items():
+            grp = groups[name]
+            se = np.sqrt(grp["sem"] ** 2 + major["sem"] ** 2)
+            if grp["n"] >= MIN_GROUP and diff >= warn_gap and diff > 3 * se:
+                out.append(
+                    f"WARNING [{method}]: minority group {name} (n={grp['n']}) has mean memorization score "
+                    f"{grp['mean']:.2f}, against {major['mean']:.2f} for its class's majority group "
+                    f"{per['majority_group']}. The model fits these examples one by one instead of by a rule "
+                    "the majority shares: near-perfect training accuracy may be hiding a spurious shortcut plus "
+                    "memorized exceptions. Check this group's accuracy on held-out data, or train with MAT."
+                )
+    return out
+
+
+def gap_change(per_method: dict[str, dict[str, Any]]) -> dict[str, float] | None:
+    """ERM's and MAT's minority-minus-majority gaps and the fraction by which MAT shrinks ERM's gap."""
+    if not {"erm", "mat"} <= set(per_method):
+        return None
+    ge = per_method["erm"]["gap"].get("minority_minus_majority")
+    gm = per_method["mat"]["gap"].get("minority_minus_majority")
+    if ge is None or gm is None:
+        return None
+    return {"erm_gap": ge, "mat_gap": gm, "reduction": (1 - gm / ge) if ge > 0 else float("nan")}
+
+
+def audit_text(result: dict[str, Any], out: str) -> str:
+    """The summary printed for a person: per method, groups from most to least memorized; warnings; the gap."""
+    lines = [f"memorization audit, estimator '{result['estimator']}' -> {out}",
+             f"  target: {result['target']}", f"  units:  {result['units']}"]
+    for method, res in result["methods"].items():
+        groups = sorted(res["groups"].items(), key=lambda kv: -kv[1].get("mean", -np.inf))
+        lines.append(f"  {method} ({res['seconds']:.1f} s): groups from most to least memorized")
+        lines.append(f"    {'group':<10} {'role':<9} {'n':>6} {'mean':>7} {'median':>7} {'>0.5':>6}")
+        for name, st in groups:
+            if st["n"]:
+                lines.append(f"    {name:<10} {st['role']:<9} {st['n']:>6} {st['mean']:>7.3f} {st['median']:>7.3f} "
+                             f"{st['frac_above_0.5']:>6.1%}")
+        gap = res["gap"]
+        if gap:
+            lines.append(f"    minority mean {gap['minority_mean']:.3f} vs majority mean {gap['majority_mean']:.3f} "
+                         f"(gap {gap['minority_minus_majority']:+.3f})")
+    change = result["audit"].get("gap_change")
+    if change:
+        lines.append(f"  MAT changes the minority-majority gap from {change['erm_gap']:+.3f} (ERM) to "
+                     f"{change['mat_gap']:+.3f}: {change['reduction']:.0%} smaller")
+    if result["audit"]["no_attributes"]:
+        lines.append("  note: the training split has no attribute labels (a = -1): groups are classes, no gap")
+    lines += result["audit"]["warnings"] or ["  no minority group is memorized far more than its majority"]
+    return "\n".join(lines)

@@ -1,0 +1,44 @@
+"""One entry point over all estimators: ``estimate(data, method, estimator, ...)`` -> ``MemorizationScores``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ..data.groups import GroupData
+from ..errors import ConfigError
+from ..train import TrainConfig
+from .linear import ESTIMATORS as LINEAR_ESTIMATORS
+from .linear import linear_scores
+from .scores import TARGETS, MemorizationScores
+from .subsample import subsample_scores
+from .trak import trak_scores
+
+DEFAULT_MODELS = {"subsample": 32, "trak": 5}
+
+
+def estimate(
+    data: GroupData,
+    method: str,
+    estimator: str = "subsample",
+    config: TrainConfig | None = None,
+    num_models: int | None = None,
+    model_kwargs: dict[str, Any] | None = None,
+    temperature: float = 0.1,
+    proj_dim: int | None = None,
+    trak_lambda: float = 0.0,
+    trak_params: str | Sequence[str] = "all",
+    progress: bool = False,
+) -> MemorizationScores:
+    """Memorization scores of ``data``'s training split for ``method`` ('erm' | 'mat') with ``estimator``
+    (see ``TARGETS`` for what each one targets). ``num_models``: K half-models (subsample, default 32) or M models
+    (trak, default 5)."""
+    if estimator not in TARGETS:
+        raise ConfigError(f"unknown estimator '{estimator}', choose from {', '.join(TARGETS)}")
+    k = num_models if num_models is not None else DEFAULT_MODELS.get(estimator)
+    if estimator == "subsample":
+        return subsample_scores(data, method, config, k, model_kwargs, temperature, progress=progress)
+    if estimator == "trak":
+        return trak_scores(data, method, config, k, model_kwargs, temperature, proj_dim, trak_lambda, trak_params)
+    assert estimator in LINEAR_ESTIMATORS
+    return linear_scores(data, method, estimator, config, model_kwargs, temperature)

@@ -1,0 +1,86 @@
+"""The trained predictors an audit scores: M full-data models of a method (batched for linear heads, ``fit``
+otherwise), each with the logit shift its training loss used (MAT) so that estimators can tell the training
+loss's probability p~_i (with shift) from the predictor's p(y_i | x_i) (without)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..data.groups import GroupData
+from ..errors import ConfigError
+from ..methods.mat import mat_log_shift
+from ..train import TrainConfig, fit
+from .batched import train_erm_stacked, train_heads
+from .scores import check_method, train_arrays
+
+
+@dataclass
+class ScoredModel:
+    """A trained network ``model`` ((n, d) -> (n, H, K) or (n, K) logits) predicting with head ``head``, and the
+    training-loss logit shift (n_train, K) aligned with the training split (None for ERM)."""
+
+    model: nn.Module
+    head: int = 0
+    shift: torch.Tensor | None = None
+
+    @torch.no_grad()
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """(n, d) -> (n, K) logits of the predictor (no shift)."""
+        out = self.model(x)
+        return out[:, self.head] if out.dim() == 3 else out
+
+
+def check_config(cfg: TrainConfig | None) -> TrainConfig:
+    cfg = cfg or TrainConfig(selection="last")
+    if cfg.selection != "last":
+        raise ConfigError("memorization scores are for the final model; use TrainConfig(selection='last')")
+    return cfg
+
+
+def train_full_models(
+    data: GroupData,
+    method: str,
+    config: TrainConfig | None,
+    num_models: int,
+    model_kwargs: dict[str, Any] | None = None,
+    temperature: float = 0.1,
+) -> list[ScoredModel]:
+    """``num_models`` models of ``method`` on the whole training split, model m with seed ``config.seed + m``."""
+    check_method(method)
+    cfg = check_config(config)
+    if num_models < 1:
+        raise ConfigError(f"need at least one model, got {num_models}")
+    model_kwargs = dict(model_kwargs or {})
+    x, y = train_arrays(data)
+    seeds = [cfg.seed + m for m in range(num_models)]
+    if not model_kwargs.get("hidden") and cfg.batch_size == 0:
+        masks = torch.ones(num_models, len(y), dtype=torch.bool)
+        heads = train_heads(method, x, y, masks, cfg, seeds, data.num_classes, bool(model_kwargs.get("bias")),
+                            temperature)
+        shifts = [None] * num_models if heads.shift is None else list(heads.shift)
+        return [ScoredModel(m, 0, s) for m, s in zip(heads.to_models(), shifts, strict=True)]
+    if method == "erm" and cfg.batch_size == 0:
+        masks = torch.ones(num_models, len(y), dtype=torch.bool)
+        return [ScoredModel(m) for m in train_erm_stacked(x, y, masks, cfg, seeds, data.num_classes, model_kwargs)]
+    out = []
+    kwargs = {"temperature": temperature} if method == "mat" else {}
+    for s in seeds:
+        res = fit(data, method, dataclasses.replace(cfg, seed=s), model_kwargs=model_kwargs, **kwargs)
+        shift = getattr(res.method, "shift", None) if method == "mat" else None
+        out.append(ScoredModel(res.model.eval(), res.model.heads.num_heads - 1 if method == "mat" else 0, shift))
+    return out
+
+
+def xrm_shift(data: GroupData, config: TrainConfig | None, temperature: float = 0.1,
+              model_kwargs: dict[str, Any] | None = None) -> torch.Tensor:
+    """MAT's training shift log(p_ho(. | x_i) + 1e-6) (n_train, K) from XRM held-out logits on the whole
+    training split (phase 1 of two-phase MAT, run by ``fit``)."""
+    cfg = check_config(config)
+    res = fit(data, "xrm", cfg, model_kwargs=model_kwargs)
+    _, y = train_arrays(data)
+    return mat_log_shift(res.outputs["heldout_logits"].float(), y, temperature, data.num_classes)
