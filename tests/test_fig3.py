@@ -89,27 +89,20 @@ def test_fig3_runs_and_json_schema(tmp_path, capsys):
 
 
 def test_fig3_sweep_small(tmp_path, capsys):
-    code = main(
-        [
-            "fig3",
-            "--sweep",
-            "--out",
-            str(tmp_path),
-            "--sigmas",
-            "0",
-            "1e-3",
-            "0.1",
-            "--seeds",
-            "2",
-            "--max-steps",
-            "30",
-            "--quiet",
-        ]
-    )
-    assert code == 0 and capsys.readouterr().out == ""
-    res = json.loads((tmp_path / "fig3_sweep.json").read_text())
-    assert len(res["runs"]) == 6 and res["sigmas"] == [0.0, 1e-3, 0.1] and res["seeds"] == [0, 1]
-    assert (tmp_path / "fig3_sweep.png").exists()
+    runs = {}
+    for flag in ([], ["--batched"]):
+        out = tmp_path / ("batched" if flag else "threads")
+        argv = ["fig3", "--sweep", "--out", str(out), "--sigmas", "0", "1e-3", "0.1", "--seeds", "2"]
+        code = main([*argv, "--max-steps", "30", "--n", "8", "--quiet", *flag])
+        assert code == 0 and capsys.readouterr().out == ""
+        res = json.loads((out / "fig3_sweep.json").read_text())
+        assert len(res["runs"]) == 6 and res["sigmas"] == [0.0, 1e-3, 0.1] and res["seeds"] == [0, 1]
+        assert (out / "fig3_sweep.png").exists()
+        runs[bool(flag)] = res["runs"]
+    # one model per thread and one ensemble train the same models (no member reaches the target here)
+    for a, b in zip(runs[False], runs[True], strict=True):
+        assert (a["sigma"], a["seed"], a["steps"]) == (b["sigma"], b["seed"], b["steps"])
+        assert a["test_mse"] == pytest.approx(b["test_mse"], rel=1e-3)
 
 
 def test_fig3_bad_flags(tmp_path, capsys):

@@ -2,8 +2,8 @@
 full batch) is trained until its training MSE is below 1e-6 on 20 noisy points whose inputs carry m = 30 private
 noise coordinates of scale sigma: 1e-4 (good: fits the label noise through the input noise, generalizes),
 1e-3 (bad: leans on the noise, learns f only partly), 0 (ugly: must bend f itself through every noisy label).
-Writes DIR/fig3.png and DIR/fig3.json; with --sweep, a log-spaced range of sigma over several seeds, batched
-into one ensemble, gives DIR/fig3_sweep.png and DIR/fig3_sweep.json."""
+Writes DIR/fig3.png and DIR/fig3.json; with --sweep, a log-spaced range of sigma over several seeds gives
+DIR/fig3_sweep.png and DIR/fig3_sweep.json."""
 
 from __future__ import annotations
 
@@ -81,25 +81,34 @@ def train_problems(
     return rows
 
 
+def _train_each(
+    items: list[tuple[str, RegressionProblem, int]], max_steps: int, progress: bool, workers: int = 2
+) -> dict[str, dict[str, Any]]:
+    """One model per (label, problem, init seed), ``workers`` at a time on threads of one core each.
+
+    For these small MLPs one model per thread beats an ensemble: an ensemble steps every member until the
+    slowest reaches the target, and batched matmuls of 20 x 300 blocks gain little on a CPU (BENCHMARKS.md).
+    """
+
+    def train(item: tuple[str, RegressionProblem, int]) -> dict[str, Any]:
+        label, p, init_seed = item
+        return train_problems([p], [init_seed], max_steps=max_steps, progress=progress, label=label)[0]
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            return dict(zip([label for label, _, _ in items], pool.map(train, items), strict=True))
+    finally:
+        torch.set_num_threads(threads)
+
+
 def run_fig3(seed: int = 0, max_steps: int = 100_000, progress: bool = False, **data_kwargs: Any):
     """The three runs of Fig. 3 on the same seed (same init, label noise and standardized input noise)."""
     t0 = time.perf_counter()
     problems = [make_setup_c1(sigma=s, seed=seed, **data_kwargs) for s in RUNS.values()]
-
-    def train(item: tuple[str, RegressionProblem]) -> dict[str, Any]:
-        name, p = item
-        return train_problems([p], [seed], max_steps=max_steps, progress=progress, label=f"fig3 {name}")[0]
-
-    # three separate models (an ensemble would make every member wait for the slowest), two at a time on
-    # threads of one core each; "ugly" usually needs the most steps, so it starts first
-    order = sorted(zip(RUNS, problems, strict=True), key=lambda item: item[0] != "ugly")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            done = dict(zip([name for name, _ in order], pool.map(train, order), strict=True))
-    finally:
-        torch.set_num_threads(threads)
+    items = [(name, p, seed) for name, p in zip(RUNS, problems, strict=True)]
+    done = _train_each(sorted(items, key=lambda it: it[0] != "ugly"), max_steps, progress)  # longest first
     rows = [done[name] for name in RUNS]
     curves = {name: r.pop("_g_sweep") for name, r in zip(RUNS, rows, strict=True)}
     res = {"runs": dict(zip(RUNS, rows, strict=True)), "seconds": time.perf_counter() - t0, "seed": seed}
@@ -107,18 +116,35 @@ def run_fig3(seed: int = 0, max_steps: int = 100_000, progress: bool = False, **
 
 
 def run_sweep(
-    sigmas=SWEEP_SIGMAS, seeds=(0, 1, 2), max_steps: int = 30_000, progress: bool = False, **data_kwargs
+    sigmas=SWEEP_SIGMAS,
+    seeds=(0, 1, 2),
+    max_steps: int = 30_000,
+    progress: bool = False,
+    batched: bool = False,
+    **data_kwargs,
 ):
-    """Every (sigma, seed) pair as one member of a single ensemble."""
+    """Every (sigma, seed) pair: one model each on two threads, or (``batched``) all as one ensemble."""
     t0 = time.perf_counter()
     pairs = [(s, seed) for seed in seeds for s in sigmas]
     problems = [make_setup_c1(sigma=s, seed=seed, **data_kwargs) for s, seed in pairs]
-    rows = train_problems(
-        problems, [seed for _, seed in pairs], max_steps=max_steps, progress=progress, label="fig3 sweep"
-    )
+    if batched:
+        rows = train_problems(
+            problems, [seed for _, seed in pairs], max_steps=max_steps, progress=progress, label="fig3 sweep"
+        )
+    else:
+        items = [(f"sigma={s:g} seed={seed}", p, seed) for (s, seed), p in zip(pairs, problems, strict=True)]
+        # small sigmas need the most steps: start them first so that the two threads finish together
+        done = _train_each(sorted(items, key=lambda it: it[1].sigma), max_steps, progress)
+        rows = [done[label] for label, _, _ in items]
     for r in rows:
         r.pop("_g_sweep")
-    return {"runs": rows, "sigmas": list(sigmas), "seeds": list(seeds), "seconds": time.perf_counter() - t0}
+    return {
+        "runs": rows,
+        "sigmas": list(sigmas),
+        "seeds": list(seeds),
+        "batched": batched,
+        "seconds": time.perf_counter() - t0,
+    }
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -129,6 +155,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--sweep", action="store_true", help="sweep sigma over a log range and several seeds instead"
     )
     p.add_argument("--seeds", type=int, default=3, help="with --sweep: seeds 0..N-1")
+    p.add_argument(
+        "--batched",
+        action="store_true",
+        help="with --sweep: train all (sigma, seed) pairs as one ensemble (for GPUs; slower on CPUs)",
+    )
     p.add_argument(
         "--sigmas", type=float, nargs="+", default=list(SWEEP_SIGMAS), help="with --sweep: noise levels"
     )
@@ -159,7 +190,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.sweep:
         seeds = tuple(range(args.seed, args.seed + args.seeds))
-        res = run_sweep(tuple(args.sigmas), seeds, args.max_steps or 30_000, not args.quiet, **data_kwargs)
+        res = run_sweep(
+            tuple(args.sigmas), seeds, args.max_steps or 30_000, not args.quiet, args.batched, **data_kwargs
+        )
         plot_fig3_sweep(res, out / "fig3_sweep.png")
         write_json(out / "fig3_sweep.json", res)
         if not args.quiet:
