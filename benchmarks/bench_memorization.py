@@ -2,7 +2,7 @@
 and speed for 5,000 examples x 2,048-dim features with a linear head.
 
 Usage: python benchmarks/bench_memorization.py {gaps,validate,speed,all} [--seeds 3] [--out DIR]
-Prints one line per measurement; results are recorded in docs/benchmarks-memorization.md.
+Prints one line per measurement; results are recorded in BENCHMARKS.md.
 """
 
 from __future__ import annotations
