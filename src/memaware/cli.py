@@ -12,14 +12,37 @@ from .errors import MemawareError
 
 # (name, module, one-line help)
 COMMANDS: list[tuple[str, str, str]] = [
-    ("reproduce", "memaware.experiments.reproduce", "run the paper reproduction (fig1, fig3, theorem) into --out"),
-    ("fig1", "memaware.experiments.fig1", "reproduce paper Fig. 1: ERM vs MAT on Setup 2.1 (noiseless / noisy)"),
+    (
+        "reproduce",
+        "memaware.experiments.reproduce",
+        "run the paper reproduction (fig1, fig3, theorem) into --out",
+    ),
+    (
+        "fig1",
+        "memaware.experiments.fig1",
+        "reproduce paper Fig. 1: ERM vs MAT on Setup 2.1 (noiseless / noisy)",
+    ),
     ("synth", "memaware.experiments.synth", "write a Setup 2.1 dataset as an .npz interchange file"),
     ("train", "memaware.experiments.train_cmd", "train ERM / XRM / MAT on your own .npz data"),
-    ("fig3", "memaware.experiments.fig3", "reproduce paper Fig. 3: good / bad / ugly memorization in regression"),
+    (
+        "fig3",
+        "memaware.experiments.fig3",
+        "reproduce paper Fig. 3: good / bad / ugly memorization in regression",
+    ),
     ("theorem", "memaware.experiments.theorem", "Theorem 2.2 phase diagram: exact ERM vs fixed point"),
-    ("memorization", "memaware.experiments.memorization_cmd", "memorization audit per group, ERM vs MAT (Fig. 2)"),
+    (
+        "memorization",
+        "memaware.experiments.memorization_cmd",
+        "memorization audit per group, ERM vs MAT (Fig. 2)",
+    ),
 ]
+
+
+class _Parser(argparse.ArgumentParser):
+    """Bad flags get one line (no usage dump) and exit code 2, like bad data."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -27,12 +50,31 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         d = action.default
-        if d is None or d is False or d is argparse.SUPPRESS or (isinstance(d, tuple) and not d) or action.required:
+        if (
+            d is None
+            or d is False
+            or d is argparse.SUPPRESS
+            or (isinstance(d, tuple) and not d)
+            or action.required
+        ):
             return action.help or ""
         return super()._get_help_string(action)
 
 
-def add_common(parser: argparse.ArgumentParser, out_help: str = "output directory (created if missing)") -> None:
+def hidden_widths(text: str) -> tuple[int, ...]:
+    """argparse type for --hidden: comma-separated layer widths, e.g. '256,256' (empty: a linear model)."""
+    try:
+        widths = tuple(int(w) for w in text.split(",") if w.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--hidden takes comma-separated integers, got '{text}'") from None
+    if any(w < 1 for w in widths):
+        raise argparse.ArgumentTypeError(f"--hidden widths must be >= 1, got '{text}'")
+    return widths
+
+
+def add_common(
+    parser: argparse.ArgumentParser, out_help: str = "output directory (created if missing)"
+) -> None:
     """Flags every experiment takes: --out, --seed, --quiet."""
     parser.add_argument("--out", required=True, help=out_help)
     parser.add_argument(
@@ -43,7 +85,7 @@ def add_common(parser: argparse.ArgumentParser, out_help: str = "output director
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser; only ``command``'s module is imported (each pulls in torch, matplotlib, ... as it needs)."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="memaware",
         description="Memorization-aware training and the experiments of 'The Pitfalls of Memorization'.",
     )

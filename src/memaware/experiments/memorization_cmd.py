@@ -35,18 +35,8 @@ def _methods(text: str) -> tuple[str, ...]:
     return methods
 
 
-def _widths(text: str) -> tuple[int, ...]:
-    try:
-        widths = tuple(int(w) for w in text.split(",") if w.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--hidden takes comma-separated integers, got '{text}'") from None
-    if any(w < 1 for w in widths):
-        raise argparse.ArgumentTypeError(f"--hidden widths must be >= 1, got '{text}'")
-    return widths
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from ..cli import add_common
+    from ..cli import add_common, hidden_widths
 
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--data", help=".npz file with x (n, d), y (n,), split (n,) and a (n,) (group attribute)")
@@ -64,7 +54,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weight-decay", type=float, default=None,
                    help=f"L2 weight decay (default 0; {LINEAR_DEFAULT_WD:g} for newton / loo / influence)")
     p.add_argument("--batch-size", type=int, default=0, help="mini-batch size; 0 = full batch (batched models)")
-    p.add_argument("--hidden", type=_widths, default=(), help="MLP hidden widths, e.g. 64 (default: linear head)")
+    p.add_argument("--hidden", type=hidden_widths, default=(), help="MLP hidden widths, e.g. 64 (default: linear head)")
     p.add_argument("--bias", action="store_true", help="give the output head a bias")
     p.add_argument("--temperature", type=float, default=0.1, help="MAT temperature on held-out logits")
     p.add_argument("--proj-dim", type=int, default=None, help="trak projection dimension k (default min(512, rank/2))")

@@ -17,18 +17,8 @@ from ..methods import METHODS
 from ..train import SELECTIONS, TrainConfig, fit
 
 
-def _widths(text: str) -> tuple[int, ...]:
-    try:
-        widths = tuple(int(w) for w in text.split(",") if w.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--hidden takes comma-separated integers, got '{text}'") from None
-    if any(w < 1 for w in widths):
-        raise argparse.ArgumentTypeError(f"--hidden widths must be >= 1, got '{text}'")
-    return widths
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from ..cli import add_common
+    from ..cli import add_common, hidden_widths
 
     p.add_argument(
         "--data", required=True, help=".npz file with x (n, d), y (n,), split (n,) and optional a (n,)"
@@ -43,7 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--momentum", type=float, default=0.0, help="SGD momentum")
     p.add_argument("--batch-size", type=int, default=0, help="mini-batch size; 0 = full batch")
     p.add_argument(
-        "--hidden", type=_widths, default=(), help="MLP hidden widths, e.g. 256,256 (default: linear)"
+        "--hidden", type=hidden_widths, default=(), help="MLP hidden widths, e.g. 256,256 (default: linear)"
     )
     p.add_argument(
         "--bias", action="store_true", help="give the output heads a bias (the paper's model has none)"
