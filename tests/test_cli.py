@@ -220,3 +220,10 @@ def test_console_script_entry_point(tmp_path):
         [sys.executable, "-m", "memaware", "train", "--help"], capture_output=True, text=True
     )
     assert helptext.returncode == 0 and "--temperature" in helptext.stdout and "--mat-mode" in helptext.stdout
+
+
+def test_bad_flag_is_one_line_and_exit_2(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--data", str(tmp_path / "d.npz"), "--method", "erm", "--out", str(tmp_path), "--hidden", "x"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and err.count("\n") == 1 and "--hidden takes comma-separated integers" in err
