@@ -227,3 +227,13 @@ def test_bad_flag_is_one_line_and_exit_2(tmp_path, capsys):
         main(["train", "--data", str(tmp_path / "d.npz"), "--method", "erm", "--out", str(tmp_path), "--hidden", "x"])
     err = capsys.readouterr().err
     assert exc.value.code == 2 and err.count("\n") == 1 and "--hidden takes comma-separated integers" in err
+
+
+def test_reproduce_runs_every_experiment_in_one_process(tmp_path, capsys):
+    """The main job: theorem, fig1 and fig3 in one process (fig1/fig3 change torch's thread count; theorem's
+    batched solves must not run after that change, see memaware.threads)."""
+    assert main(["reproduce", "--out", str(tmp_path), "--quiet"]) == 0
+    assert capsys.readouterr().out == ""
+    names = {p.name for p in tmp_path.iterdir()}
+    assert names == {"fig1.png", "fig1.json", "fig3.png", "fig3.json", "phase.png", "theorem.json"}
+    assert json.loads((tmp_path / "theorem.json").read_text())["agreement"] >= 0.9

@@ -19,6 +19,7 @@ from ..artifacts import write_json
 from ..data.regression import RegressionProblem, make_setup_c1, stack_problems
 from ..errors import ConfigError
 from ..models import EnsembleMLP
+from ..threads import use_one_intraop_thread, worker_count
 from ..train import TrainConfig, fit
 
 RUNS = {"good": 1e-4, "bad": 1e-3, "ugly": 0.0}
@@ -48,14 +49,7 @@ def train_problems(
     cfg = TrainConfig(
         epochs=max_steps, lr=lr, optimizer="adam", selection="last", progress=progress, progress_label=label
     )
-    # a 300-300 MLP on 20 points is latency-bound: OpenMP synchronisation costs more than a second core saves,
-    # and stalls badly when another process shares the cores (seen here: 15 s single-threaded vs 225 s)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        result = fit(data, "mse", cfg, model=model, target_mse=target_mse)
-    finally:
-        torch.set_num_threads(threads)
+    result = fit(data, "mse", cfg, model=model, target_mse=target_mse)
     out = result.outputs
     rows = []
     for e, p in enumerate(problems):
@@ -84,7 +78,7 @@ def train_problems(
 def _train_each(
     items: list[tuple[str, RegressionProblem, int]], max_steps: int, progress: bool, workers: int = 2
 ) -> dict[str, dict[str, Any]]:
-    """One model per (label, problem, init seed), ``workers`` at a time on threads of one core each.
+    """One model per (label, problem, init seed), up to ``workers`` at a time (``memaware.threads``).
 
     For these small MLPs one model per thread beats an ensemble: an ensemble steps every member until the
     slowest reaches the target, and batched matmuls of 20 x 300 blocks gain little on a CPU (BENCHMARKS.md).
@@ -94,13 +88,8 @@ def _train_each(
         label, p, init_seed = item
         return train_problems([p], [init_seed], max_steps=max_steps, progress=progress, label=label)[0]
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            return dict(zip([label for label, _, _ in items], pool.map(train, items), strict=True))
-    finally:
-        torch.set_num_threads(threads)
+    with ThreadPoolExecutor(max_workers=worker_count(workers)) as pool:
+        return dict(zip([label for label, _, _ in items], pool.map(train, items), strict=True))
 
 
 def run_fig3(seed: int = 0, max_steps: int = 100_000, progress: bool = False, **data_kwargs: Any):
@@ -185,6 +174,7 @@ def run(args: argparse.Namespace) -> int:
             f"{args.sigmas}, {args.max_steps}"
         )
     out = Path(args.out)
+    use_one_intraop_thread()  # small MLPs: latency-bound (memaware.threads)
     data_kwargs = {"n": args.n, "noise_dim": args.noise_dim, "label_noise": args.label_noise}
     from ..plots_regression import plot_fig3, plot_fig3_sweep
 
