@@ -149,7 +149,8 @@ def fit(
         # unknown attributes (-1) count in an extra bucket that History ignores
         g_train = torch.where(data.a[train_idx] >= 0, data.group[train_idx], num_groups).to(cfg.device)
     bs = cfg.batch_size if cfg.batch_size > 0 else n_train
-    use_dual = cfg.dual and classify and DualSGD.applicable(model, n_train, x_train[0].numel(), cfg)
+    plain = type(method).forward is Method.forward or type(method).__dict__.get("plain_linear_forward", False)
+    use_dual = cfg.dual and classify and plain and DualSGD.applicable(model, n_train, x_train[0].numel(), cfg)
     dual = DualSGD(model, x_train, cfg.lr, cfg.weight_decay) if use_dual else None
     show = cfg.progress and sys.stderr.isatty()
     epoch = 0

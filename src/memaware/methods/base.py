@@ -41,6 +41,9 @@ class Method:
     num_heads: ClassVar[int] = 1
     needs_train_groups: ClassVar[bool] = False
     task: ClassVar[str] = "classification"  # or "regression": no group metrics, no validation selection
+    # True when ``forward`` equals ``model(x)`` for a linear model (no backbone), which lets the loop train it
+    # through the Gram matrix (memaware.dual); a subclass that overrides ``forward`` must opt in explicitly
+    plain_linear_forward: ClassVar[bool] = True
 
     def prepare(self, ctx: TrainContext) -> None:
         """Called once before training (e.g. draw XRM's halves, run MAT's phase 1)."""

@@ -61,6 +61,7 @@ def mat_log_shift(
 @register
 class MAT(Method):
     name = "mat"
+    plain_linear_forward = True  # forward() returns model.heads(x) when the backbone is the identity
 
     def __init__(
         self,
