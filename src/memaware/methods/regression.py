@@ -38,6 +38,7 @@ class MSERegression(Method):
         self.done = torch.zeros(members, dtype=torch.bool)
         self.frozen: list[torch.Tensor] = []
         self.step = 0
+        self.single_done = False
 
     def predict_logits(self, logits: torch.Tensor) -> torch.Tensor:
         return logits.reshape(logits.shape[0], -1)  # (n, E)
@@ -51,15 +52,18 @@ class MSERegression(Method):
     @torch.no_grad()
     def after_step(self, logits: torch.Tensor, pos: torch.Tensor, y: torch.Tensor, model) -> None:
         self.step += 1
+        if len(self.done) == 1:  # a single model (plain Python scalars: this runs every step)
+            mse = float(self.last_mse[0])
+            self.final_mse[0], self.steps[0] = mse, self.step
+            self.single_done = self.target_mse is not None and mse < self.target_mse
+            self.done[0] = self.single_done  # the loop stops right after this step
+            return
         running = ~self.done
         self.final_mse[running] = self.last_mse[running]
         self.steps[running] = self.step
         if self.target_mse is None:
             return
         newly = running & (self.last_mse < self.target_mse)
-        if len(self.done) == 1:  # a single model: the loop stops right after this step
-            self.done |= newly
-            return
         params = list(model.parameters())
         if any(p.shape[0] != len(self.done) for p in params):
             raise ConfigError(f"{len(self.done)} targets per example need an ensemble with as many members")
@@ -74,6 +78,8 @@ class MSERegression(Method):
                 p[self.done] = keep[self.done]
 
     def should_stop(self) -> bool:
+        if len(self.done) == 1:
+            return self.single_done
         return self.target_mse is not None and bool(self.done.all())
 
     def outputs(self, model, ctx: TrainContext) -> dict[str, Any]:
