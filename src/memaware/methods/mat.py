@@ -156,7 +156,7 @@ class MAT(Method):
         if self.mode == "two-phase":
             return {"heldout_logits": self.heldout_logits, "phase1": self.phase1_summary}
         return {
-            "heldout_logits": heldout_logits_pass(model, self, ctx, (0, 1), self.twins),
+            "heldout_logits": heldout_logits_pass(model, ctx, (0, 1), self.twins),
             **self.twins.summary(ctx.y_train),
         }
 

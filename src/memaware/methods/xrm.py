@@ -91,19 +91,12 @@ class TwinHeads:
         return {"flipped_fraction": float((self.labels != y_train).float().mean())}
 
 
-def heldout_logits_pass(
-    model, method: Method, ctx: TrainContext, heads: tuple[int, int], twins: TwinHeads
-) -> torch.Tensor:
-    """Held-out logits (n_train, K) for every training example, in order, from a sequential no-grad pass."""
-    x = ctx.data.x[ctx.train_idx]
-    device = next(model.parameters()).device
-    out = []
-    bs = ctx.config.eval_batch_size
-    for start in range(0, len(x), bs):
-        logits = model(x[start : start + bs].to(device))[:, list(heads)]
-        pos = torch.arange(start, min(start + bs, len(x)))
-        out.append(twins.heldout(logits, pos).float().cpu())
-    return torch.cat(out)
+def heldout_logits_pass(model, ctx: TrainContext, heads: tuple[int, int], twins: TwinHeads) -> torch.Tensor:
+    """Held-out logits (n_train, K) for every training example, in order, from one sequential eval-mode pass."""
+    from ..tracking import all_logits  # the loop's own batched evaluation (lazy: tracking imports methods)
+
+    logits = all_logits(model, ctx.data.x[ctx.train_idx], ctx.config.eval_batch_size, ctx.config.device)
+    return twins.heldout(logits[:, list(heads)], torch.arange(len(ctx.train_idx))).float().cpu()
 
 
 @register
@@ -131,6 +124,6 @@ class XRM(Method):
     @torch.no_grad()
     def outputs(self, model, ctx: TrainContext) -> dict[str, Any]:
         return {
-            "heldout_logits": heldout_logits_pass(model, self, ctx, (0, 1), self.twins),
+            "heldout_logits": heldout_logits_pass(model, ctx, (0, 1), self.twins),
             **self.twins.summary(ctx.y_train),
         }
