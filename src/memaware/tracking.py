@@ -11,7 +11,7 @@ import torch
 from .data.groups import TEST, TRAIN, VAL, GroupData, group_name
 from .errors import ConfigError
 from .methods import Method
-from .metrics import group_correct
+from .metrics import group_correct, group_report
 
 SPLITS = {"train": TRAIN, "val": VAL, "test": TEST}
 
@@ -37,7 +37,7 @@ class History:
         self.data, self.splits, self.device = data, splits, device
         self.num_groups = data.num_groups
         self.epochs: list[int] = []
-        self.rec: dict[str, list[torch.Tensor]] = {"train": [], "loss": [], **{s: [] for s in splits}}
+        self.rec: dict[str, list[torch.Tensor]] = {"train": [], "seen": [], "loss": [], **{s: [] for s in splits}}
         self.linear = bool(splits) and not list(model.backbone.parameters())
         self.snapshots: list = []
         self.dual = None
@@ -46,9 +46,11 @@ class History:
             idx = data.indices(SPLITS[s])
             self.eval[s] = (data.x[idx], data.y[idx], data.group[idx])
 
-    def record(self, epoch: int, train_hits, loss: torch.Tensor, model, method: Method, bs: int, dual=None):
+    def record(self, epoch: int, train_hits, train_seen, loss, model, method: Method, bs: int, dual=None):
+        """``train_hits`` / ``train_seen`` (G,): correct and drawn training examples per group this epoch."""
         self.epochs.append(epoch)
         self.rec["train"].append(train_hits)
+        self.rec["seen"].append(train_seen)
         self.rec["loss"].append(loss)
         if self.linear:
             self.dual = dual  # with the dual form, snapshots are (s, C) states (memaware.dual)
@@ -58,6 +60,16 @@ class History:
         for s, (x, y, g) in self.eval.items():
             pred = method.predict_logits(all_logits(model, x, bs, self.device)).argmax(dim=1).cpu()
             self.rec[s].append(group_correct(pred == y, g, self.num_groups)[0])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "epochs": list(self.epochs),
+            "rec": {k: list(v) for k, v in self.rec.items()},
+            "snapshots": list(self.snapshots),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.epochs, self.rec, self.snapshots = state["epochs"], state["rec"], state["snapshots"]
 
     @torch.no_grad()
     def _snapshot_hits(self, split: str, method: Method, model) -> list[torch.Tensor]:
@@ -91,54 +103,105 @@ class History:
         gy, ga = torch.arange(G) // A, torch.arange(G) % A
         for s in ("train", *self.splits):
             hits = torch.stack(self.rec[s]).cpu()  # (T, G)
-            group = data.group[data.indices(SPLITS[s])]
-            counts = torch.bincount(group[group >= 0], minlength=G).float()
+            if s == "train":  # what the loop drew (sampling weights and subsets change it), (T, G)
+                counts = torch.stack(self.rec["seen"]).cpu()
+            else:
+                group = data.group[data.indices(SPLITS[s])]
+                counts = torch.bincount(group[group >= 0], minlength=G).float().expand_as(hits)
+            present = counts.sum(0) > 0
             curves: dict[str, Any] = {}
             if data.num_attrs == data.num_classes:  # majority (a == y) needs comparable values
                 for name, mask in (("majority", gy == ga), ("minority", gy != ga)):
-                    n = counts[mask].sum()
-                    curves[name] = (hits[:, mask].sum(1) / n).tolist() if n > 0 else []
-            curves["groups"] = {
-                group_name(i, A): (hits[:, i] / counts[i]).tolist() for i in range(G) if counts[i]
-            }
+                    n = counts[:, mask].sum(1)
+                    curves[name] = (hits[:, mask].sum(1) / n).tolist() if (n > 0).all() else []
+            curves["groups"] = {group_name(i, A): (hits[:, i] / counts[:, i]).tolist() for i in range(G) if present[i]}
             out[s] = curves
         return out
 
 
-class Selector:
-    """Checkpoint selection on validation: keeps the state with the best criterion (later wins ties)."""
+CRITERIA = ("val_wga", "val_gi_wga", "val_worst_class", "val_avg")
 
-    def __init__(self, criterion: str, data: GroupData):
+
+class Selector:
+    """Checkpoint selection on validation, for every criterion at once (later wins ties).
+
+    ``criterion`` picks the state the run ends with; the other criteria are tracked beside it, each keeping the
+    validation and test report of its own best evaluation, so one run answers "what would va_wga / va_gi_wga /
+    worst-class / average selection have given" (paper Table 1 reports two of them). ``val_gi_wga`` uses the
+    method's own inferred groups (XRM, MAT) or ``external_groups`` (an XRM run's, for the other methods).
+    """
+
+    def __init__(self, criterion: str, data: GroupData, external_groups: torch.Tensor | None = None):
         if criterion == "auto":
             criterion = "val_wga" if data.has_attrs(VAL) else "val_gi_wga"
         if criterion == "val_wga" and not data.has_attrs(VAL):
             raise ConfigError("selection 'val_wga' needs validation attributes (field 'a' >= 0 on split 1)")
         self.criterion, self.data = criterion, data
-        idx = data.indices(VAL)
-        self.x, self.y = data.x[idx], data.y[idx]
-        self.group = data.group[idx] if criterion != "last" else None
+        self.best: dict[str, dict[str, Any]] = {}
         self.best_score, self.best_epoch = -float("inf"), None
         self.best_state: dict[str, torch.Tensor] | None = None
         self.inferred: torch.Tensor | None = None
+        idx = data.indices(VAL)
+        self.x, self.y, self.a = data.x[idx], data.y[idx], data.a[idx]
+        if criterion == "last":  # nothing to track (regression, nested phases)
+            return
+        if external_groups is not None and len(external_groups) != len(idx):
+            raise ConfigError(
+                f"inferred validation groups have {len(external_groups)} entries, the validation split {len(idx)}"
+            )
+        self.external = external_groups
+        self.group = data.group[idx] if data.has_attrs(VAL) else None
+        test_idx = data.indices(TEST)
+        self.test = (data.x[test_idx], data.y[test_idx], data.a[test_idx])
+
+    def _scores(self, correct: torch.Tensor, inferred: torch.Tensor | None) -> dict[str, float]:
+        def worst(group: torch.Tensor, n: int) -> float:
+            hits, counts = group_correct(correct, group, n)
+            return float((hits[counts > 0] / counts[counts > 0]).min())
+
+        k = self.data.num_classes
+        scores = {}
+        if self.group is not None:
+            scores["val_wga"] = worst(self.group, self.data.num_groups)
+        if inferred is not None:
+            scores["val_gi_wga"] = worst(inferred, int(inferred.max()) + 1)
+        scores["val_worst_class"] = worst(self.y, k)
+        scores["val_avg"] = float(correct.float().mean())
+        return scores
 
     def update(self, epoch: int, model, method: Method, batch_size: int, device: str) -> None:
         if self.criterion == "last":
             return
         logits = all_logits(model, self.x, batch_size, device).cpu()
-        correct = method.predict_logits(logits).argmax(dim=1) == self.y
+        pred = method.predict_logits(logits).argmax(dim=1)
         inferred = method.infer_groups(logits, self.y, "val")
+        if inferred is None:
+            inferred = self.external
         if self.criterion == "val_gi_wga" and inferred is None:
-            self.criterion = "val_avg"  # no validation attributes and the method infers no groups
-        if self.criterion == "val_avg":
-            score = float(correct.float().mean())
-        else:
-            group, n = {
-                "val_wga": (self.group, self.data.num_groups),
-                "val_gi_wga": (inferred, 2 * self.data.num_classes),
-                "val_worst_class": (self.y, self.data.num_classes),
-            }[self.criterion]
-            hits, counts = group_correct(correct, group, n)
-            score = float((hits[counts > 0] / counts[counts > 0]).min())
-        if score >= self.best_score:
-            self.best_score, self.best_epoch, self.inferred = score, epoch, inferred
+            self.criterion = "val_avg"  # no validation attributes and no inferred groups anywhere
+        scores = self._scores(pred == self.y, inferred)
+        improved = [c for c, v in scores.items() if v >= self.best.get(c, {}).get("val_score", -float("inf"))]
+        if not improved:
+            return
+        k, a = self.data.num_classes, self.data.num_attrs
+        val_report = group_report(pred, self.y, self.a, k, a)
+        x_test, y_test, a_test = self.test
+        test_pred = method.predict_logits(all_logits(model, x_test, batch_size, device).cpu()).argmax(dim=1)
+        test_report = group_report(test_pred, y_test, a_test, k, a)
+        for c in improved:
+            self.best[c] = {"epoch": epoch, "val_score": scores[c], "val": val_report, "test": test_report}
+        if self.criterion in improved:
+            self.best_score, self.best_epoch, self.inferred = scores[self.criterion], epoch, inferred
             self.best_state = copy.deepcopy(model.state_dict())
+
+    def reports(self) -> dict[str, dict[str, Any]]:
+        """{criterion: {"epoch", "val_score", "val", "test"}} for the criteria that could be computed."""
+        return {c: self.best[c] for c in CRITERIA if c in self.best}
+
+    def state_dict(self) -> dict[str, Any]:
+        keys = ("criterion", "best", "best_score", "best_epoch", "best_state", "inferred")
+        return {k: getattr(self, k) for k in keys}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for k, v in state.items():
+            setattr(self, k, v)

@@ -3,14 +3,18 @@ order, optimisation, evaluation, history and checkpoint selection on the validat
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
+from .artifacts import atomic_writer
 from .data.groups import TRAIN, GroupData
 from .dual import DualSGD
 from .errors import ConfigError
@@ -34,6 +38,7 @@ class TrainConfig:
     momentum: float = 0.0
     weight_decay: float = 0.0
     batch_size: int = 0
+    class_balanced: bool = False  # draw mini-batches with every class equally likely (authors: CivilComments)
     seed: int = 0
     selection: str = "auto"
     eval_every: int = 1
@@ -81,6 +86,9 @@ class FitResult:
     outputs: dict[str, Any] = field(default_factory=dict)
     val_inferred_groups: torch.Tensor | None = None
     seconds: float = 0.0
+    # {criterion: {"epoch", "val_score", "val", "test"}}: what each selection criterion would have chosen
+    selection_reports: dict[str, Any] = field(default_factory=dict)
+    resumed_from: int | None = None  # the epoch of the checkpoint this run resumed from
 
     @torch.no_grad()
     def predict_logits(self, x: torch.Tensor) -> torch.Tensor:
@@ -95,11 +103,56 @@ class FitResult:
         return group_report(pred, data.y[idx], data.a[idx], data.num_classes, data.num_attrs)
 
 
-def _batches(n: int, bs: int, generator: torch.Generator) -> list[torch.Tensor | None]:
-    """None means the whole training set in order (full batch, no indexing copy)."""
+def _batches(
+    n: int, bs: int, generator: torch.Generator, weights: torch.Tensor | None, active: torch.Tensor | None
+) -> list[torch.Tensor | None]:
+    """One epoch's batches of training positions. None means the whole training set in order (full batch).
+
+    With ``weights``, as many positions as an epoch holds are drawn with replacement in proportion to them (the
+    authors' weighted sampler); with ``active``, a shuffled pass over those positions only.
+    """
+    pool = n if active is None else len(active)
+    if weights is not None:
+        return list(torch.multinomial(weights, pool, replacement=True, generator=generator).split(bs))
+    if active is not None:
+        return [active] if bs >= pool else list(active[torch.randperm(pool, generator=generator)].split(bs))
     if bs >= n:
         return [None]
     return list(torch.randperm(n, generator=generator).split(bs))
+
+
+def _sampling_weights(method: Method, cfg: TrainConfig, y_train: torch.Tensor) -> torch.Tensor | None:
+    """Per-position draw weights from the method (RWG, JTT), class balance and the active subset; or None."""
+    weights = method.example_weights
+    if cfg.class_balanced:
+        from .methods.balancing import inverse_frequency_weights
+
+        balance = inverse_frequency_weights(y_train if method.active_positions is None else _masked(y_train, method))
+        weights = balance if weights is None else weights * balance
+    if weights is not None and method.active_positions is not None:
+        keep = torch.zeros(len(y_train), dtype=torch.bool)
+        keep[method.active_positions] = True
+        weights = torch.where(keep, weights, 0.0)
+    return None if weights is None else weights.double()
+
+
+def _masked(y_train: torch.Tensor, method: Method) -> torch.Tensor:
+    """Labels where inactive positions get their own value, so that class counts cover the active subset only."""
+    labels = torch.full_like(y_train, int(y_train.max()) + 1)
+    labels[method.active_positions] = y_train[method.active_positions]
+    return labels
+
+
+def _signature(method: Method, cfg: TrainConfig, data: GroupData) -> dict[str, Any]:
+    """What must match for a checkpoint to be resumed."""
+    keep = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("progress", "progress_label", "device")}
+    return {
+        "method": method.name,
+        "describe": repr(sorted(method.describe().items())),
+        "config": repr(keep),
+        "n": len(data),
+        "n_train": int((data.split == TRAIN).sum()),
+    }
 
 
 def fit(
@@ -108,14 +161,25 @@ def fit(
     config: TrainConfig | None = None,
     model_kwargs: dict[str, Any] | None = None,
     model: torch.nn.Module | None = None,
+    model_factory: Callable[[int], torch.nn.Module] | None = None,
+    val_inferred_groups: torch.Tensor | None = None,
+    checkpoint: str | Path | None = None,
+    checkpoint_every: int = 1,
     **method_kwargs: Any,
 ) -> FitResult:
     """Trains ``method`` on the training split of ``data``; selects a checkpoint on validation.
 
     ``model_kwargs`` go to ``models.build_model`` (hidden, bias, activation), unless a ready ``model`` is given
-    (e.g. an ensemble for regression); ``method_kwargs`` go to the method. Classification methods get per-group
-    history (training accuracy from the training pass itself, logits before the step) and validation selection;
-    regression methods (``task = "regression"``) get the loss history and train until the method says stop.
+    (e.g. an ensemble for regression) or ``model_factory(num_heads)`` builds one (end-to-end backbones; nested
+    runs such as MAT's phase 1 use it too); ``method_kwargs`` go to the method. Classification methods get
+    per-group history (training accuracy from the training pass itself, logits before the step) and validation
+    selection under every criterion (``FitResult.selection_reports``); ``val_inferred_groups`` (n_val,) are
+    XRM-inferred groups for the ``val_gi_wga`` criterion when the method infers none. Regression methods
+    (``task = "regression"``) get the loss history and train until the method says stop.
+
+    With ``checkpoint``, the full training state (weights, optimiser, method state such as XRM's flipped labels,
+    the data-order RNG, selection and history) is written there atomically every ``checkpoint_every`` epochs, and a
+    run started on an existing checkpoint resumes from it and ends with the same numbers as an uninterrupted one.
     """
     cfg = config or TrainConfig()
     t0 = time.perf_counter()
@@ -123,24 +187,34 @@ def fit(
     classify = method.task == "classification"
     if method.needs_train_groups and not data.has_attrs(TRAIN):
         raise ConfigError(
-            f"method '{method.name}' needs training group labels (field 'a'), the data has none"
+            f"method '{method.name}' needs training group labels (field 'a' >= 0 on split 0), the data has none"
         )
     if not classify and cfg.selection != "last":
         raise ConfigError(f"method '{method.name}' is a regression: use selection='last'")
+    if checkpoint_every < 1:
+        raise ConfigError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
+    checkpoint = Path(checkpoint) if checkpoint is not None else None
     model_kwargs = dict(model_kwargs or {})
     generator = torch.Generator().manual_seed(cfg.seed)
     train_idx = data.indices(TRAIN)
     ctx = TrainContext(
-        data=data, train_idx=train_idx, config=cfg, generator=generator, model_kwargs=model_kwargs
+        data=data,
+        train_idx=train_idx,
+        config=cfg,
+        generator=generator,
+        model_kwargs=model_kwargs,
+        model_factory=model_factory,
+        checkpoint=checkpoint,
     )
     method.prepare(ctx)
     if model is None:
-        model = build_model(
-            data.dim, data.num_classes, num_heads=method.num_heads, seed=cfg.seed, **model_kwargs
-        )
+        if model_factory is not None:
+            model = model_factory(method.num_heads)
+        else:
+            model = build_model(data.dim, data.num_classes, num_heads=method.num_heads, seed=cfg.seed, **model_kwargs)
     model.to(cfg.device)
     optimizer = make_optimizer(cfg.optimizer, model.parameters(), cfg.lr, cfg.momentum, cfg.weight_decay)
-    selector = Selector(cfg.selection, data)
+    selector = Selector(cfg.selection, data, val_inferred_groups)
     history = History(data, cfg.history_splits if classify else (), model, cfg.device)
 
     x_train, y_train = data.x[train_idx].to(cfg.device), data.y[train_idx].to(cfg.device)
@@ -148,20 +222,45 @@ def fit(
     if classify:
         # unknown attributes (-1) count in an extra bucket that History ignores
         g_train = torch.where(data.a[train_idx] >= 0, data.group[train_idx], num_groups).to(cfg.device)
-    bs = cfg.batch_size if cfg.batch_size > 0 else n_train
+    pool = n_train if method.active_positions is None else len(method.active_positions)
+    bs = cfg.batch_size if 0 < cfg.batch_size < pool else pool
+    weights = _sampling_weights(method, cfg, data.y[train_idx])
+    if weights is not None and bs >= pool:  # full batch: the same expected loss, through the loss
+        method.loss_weights = (weights / weights.sum() * n_train).float()
+        weights = None
     plain = type(method).forward is Method.forward or type(method).__dict__.get("plain_linear_forward", False)
-    use_dual = cfg.dual and classify and plain and DualSGD.applicable(model, n_train, x_train[0].numel(), cfg)
+    use_dual = (
+        cfg.dual
+        and classify
+        and plain
+        and checkpoint is None
+        and method.active_positions is None
+        and DualSGD.applicable(model, n_train, x_train[0].numel(), cfg)
+    )
     dual = DualSGD(model, x_train, cfg.lr, cfg.weight_decay) if use_dual else None
+    signature = _signature(method, cfg, data)
+    start, done, resumed = 1, False, None
+    if checkpoint is not None and checkpoint.exists():
+        state = torch.load(checkpoint, weights_only=True, map_location="cpu")
+        if state["signature"] != signature:
+            raise ConfigError(f"checkpoint {checkpoint} was written by a different run; delete it to start over")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        method.load_state_dict(state["method"])
+        generator.set_state(state["generator"])
+        selector.load_state_dict(state["selector"])
+        history.load_state_dict(state["history"])
+        start, done, resumed = state["epoch"] + 1, state["done"], state["epoch"]
     show = cfg.progress and sys.stderr.isatty()
-    epoch = 0
+    epoch = start - 1
     model.train()
     all_pos = torch.arange(n_train)
-    for epoch in tqdm(
-        range(1, cfg.epochs + 1), desc=cfg.progress_label or method.name, disable=not show, leave=False
-    ):
+    epochs = range(start, cfg.epochs + 1) if not done else range(0)
+    for epoch in tqdm(epochs, desc=cfg.progress_label or method.name, disable=not show, leave=False):
         hits = torch.zeros(num_groups + 1, device=cfg.device) if classify else None
-        loss_sum = torch.zeros((), device=cfg.device)
-        for pos in _batches(n_train, bs, generator):
+        seen = torch.zeros(num_groups + 1, device=cfg.device) if classify else None
+        loss_sum, drawn = torch.zeros((), device=cfg.device), 0
+        for pos in _batches(n_train, bs, generator, weights, method.active_positions):
             if pos is None:
                 xb, yb, pos = x_train, y_train, all_pos
                 gb = g_train if classify else None
@@ -184,18 +283,34 @@ def fit(
             method.after_step(detached, pos, yb, model)
             if classify:
                 hits.index_add_(0, gb, (method.predict_logits(detached).argmax(dim=1) == yb).float())
+                seen.index_add_(0, gb, torch.ones_like(yb, dtype=seen.dtype))
             loss_sum += loss.detach() * len(yb)
+            drawn += len(yb)
         stop = method.should_stop()
-        if epoch % cfg.eval_every and epoch != cfg.epochs and not stop:
-            continue
-        if dual is not None and (selector.criterion != "last" or (history.splits and not history.linear)):
-            dual.materialize()
-        train_hits = hits[:num_groups] if classify else None
-        history.record(epoch, train_hits, loss_sum / n_train, model, method, cfg.eval_batch_size, dual)
-        if classify:
-            selector.update(epoch, model, method, cfg.eval_batch_size, cfg.device)
+        if not (epoch % cfg.eval_every and epoch != cfg.epochs and not stop):
+            if dual is not None and (selector.criterion != "last" or (history.splits and not history.linear)):
+                dual.materialize()
+            train_hits = (hits[:num_groups], seen[:num_groups]) if classify else (None, None)
+            history.record(epoch, *train_hits, loss_sum / drawn, model, method, cfg.eval_batch_size, dual)
+            if classify:
+                selector.update(epoch, model, method, cfg.eval_batch_size, cfg.device)
+        if checkpoint is not None and (epoch % checkpoint_every == 0 or stop or epoch == cfg.epochs):
+            state = {
+                "signature": signature,
+                "epoch": epoch,
+                "done": stop or epoch == cfg.epochs,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "method": method.state_dict(),
+                "generator": generator.get_state(),
+                "selector": selector.state_dict(),
+                "history": history.state_dict(),
+            }
+            atomic_writer(checkpoint, lambda p, state=state: torch.save(state, p), ".pt")
         if stop:
             break
+    if done:
+        epoch = resumed
 
     if dual is not None:
         dual.materialize()
@@ -222,4 +337,6 @@ def fit(
         outputs=method.outputs(model, ctx),
         val_inferred_groups=inferred,
         seconds=time.perf_counter() - t0,
+        selection_reports=selector.reports() if classify else {},
+        resumed_from=resumed,
     )

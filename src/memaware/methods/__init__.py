@@ -1,6 +1,6 @@
 """Training methods: each a small class in a registry (name -> class), all trained by ``memaware.train.fit``."""
 
-from . import erm, mat, regression, xrm  # noqa: F401  (registers the methods)
+from . import balancing, erm, groupdro, jtt, mat, regression, xrm  # noqa: F401  (registers the methods)
 from .base import Method, TrainContext
 from .mat import mat_log_shift
 from .registry import METHODS, make_method, register

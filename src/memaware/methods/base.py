@@ -3,10 +3,13 @@ loop in ``memaware.train`` owns data order, optimisation, evaluation and checkpo
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 
 if TYPE_CHECKING:
     from ..data.groups import GroupData
@@ -23,10 +26,19 @@ class TrainContext:
     config: TrainConfig
     generator: torch.Generator
     model_kwargs: dict[str, Any] = field(default_factory=dict)
+    # builds a fresh model with the given number of heads (end-to-end backbones); None: ``build_model``
+    model_factory: Callable[[int], torch.nn.Module] | None = None
+    # the run's checkpoint file, if any: nested runs (MAT's phase 1, JTT's first model) checkpoint beside it
+    checkpoint: Path | None = None
 
     @property
     def y_train(self) -> torch.Tensor:
         return self.data.y[self.train_idx]
+
+    @property
+    def group_train(self) -> torch.Tensor:
+        """(n_train,) group ids y * A + a of the training split (-1 where the attribute is unknown)."""
+        return self.data.group[self.train_idx]
 
 
 class Method:
@@ -44,6 +56,31 @@ class Method:
     # True when ``forward`` equals ``model(x)`` for a linear model (no backbone), which lets the loop train it
     # through the Gram matrix (memaware.dual); a subclass that overrides ``forward`` must opt in explicitly
     plain_linear_forward: ClassVar[bool] = True
+
+    # Set in ``prepare`` by methods that rebalance the training set (RWG, JTT): a weight per training position.
+    # The loop samples mini-batches with replacement in proportion to them (the authors' weighted sampler); in
+    # full-batch mode it hands them back as ``loss_weights`` (same expected loss) for ``ce`` to apply.
+    example_weights: torch.Tensor | None = None
+    # Set in ``prepare`` by methods that train on a subset (SUBG): the training positions kept, each epoch
+    # a shuffled pass over them.
+    active_positions: torch.Tensor | None = None
+    # Set by the loop: per-position weights (mean 1) to apply in the loss, or None (see ``example_weights``).
+    loss_weights: torch.Tensor | None = None
+
+    def ce(self, logits: torch.Tensor, pos: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy of (b, K) logits, weighted by ``loss_weights[pos]`` when the loop set them."""
+        if self.loss_weights is None:
+            return F.cross_entropy(logits, y)
+        w = self.loss_weights.to(logits.device)
+        w = w if len(pos) == len(w) else w[pos.to(w.device)]
+        return (F.cross_entropy(logits, y, reduction="none") * w).sum() / w.sum()
+
+    def state_dict(self) -> dict[str, Any]:
+        """Training state that changes step by step (flipped labels, group weights), for checkpoints."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restores ``state_dict()``; called after ``prepare`` when a run resumes from a checkpoint."""
 
     def prepare(self, ctx: TrainContext) -> None:
         """Called once before training (e.g. draw XRM's halves, run MAT's phase 1)."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from .base import Method
 from .registry import register
@@ -14,4 +13,4 @@ class ERM(Method):
     name = "erm"
 
     def loss(self, logits: torch.Tensor, pos: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits[:, 0], y)
+        return self.ce(logits[:, 0], pos, y)

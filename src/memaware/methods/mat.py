@@ -106,11 +106,12 @@ class MAT(Method):
     def _run_phase1(self, ctx: TrainContext) -> None:
         from ..train import fit  # the same loop trains phase 1
 
-        cfg = dataclasses.replace(
-            ctx.config, selection="last", history_splits=(), progress_label="XRM phase 1"
-        )
+        cfg = dataclasses.replace(ctx.config, selection="last", history_splits=(), progress_label="XRM phase 1")
         cfg = dataclasses.replace(cfg, **self.phase1_overrides)
-        result = fit(ctx.data, "xrm", cfg, model_kwargs=ctx.model_kwargs)
+        path = ctx.checkpoint.with_name(ctx.checkpoint.stem + ".xrm.pt") if ctx.checkpoint else None
+        result = fit(
+            ctx.data, "xrm", cfg, model_kwargs=ctx.model_kwargs, model_factory=ctx.model_factory, checkpoint=path
+        )
         self.heldout_logits = result.outputs["heldout_logits"]
         self.val_inferred_groups = result.val_inferred_groups
         self.phase1_summary = {"flipped_fraction": result.outputs["flipped_fraction"], "epochs": cfg.epochs}
@@ -129,13 +130,23 @@ class MAT(Method):
 
     def loss(self, logits: torch.Tensor, pos: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if self.mode == "two-phase":
-            return F.cross_entropy(logits[:, 0] + rows(self.shift, pos).to(logits.device), y)
+            return self.ce(logits[:, 0] + rows(self.shift, pos).to(logits.device), pos, y)
         logits_ab = logits[:, :2]
         heldout = self.twins.heldout(logits_ab, pos).detach()
         self.heldout_buffer[pos] = heldout.float().cpu()
         # p(y | yho) from the whole training set's current held-out logits, never from the batch alone
         shift = mat_log_shift(self.heldout_buffer, self.y_train, self.temperature, rows=pos).to(logits.device)
-        return self.twins.loss(logits_ab, pos) + F.cross_entropy(logits[:, 2] + shift, y)
+        return self.twins.loss(logits_ab, pos) + self.ce(logits[:, 2] + shift, pos, y)
+
+    def state_dict(self) -> dict[str, Any]:
+        if self.mode == "two-phase":
+            return {}
+        return {**self.twins.state_dict(), "heldout_buffer": self.heldout_buffer.clone()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self.mode == "single-run":
+            self.twins.load_state_dict(state)
+            self.heldout_buffer = state["heldout_buffer"].clone()
 
     @torch.no_grad()
     def after_step(self, logits: torch.Tensor, pos: torch.Tensor, y: torch.Tensor, model) -> None:

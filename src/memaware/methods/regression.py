@@ -29,9 +29,7 @@ class MSERegression(Method):
 
     def prepare(self, ctx: TrainContext) -> None:
         if self.target_mse is not None and 0 < ctx.config.batch_size < len(ctx.train_idx):
-            raise ConfigError(
-                "a target MSE is checked on the full training set: use batch_size=0 (full batch)"
-            )
+            raise ConfigError("a target MSE is checked on the full training set: use batch_size=0 (full batch)")
         members = 1 if ctx.data.y.dim() == 1 else ctx.data.y.shape[1]
         self.steps = torch.zeros(members, dtype=torch.long)  # step at which each member reached the target
         self.final_mse = torch.full((members,), float("nan"))

@@ -35,9 +35,7 @@ def flip_probability(p_heldout_max: torch.Tensor, num_classes: int) -> torch.Ten
     return ((p_heldout_max - 1.0 / k) * k / (k - 1)).clamp(0.0, 1.0)
 
 
-def flip_labels(
-    labels: torch.Tensor, heldout_logits: torch.Tensor, generator: torch.Generator
-) -> torch.Tensor:
+def flip_labels(labels: torch.Tensor, heldout_logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Replaces each label by the held-out argmax with probability ``flip_probability`` (returns new labels)."""
     p_max, y_ho = heldout_logits.softmax(dim=1).max(dim=1)
     u = torch.rand(p_max.shape, generator=generator).to(p_max.device)
@@ -87,6 +85,12 @@ class TwinHeads:
         else:
             self.labels[pos] = new
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"labels": self.labels.clone()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.labels = state["labels"].clone()
+
     def summary(self, y_train: torch.Tensor) -> dict[str, Any]:
         return {"flipped_fraction": float((self.labels != y_train).float().mean())}
 
@@ -109,6 +113,12 @@ class XRM(Method):
 
     def loss(self, logits: torch.Tensor, pos: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.twins.loss(logits, pos)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.twins.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.twins.load_state_dict(state)
 
     @torch.no_grad()
     def after_step(self, logits: torch.Tensor, pos: torch.Tensor, y: torch.Tensor, model) -> None:
