@@ -164,7 +164,8 @@ def fit(
     model_factory: Callable[[int], torch.nn.Module] | None = None,
     val_inferred_groups: torch.Tensor | None = None,
     checkpoint: str | Path | None = None,
-    checkpoint_every: int = 1,
+    checkpoint_every: int | None = None,
+    checkpoint_seconds: float | None = 30.0,
     **method_kwargs: Any,
 ) -> FitResult:
     """Trains ``method`` on the training split of ``data``; selects a checkpoint on validation.
@@ -178,8 +179,10 @@ def fit(
     (``task = "regression"``) get the loss history and train until the method says stop.
 
     With ``checkpoint``, the full training state (weights, optimiser, method state such as XRM's flipped labels,
-    the data-order RNG, selection and history) is written there atomically every ``checkpoint_every`` epochs, and a
-    run started on an existing checkpoint resumes from it and ends with the same numbers as an uninterrupted one.
+    the data-order RNG, selection and history) is written there atomically every ``checkpoint_every`` epochs and/or
+    once ``checkpoint_seconds`` have passed since the last write (and at the end), and a run started on an existing
+    checkpoint resumes from it and ends with the same numbers as an uninterrupted one. (Full-batch SGD of a linear
+    model then takes the primal path: the Gram-matrix path's iterates are only equal up to rounding.)
     """
     cfg = config or TrainConfig()
     t0 = time.perf_counter()
@@ -191,7 +194,7 @@ def fit(
         )
     if not classify and cfg.selection != "last":
         raise ConfigError(f"method '{method.name}' is a regression: use selection='last'")
-    if checkpoint_every < 1:
+    if checkpoint_every is not None and checkpoint_every < 1:
         raise ConfigError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
     checkpoint = Path(checkpoint) if checkpoint is not None else None
     model_kwargs = dict(model_kwargs or {})
@@ -252,7 +255,7 @@ def fit(
         history.load_state_dict(state["history"])
         start, done, resumed = state["epoch"] + 1, state["done"], state["epoch"]
     show = cfg.progress and sys.stderr.isatty()
-    epoch = start - 1
+    epoch, last_save = start - 1, time.monotonic()
     model.train()
     all_pos = torch.arange(n_train)
     epochs = range(start, cfg.epochs + 1) if not done else range(0)
@@ -294,7 +297,11 @@ def fit(
             history.record(epoch, *train_hits, loss_sum / drawn, model, method, cfg.eval_batch_size, dual)
             if classify:
                 selector.update(epoch, model, method, cfg.eval_batch_size, cfg.device)
-        if checkpoint is not None and (epoch % checkpoint_every == 0 or stop or epoch == cfg.epochs):
+        due = (checkpoint_every is not None and epoch % checkpoint_every == 0) or (
+            checkpoint_seconds is not None and time.monotonic() - last_save >= checkpoint_seconds
+        )
+        if checkpoint is not None and (due or stop or epoch == cfg.epochs):
+            last_save = time.monotonic()
             state = {
                 "signature": signature,
                 "epoch": epoch,

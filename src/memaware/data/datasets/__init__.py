@@ -1,0 +1,46 @@
+"""Real datasets in the layouts of the community's download scripts (group_DRO, BalancingGroups, SubpopBench):
+metadata CSVs read unchanged, nothing downloaded.
+
+    ds = open_dataset("waterbirds", "~/data")      # RealDataset: ds.data (GroupData, x = row index), ds.load(rows)
+
+See ``common`` for the contract and one module per dataset for its layout.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from ...errors import ConfigError
+from .celeba import open_celeba
+from .civilcomments import open_civilcomments, open_civilcomments_fine
+from .common import Batch, ImageDataset, RealDataset
+from .multinli import open_multinli
+from .waterbirds import open_waterbirds
+
+# name -> opener(root, image_size) -> RealDataset
+DATASETS: dict[str, Callable[..., RealDataset]] = {
+    "waterbirds": open_waterbirds,
+    "celeba": open_celeba,
+    "multinli": open_multinli,
+    "civilcomments": open_civilcomments,
+    "civilcomments-fine": open_civilcomments_fine,
+}
+MODALITIES = {
+    "waterbirds": "image",
+    "celeba": "image",
+    "multinli": "text",
+    "civilcomments": "text",
+    "civilcomments-fine": "text",
+}
+
+
+def open_dataset(name: str, root: str | os.PathLike, image_size: int = 224) -> RealDataset:
+    """Opens dataset ``name`` from ``root`` (validated; one-line ``DataError`` otherwise). ``image_size`` is the
+    side S of the (b, 3, S, S) images that image datasets load; text datasets ignore it."""
+    if name not in DATASETS:
+        raise ConfigError(f"unknown dataset '{name}', choose from {', '.join(DATASETS)}")
+    return DATASETS[name](root, image_size=image_size)
+
+
+__all__ = ["DATASETS", "MODALITIES", "open_dataset", "RealDataset", "ImageDataset", "Batch"]

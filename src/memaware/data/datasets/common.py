@@ -1,0 +1,308 @@
+"""What the real-dataset layouts share: finding and validating the community's metadata CSVs (columns
+``id, filename, split, y, a``; split 0 train / 1 validation / 2 test), the ``RealDataset`` handle, and image
+decoding with PIL + numpy (no torchvision).
+
+A ``RealDataset``'s metadata is a ``GroupData`` whose ``x`` is the (n, 1) float32 *row index* into the dataset
+(row i of the metadata CSV is x = i). float32 holds every integer below 2**24 exactly, so datasets are limited to
+16,777,216 rows (the largest, CivilComments, has about 450,000). ``RealDataset.load(rows)`` turns row indices into
+the backbone's raw input. Every bad input raises a one-line ``DataError`` naming the file, column and value.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ...errors import ConfigError, DataError
+from ..groups import SPLIT_NAMES, TEST, TRAIN, VAL, GroupData
+
+METADATA_COLUMNS = ("id", "filename", "split", "y", "a")
+REQUIRED_COLUMNS = ("filename", "split", "y", "a")  # 'id' is carried by the standard files but never needed
+MAX_ROWS = 2**24  # float32 represents every integer up to 2**24 exactly (the row-index column)
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+
+# the raw input of a backbone for a batch of rows: images (b, 3, S, S), texts, or token arrays (b, L) each
+Batch = torch.Tensor | list[str] | dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Metadata:
+    """A parsed metadata CSV: ``filename`` (n,) strings and int64 ``split``, ``y``, ``a`` (n,) arrays."""
+
+    path: Path
+    filename: list[str]
+    split: np.ndarray
+    y: np.ndarray
+    a: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.filename)
+
+
+def check_root(root: str | os.PathLike) -> Path:
+    """The --data-dir as a Path; a one-line error when it is not a directory."""
+    path = Path(root).expanduser()
+    if not path.is_dir():
+        raise DataError(f"data directory {path} does not exist (point --data-dir at the folder holding the datasets)")
+    return path
+
+
+def find_metadata(root: Path, folder: str, filename: str) -> Path:
+    """``<root>/<folder>/<filename>`` or ``<root>/<filename>`` (download scripts differ); error naming both."""
+    candidates = [root / folder / filename, root / filename]
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise DataError(
+        f"no {filename} in {candidates[0].parent}/ or {candidates[1].parent}/: put the community's metadata CSV "
+        f"(columns {', '.join(METADATA_COLUMNS)}; split 0 train, 1 val, 2 test) in one of them"
+    )
+
+
+def int_column(values: Sequence[str], column: str, source: str) -> np.ndarray:
+    """Parses a CSV column of integers ('3' or '3.0'); a one-line error names the first bad value and its row."""
+    arr = np.asarray(values)
+    try:
+        return arr.astype(np.int64)
+    except (ValueError, OverflowError):
+        pass
+    for i, v in enumerate(values):  # slow path, only on the way to an error or for '1.0'-style integers
+        try:
+            f = float(v)
+        except ValueError:
+            f = float("nan")
+        if not (np.isfinite(f) and f == round(f)):
+            raise DataError(f"{source}: column '{column}' must hold integers, found {v!r} in data row {i + 1}")
+    return arr.astype(np.float64).astype(np.int64)
+
+
+def read_metadata(path: Path, num_classes: int) -> Metadata:
+    """Reads and validates a metadata CSV: required columns, integer y/split/a, split codes, label range, every
+    split non-empty, row count below 2**24. Extra columns (e.g. ``id``) are ignored."""
+    source = str(path)
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f)
+            header = next(reader, None)
+            if header is None:
+                raise DataError(f"{source}: empty file (expected a header {','.join(METADATA_COLUMNS)})")
+            header = [h.strip() for h in header]
+            missing = [c for c in REQUIRED_COLUMNS if c not in header]
+            if missing:
+                hint = " (this looks like the older group_DRO metadata; use the standard id,filename,split,y,a file)"
+                old = "img_filename" in header or "place" in header
+                raise DataError(
+                    f"{source}: missing column(s) {', '.join(repr(c) for c in missing)}; found "
+                    f"{', '.join(header) or 'none'}; expected {', '.join(METADATA_COLUMNS)}{hint if old else ''}"
+                )
+            rows = [r for r in reader if r]  # csv gives [] for blank lines (e.g. a trailing newline)
+    except UnicodeDecodeError as e:
+        raise DataError(f"{source}: not a UTF-8 text file ({e.reason} at byte {e.start})") from e
+    except csv.Error as e:
+        raise DataError(f"{source}: malformed CSV ({e})".splitlines()[0]) from e
+    except OSError as e:
+        raise DataError(f"{source}: cannot read ({e.strerror or e})") from e
+    if not rows:
+        raise DataError(f"{source}: no data rows after the header")
+    width = len(header)
+    short = next((i for i, r in enumerate(rows) if len(r) < width), None)
+    if short is not None:
+        raise DataError(f"{source}: data row {short + 1} has {len(rows[short])} fields, the header has {width}")
+    if len(rows) >= MAX_ROWS:
+        raise DataError(f"{source}: {len(rows)} rows; at most {MAX_ROWS - 1} are supported (float32 row index)")
+    col = {c: header.index(c) for c in REQUIRED_COLUMNS}
+    filename = [r[col["filename"]].strip() for r in rows]
+    split = int_column([r[col["split"]] for r in rows], "split", source)
+    y = int_column([r[col["y"]] for r in rows], "y", source)
+    a = int_column([r[col["a"]] for r in rows], "a", source)
+    bad = ~np.isin(split, (TRAIN, VAL, TEST))
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise DataError(
+            f"{source}: column 'split' must be 0 (train), 1 (val) or 2 (test), found {split[i]} in data row {i + 1}"
+        )
+    bad = (y < 0) | (y >= num_classes)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise DataError(f"{source}: column 'y' must be in 0..{num_classes - 1}, found {y[i]} in data row {i + 1}")
+    bad = a < -1
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise DataError(f"{source}: column 'a' must be >= 0 (or -1 if unknown), found {a[i]} in data row {i + 1}")
+    for s in (TRAIN, VAL, TEST):
+        if not (split == s).any():
+            raise DataError(f"{source}: split {s} ({SPLIT_NAMES[s]}) has no rows")
+    return Metadata(path=path, filename=filename, split=split, y=y, a=a)
+
+
+def index_column(meta: Metadata, num_items: int, what: str) -> np.ndarray:
+    """The ``filename`` column read as integer row indices into ``what`` (which has ``num_items`` rows)."""
+    source = str(meta.path)
+    idx = int_column(meta.filename, "filename", source)
+    bad = (idx < 0) | (idx >= num_items)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise DataError(
+            f"{source}: column 'filename' is a row index into {what} ({num_items} rows), found {idx[i]} "
+            f"in data row {i + 1}"
+        )
+    return idx
+
+
+def group_data(meta: Metadata, num_classes: int) -> GroupData:
+    """The metadata as ``GroupData`` with x = (n, 1) float32 row index (A counted over all splits)."""
+    x = np.arange(len(meta), dtype=np.float32)[:, None]
+    return GroupData.from_arrays(x, meta.y, meta.split, meta.a, source=str(meta.path), num_classes=num_classes)
+
+
+def check_files(base: Path, names: Sequence[str], source: str, what: str) -> None:
+    """Checks that every ``base/name`` exists, listing each directory once (no stat per file)."""
+    if not base.is_dir():
+        raise DataError(f"{source}: image folder {base} does not exist ({what})")
+    listings: dict[str, set[str]] = {}
+    missing = []
+    for name in names:
+        parent, _, leaf = name.rpartition("/")
+        if parent not in listings:
+            try:
+                listings[parent] = set(os.listdir(base / parent)) if parent else set(os.listdir(base))
+            except (FileNotFoundError, NotADirectoryError):
+                listings[parent] = set()
+        if leaf not in listings[parent]:
+            missing.append(name)
+    if missing:
+        raise DataError(
+            f"{source}: {len(missing)} of {len(names)} listed images are missing under {base}, e.g. {missing[0]}"
+        )
+
+
+def as_rows(rows: torch.Tensor | np.ndarray | Sequence[int]) -> np.ndarray:
+    """Row indices as a 1-D int64 numpy array."""
+    if isinstance(rows, torch.Tensor):
+        rows = rows.detach().cpu().numpy()
+    return np.asarray(rows, dtype=np.int64).reshape(-1)
+
+
+class RealDataset:
+    """A real dataset opened from its standard layout.
+
+    ``data`` is its metadata as ``GroupData`` (x = (n, 1) float32 row index); ``load(rows)`` returns the backbone's
+    raw input for those rows: images (b, 3, S, S) float32 (ImageNet-normalised), a list of b strings, or a dict of
+    (b, L) int64 token tensors. ``duplicated_splits`` lists the splits whose rows repeat an example once per
+    attribute value (CivilComments): averages over those splits are over duplicated rows. ``notes`` are one-line
+    remarks for reports.
+    """
+
+    modality: str = ""
+
+    def __init__(
+        self,
+        name: str,
+        data: GroupData,
+        root: Path,
+        metadata_path: Path,
+        notes: Sequence[str] = (),
+        duplicated_splits: Sequence[int] = (),
+    ):
+        self.name, self.data, self.root, self.metadata_path = name, data, root, metadata_path
+        self.notes = tuple(notes)
+        self.duplicated_splits = tuple(duplicated_splits)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, n={len(self)}, modality={self.modality!r})"
+
+    @property
+    def has_duplicated_rows(self) -> bool:
+        """Whether some split repeats examples (once per attribute value); see ``duplicated_splits``."""
+        return bool(self.duplicated_splits)
+
+    def load(self, rows: torch.Tensor | np.ndarray | Sequence[int]) -> Batch:
+        """The backbone's raw input for ``rows`` (b,) row indices, in that order."""
+        return self._load(as_rows(rows))
+
+    def _load(self, rows: np.ndarray) -> Batch:
+        raise NotImplementedError
+
+    def split_sizes(self) -> dict[str, int]:
+        """Rows per split, e.g. {'train': 4795, 'val': 1199, 'test': 5794}."""
+        names = {TRAIN: "train", VAL: "val", TEST: "test"}
+        return {names[s]: int((self.data.split == s).sum()) for s in (TRAIN, VAL, TEST)}
+
+
+def center_crop(img: Any, width: int, height: int) -> Any:
+    """PIL centre crop with torchvision's rounding (top = round((h - th) / 2))."""
+    w, h = img.size
+    left, top = int(round((w - width) / 2.0)), int(round((h - height) / 2.0))
+    return img.crop((left, top, left + width, top + height))
+
+
+def to_normalized_array(img: Any) -> np.ndarray:
+    """PIL RGB image -> (3, H, W) float32, scaled to [0, 1] and normalised with the ImageNet mean and std."""
+    arr = np.asarray(img, dtype=np.float32) / 255.0
+    arr = (arr - IMAGENET_MEAN) / IMAGENET_STD
+    return np.ascontiguousarray(arr.transpose(2, 0, 1))
+
+
+class ImageDataset(RealDataset):
+    """Images under ``image_dir``, one file per row, decoded with PIL and shaped by ``transform`` (PIL -> PIL of
+    size S x S); ``load`` returns (b, 3, S, S) float32."""
+
+    modality = "image"
+
+    def __init__(
+        self,
+        name: str,
+        data: GroupData,
+        root: Path,
+        metadata_path: Path,
+        image_dir: Path,
+        files: Sequence[str],
+        transform: Callable[[Any], Any],
+        image_size: int,
+        notes: Sequence[str] = (),
+        workers: int | None = None,
+    ):
+        super().__init__(name, data, root, metadata_path, notes)
+        self.image_dir, self.files, self.transform, self.image_size = image_dir, list(files), transform, image_size
+        # JPEG decoding and resizing release the GIL: a few threads keep a GPU backbone fed
+        self.workers = workers if workers is not None else min(8, os.cpu_count() or 1)
+
+    def _one(self, row: int) -> np.ndarray:
+        from PIL import Image, UnidentifiedImageError
+
+        path = self.image_dir / self.files[row]
+        try:
+            with Image.open(path) as img:
+                out = self.transform(img.convert("RGB"))
+        except (UnidentifiedImageError, OSError) as e:
+            raise DataError(f"{path}: cannot read image ({type(e).__name__})") from e
+        return to_normalized_array(out)
+
+    def _load(self, rows: np.ndarray) -> torch.Tensor:
+        if len(rows) > 1 and self.workers > 1:
+            with ThreadPoolExecutor(max_workers=min(self.workers, len(rows))) as pool:
+                arrays = list(pool.map(self._one, rows.tolist()))
+        else:
+            arrays = [self._one(r) for r in rows.tolist()]
+        if not arrays:
+            return torch.empty(0, 3, self.image_size, self.image_size)
+        return torch.from_numpy(np.stack(arrays))
+
+
+def check_image_size(image_size: int) -> int:
+    """Validates the side S of the square images a dataset yields."""
+    if image_size < 8:
+        raise ConfigError(f"image size must be >= 8 pixels, got {image_size}")
+    return int(image_size)

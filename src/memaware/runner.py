@@ -1,0 +1,206 @@
+"""One training run described by a JSON-able spec: what ``memaware train`` and every ``memaware sweep`` job run.
+
+A spec names the data (``data``: an ``.npz`` of features, or ``dataset`` + ``data_dir`` [+ ``backbone``,
+``weights``] for end-to-end fine-tuning), the ``method``, its ``hparams``, the ``seed`` and the ``selection``
+criterion. ``execute(spec, run_dir)`` trains it with a checkpoint in ``run_dir`` (a killed run resumes from it when
+called again) and writes ``run_dir/results.json`` atomically at the end; that file existing means "finished".
+
+results.json keys: ``spec``; ``method``; ``uses_train_groups`` / ``uses_val_groups`` (group labels the method
+trains with / the primary criterion selects with); ``selection`` (criterion actually used); ``selected_epoch``;
+``val`` and ``test`` (``metrics.group_report`` of the chosen checkpoint); ``criteria``: {criterion: {"epoch",
+"val_score", "val", "test"}} for every criterion computable (val_wga, val_gi_wga, val_worst_class, val_avg);
+``hparams`` (after defaults and method description); ``data`` (size, dims, notes); ``epochs_run``;
+``resumed_from`` (epoch, or null); ``seconds``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .artifacts import atomic_writer, write_json
+from .data.groups import VAL, GroupData, load_npz
+from .errors import ConfigError
+from .train import TrainConfig, fit
+
+# hyper-parameters every method takes, with their defaults; method-specific ones follow
+TRAIN_HPARAMS: dict[str, Any] = {
+    "epochs": 100,
+    "lr": 1e-3,
+    "optimizer": "adam",
+    "momentum": 0.0,
+    "weight_decay": 1e-4,
+    "batch_size": 128,
+    "class_balanced": False,
+    "eval_every": 1,
+    "hidden": [],
+    "bias": True,
+}
+METHOD_HPARAMS: dict[str, dict[str, Any]] = {
+    "mat": {"temperature": 0.1, "mode": "two-phase"},
+    "groupdro": {"eta": 0.01},
+    "jtt": {"T": 1, "lambda_up": 20.0},
+}
+SPEC_KEYS = {
+    "method", "data", "dataset", "data_dir", "backbone", "weights", "image_size", "seed", "comb", "hparams",
+    "selection", "device", "inferred_groups", "save_model", "checkpoint_every", "family",
+}  # fmt: skip
+CHECKPOINTS = ("checkpoint.pt", "checkpoint.xrm.pt", "checkpoint.jtt-id.pt")
+
+
+def resolve_hparams(method: str, hparams: dict[str, Any] | None) -> dict[str, Any]:
+    """Defaults for ``method`` overridden by ``hparams``; unknown names are a ``ConfigError``."""
+    allowed = {**TRAIN_HPARAMS, **METHOD_HPARAMS.get(method, {})}
+    given = dict(hparams or {})
+    unknown = sorted(set(given) - set(allowed))
+    if unknown:
+        raise ConfigError(f"hyper-parameter(s) {', '.join(unknown)} do not apply to method '{method}'")
+    return {**allowed, **given}
+
+
+def load_spec_data(spec: dict[str, Any]) -> tuple[GroupData, Any]:
+    """The spec's data as ``GroupData`` and, for a real dataset opened from disk, the dataset (else None)."""
+    if (spec.get("data") is None) == (spec.get("dataset") is None):
+        raise ConfigError("give exactly one of --data FILE.npz and --dataset NAME (with --data-dir)")
+    if spec.get("data") is not None:
+        return load_npz(spec["data"]), None
+    if not spec.get("data_dir"):
+        raise ConfigError(f"--dataset {spec['dataset']} needs --data-dir (the folder holding its files)")
+    from .data.datasets import open_dataset
+
+    dataset = open_dataset(spec["dataset"], spec["data_dir"], image_size=int(spec.get("image_size") or 224))
+    return dataset.data, dataset
+
+
+def _model_factory(spec: dict[str, Any], dataset: Any, data: GroupData, hp: dict[str, Any]):
+    """For end-to-end runs: a fresh backbone + heads for a given number of heads, from the spec's seed."""
+    if dataset is None:
+        return None
+    from .backbones import EndToEndNet, make_backbone
+
+    backbone_name = spec.get("backbone") or ("tiny-cnn" if dataset.modality == "image" else "tiny-text")
+
+    def factory(num_heads: int) -> torch.nn.Module:
+        backbone, dim = make_backbone(backbone_name, spec.get("weights"), seed=int(spec.get("seed", 0)))
+        return EndToEndNet(
+            dataset, backbone, dim, data.num_classes, num_heads, bias=bool(hp["bias"]), seed=int(spec.get("seed", 0))
+        )
+
+    return factory
+
+
+def _inferred_groups(path: str | None, data: GroupData) -> torch.Tensor | None:
+    if path is None:
+        return None
+    with np.load(path, allow_pickle=False) as f:
+        if "val_groups" not in f.files:
+            raise ConfigError(f"{path}: no field 'val_groups' (expected an inferred_groups.npz of an XRM run)")
+        groups = torch.from_numpy(f["val_groups"].astype(np.int64))
+    if len(groups) != int((data.split == VAL).sum()):
+        raise ConfigError(
+            f"{path}: {len(groups)} inferred groups, the validation split has {(data.split == VAL).sum()}"
+        )
+    return groups
+
+
+def execute(spec: dict[str, Any], run_dir: str | Path, progress: bool = False) -> dict[str, Any]:
+    """Trains the run ``spec`` in ``run_dir`` (resuming from its checkpoint) and returns the results dict.
+
+    If ``run_dir/results.json`` already exists the run is finished: its contents are returned, nothing is trained.
+    """
+    import json
+
+    run_dir = Path(run_dir)
+    done = run_dir / "results.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    unknown = sorted(set(spec) - SPEC_KEYS)
+    if unknown:
+        raise ConfigError(f"run spec has unknown key(s) {', '.join(unknown)}")
+    method = spec.get("method")
+    if not method:
+        raise ConfigError("run spec needs a 'method'")
+    t0 = time.perf_counter()
+    hp = resolve_hparams(method, spec.get("hparams"))
+    data, dataset = load_spec_data(spec)
+    device = spec.get("device") or "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {device}: CUDA is not available on this machine")
+    cfg = TrainConfig(
+        epochs=int(hp["epochs"]),
+        lr=float(hp["lr"]),
+        optimizer=hp["optimizer"],
+        momentum=float(hp["momentum"]),
+        weight_decay=float(hp["weight_decay"]),
+        batch_size=int(hp["batch_size"]),
+        class_balanced=bool(hp["class_balanced"]),
+        seed=int(spec.get("seed", 0)),
+        selection=spec.get("selection") or "auto",
+        eval_every=int(hp["eval_every"]),
+        # end to end, an evaluation batch runs the backbone: keep it to what a training batch costs
+        eval_batch_size=8192 if dataset is None else max(64, 2 * int(hp["batch_size"])),
+        device=device,
+        progress=progress,
+        progress_label=method,
+    )
+    method_kwargs = {k: hp[k] for k in METHOD_HPARAMS.get(method, {})}
+    run_dir.mkdir(parents=True, exist_ok=True)
+    result = fit(
+        data,
+        method,
+        cfg,
+        model_kwargs={"hidden": tuple(hp["hidden"]), "bias": bool(hp["bias"])},
+        model_factory=_model_factory(spec, dataset, data, hp),
+        val_inferred_groups=_inferred_groups(spec.get("inferred_groups"), data),
+        checkpoint=run_dir / "checkpoint.pt",
+        checkpoint_every=spec.get("checkpoint_every"),  # default: every 30 s
+        **method_kwargs,
+    )
+    criteria = result.selection_reports
+    chosen = criteria.get(result.selection)
+    res = {
+        "spec": spec,
+        "method": method,
+        "uses_train_groups": bool(result.method.needs_train_groups),
+        "uses_val_groups": result.selection == "val_wga",
+        "selection": result.selection,
+        "selected_epoch": result.selected_epoch,
+        "val": chosen["val"] if chosen else result.evaluate(data, "val"),
+        "test": chosen["test"] if chosen else result.evaluate(data, "test"),
+        "criteria": criteria,
+        "hparams": {**hp, **result.method.describe()},
+        "data": _describe_data(spec, data, dataset),
+        "epochs_run": result.epochs_run,
+        "resumed_from": result.resumed_from,
+        "seconds": time.perf_counter() - t0,
+    }
+    if result.val_inferred_groups is not None:
+        groups = result.val_inferred_groups.numpy().astype(np.int64)
+        atomic_writer(run_dir / "inferred_groups.npz", lambda p: np.savez(p, val_groups=groups), ".npz")
+    if spec.get("save_model"):
+        state = {k: v.detach().cpu() for k, v in result.model.state_dict().items()}
+        atomic_writer(run_dir / "model.pt", lambda p: torch.save(state, p), ".pt")
+    write_json(done, res)
+    for name in CHECKPOINTS:  # finished: results.json is the record, checkpoints only cost disk
+        (run_dir / name).unlink(missing_ok=True)
+    return res
+
+
+def _describe_data(spec: dict[str, Any], data: GroupData, dataset: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "source": spec.get("data") or f"{spec.get('dataset')} in {spec.get('data_dir')}",
+        "n": len(data),
+        "dim": data.dim,
+        "num_classes": data.num_classes,
+        "num_attrs": data.num_attrs,
+        "split_sizes": [int((data.split == s).sum()) for s in range(3)],
+    }
+    if dataset is not None:
+        out["notes"] = list(dataset.notes)
+        out["duplicated_splits"] = list(dataset.duplicated_splits)
+        out["backbone"] = spec.get("backbone")
+    return out
