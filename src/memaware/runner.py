@@ -148,7 +148,6 @@ def execute(spec: dict[str, Any], run_dir: str | Path, progress: bool = False) -
         progress_label=method,
     )
     method_kwargs = {k: hp[k] for k in METHOD_HPARAMS.get(method, {})}
-    run_dir.mkdir(parents=True, exist_ok=True)
     result = fit(
         data,
         method,

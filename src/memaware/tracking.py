@@ -151,6 +151,18 @@ class Selector:
             )
         self.external = external_groups
         self.group = data.group[idx] if data.has_attrs(VAL) else None
+        if self.group is not None:
+            # a training group without validation examples would be ignored by the minimum: say so instead
+            in_train = torch.bincount(data.group[data.indices(TRAIN)].clamp_min(0), minlength=data.num_groups) > 0
+            missing = [g for g in range(data.num_groups) if in_train[g] and not (self.group == g).any()]
+            if missing and criterion == "val_wga":
+                names = ", ".join(group_name(g, data.num_attrs) for g in missing)
+                raise ConfigError(
+                    f"selection 'val_wga': group(s) {names} have training but no validation examples; "
+                    "use --selection val_gi_wga or val_worst_class"
+                )
+            if missing:
+                self.group = None  # val_wga is not computable; the other criteria still are
         test_idx = data.indices(TEST)
         self.test = (data.x[test_idx], data.y[test_idx], data.a[test_idx])
 
