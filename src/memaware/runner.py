@@ -30,6 +30,7 @@ from .train import TrainConfig, fit
 # hyper-parameters every method takes, with their defaults; method-specific ones follow
 TRAIN_HPARAMS: dict[str, Any] = {
     "epochs": 100,
+    "max_steps": 0,
     "lr": 1e-3,
     "optimizer": "adam",
     "momentum": 0.0,
@@ -132,6 +133,7 @@ def execute(spec: dict[str, Any], run_dir: str | Path, progress: bool = False) -
         raise ConfigError(f"device {device}: CUDA is not available on this machine")
     cfg = TrainConfig(
         epochs=int(hp["epochs"]),
+        max_steps=int(hp["max_steps"]),
         lr=float(hp["lr"]),
         optimizer=hp["optimizer"],
         momentum=float(hp["momentum"]),

@@ -33,6 +33,7 @@ class TrainConfig:
     """Optimisation and evaluation settings. ``batch_size=0`` means full batch (one step per epoch)."""
 
     epochs: int = 1000
+    max_steps: int = 0  # > 0: stop after this many optimiser steps (the authors count steps, not epochs)
     lr: float = 1e-2
     optimizer: str = "sgd"
     momentum: float = 0.0
@@ -52,6 +53,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.epochs < 1:
             raise ConfigError(f"epochs must be >= 1, got {self.epochs}")
+        if self.max_steps < 0:
+            raise ConfigError(f"max_steps must be >= 0 (0 = no limit), got {self.max_steps}")
         if not self.lr > 0:
             raise ConfigError(f"lr must be > 0, got {self.lr}")
         if self.weight_decay < 0:
@@ -242,7 +245,7 @@ def fit(
     )
     dual = DualSGD(model, x_train, cfg.lr, cfg.weight_decay) if use_dual else None
     signature = _signature(method, cfg, data)
-    start, done, resumed = 1, False, None
+    start, done, resumed, steps = 1, False, None, 0
     if checkpoint is not None and checkpoint.exists():
         state = torch.load(checkpoint, weights_only=True, map_location="cpu")
         if state["signature"] != signature:
@@ -254,22 +257,31 @@ def fit(
         selector.load_state_dict(state["selector"])
         history.load_state_dict(state["history"])
         start, done, resumed = state["epoch"] + 1, state["done"], state["epoch"]
+        steps = state["steps"]
     show = cfg.progress and sys.stderr.isatty()
     epoch, last_save = start - 1, time.monotonic()
     model.train()
     all_pos = torch.arange(n_train)
+    x_buffer = x_train.new_empty((0, *x_train.shape[1:]))
     epochs = range(start, cfg.epochs + 1) if not done else range(0)
     for epoch in tqdm(epochs, desc=cfg.progress_label or method.name, disable=not show, leave=False):
         hits = torch.zeros(num_groups + 1, device=cfg.device) if classify else None
         seen = torch.zeros(num_groups + 1, device=cfg.device) if classify else None
         loss_sum, drawn = torch.zeros((), device=cfg.device), 0
         for pos in _batches(n_train, bs, generator, weights, method.active_positions):
+            if cfg.max_steps and steps >= cfg.max_steps:
+                break
+            steps += 1
             if pos is None:
                 xb, yb, pos = x_train, y_train, all_pos
                 gb = g_train if classify else None
             else:
                 pos_d = pos.to(cfg.device)
-                xb, yb = x_train[pos_d], y_train[pos_d]
+                # gather into one reused buffer: a fresh (b, d) tensor per step costs an allocation + page faults
+                if len(x_buffer) < len(pos_d):
+                    x_buffer = x_train.new_empty((len(pos_d), *x_train.shape[1:]))
+                xb = torch.index_select(x_train, 0, pos_d, out=x_buffer[: len(pos_d)])
+                yb = y_train[pos_d]
                 gb = g_train[pos_d] if classify else None
             if dual is not None:  # the same iterates as below, through the Gram matrix (memaware.dual)
                 logits = dual.leaf_logits()
@@ -289,7 +301,7 @@ def fit(
                 seen.index_add_(0, gb, torch.ones_like(yb, dtype=seen.dtype))
             loss_sum += loss.detach() * len(yb)
             drawn += len(yb)
-        stop = method.should_stop()
+        stop = method.should_stop() or bool(cfg.max_steps and steps >= cfg.max_steps)
         if not (epoch % cfg.eval_every and epoch != cfg.epochs and not stop):
             if dual is not None and (selector.criterion != "last" or (history.splits and not history.linear)):
                 dual.materialize()
@@ -305,6 +317,7 @@ def fit(
             state = {
                 "signature": signature,
                 "epoch": epoch,
+                "steps": steps,
                 "done": stop or epoch == cfg.epochs,
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),

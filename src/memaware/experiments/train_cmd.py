@@ -34,6 +34,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", required=True, choices=classifiers, help="training method")
     add_common(p)
     p.add_argument("--epochs", type=int, default=1000, help="training epochs (MAT two-phase: per phase)")
+    p.add_argument(
+        "--max-steps", type=int, default=0, help="stop after this many optimiser steps (0: run all --epochs)"
+    )
     p.add_argument("--lr", type=float, default=1e-2, help="learning rate")
     p.add_argument("--weight-decay", type=float, default=0.0, help="L2 weight decay (lambda in paper eq. 2)")
     p.add_argument("--optimizer", choices=("sgd", "adam", "adamw"), default="sgd", help="optimiser")
@@ -91,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
         shutil.move(out / "results.json", out / "results.previous.json")
     hparams = {
         "epochs": args.epochs,
+        "max_steps": args.max_steps,
         "lr": args.lr,
         "optimizer": args.optimizer,
         "momentum": args.momentum,
