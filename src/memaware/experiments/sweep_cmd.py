@@ -1,0 +1,219 @@
+"""Random hyper-parameter search for paper Table 1: every method x --n-hparams combinations x --seeds, one run per
+directory DIR/<method>/comb<k>_seed<s>/ (spec.json, then results.json when finished; DIR/<dataset>/<method>/...
+for several datasets). Finished runs are skipped, so the same command resumes an interrupted sweep. Methods that
+infer no groups get the inferred validation groups of an XRM run of their seed, trained first. DIR/sweep.json lists
+every run and its status; `memaware table --sweep DIR` then makes the table. Combination 0 is each method's default;
+the ranges are documented in memaware.hparams."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..errors import ConfigError
+from ..hparams import FAMILIES, METHODS, family_for, parse_override
+from ..sweep import EXECUTORS, DataSource, Run, SlurmOptions, check_executor, describe, plan_sweep, run_sweep
+from ..train import SELECTIONS
+
+
+def _methods(text: str) -> tuple[str, ...]:
+    methods = tuple(m.strip().lower() for m in text.split(",") if m.strip())
+    bad = [m for m in methods if m not in METHODS]
+    if not methods or bad or len(set(methods)) != len(methods):
+        raise argparse.ArgumentTypeError(
+            f"--methods takes distinct comma-separated names from {', '.join(METHODS)}, got '{text}'"
+        )
+    return methods
+
+
+def _seeds(text: str) -> tuple[int, ...]:
+    """'3' -> seeds 0, 1, 2; '0,5,7' -> those seeds."""
+    try:
+        if "," not in text:
+            n = int(text)
+            if n < 1:
+                raise ValueError
+            return tuple(range(n))
+        seeds = tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--seeds takes a count N >= 1 (seeds 0..N-1) or a comma-separated list, got '{text}'"
+        ) from None
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise argparse.ArgumentTypeError(f"--seeds must be distinct and >= 0, got '{text}'")
+    return seeds
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--data", nargs="+", metavar="FILE", help=".npz file(s) with x, y, split and a")
+    src.add_argument("--dataset", nargs="+", metavar="NAME", help="named dataset(s), e.g. waterbirds celeba")
+    p.add_argument("--data-dir", help="root folder of --dataset")
+    p.add_argument("--backbone", help="backbone of --dataset runs (passed to the runner)")
+    p.add_argument("--weights", help="backbone weights file of --dataset runs (passed to the runner)")
+    p.add_argument("--methods", type=_methods, default="erm,mat", help=f"comma-separated: {', '.join(METHODS)}")
+    p.add_argument("--n-hparams", type=int, default=10, help="hyper-parameter combinations per method (0 = defaults)")
+    p.add_argument("--seeds", type=_seeds, default="3", help="number of seeds (0..N-1) or a list, e.g. 0,3")
+    p.add_argument("--out", required=True, help="sweep directory (created if missing; re-use it to resume)")
+    p.add_argument(
+        "--family",
+        choices=("auto", *FAMILIES),
+        default="auto",
+        help="hyper-parameter ranges: features (heads on embeddings), image, text; auto: features for --data, "
+        "else by dataset name",
+    )
+    p.add_argument(
+        "--set",
+        dest="fixed",
+        action="append",
+        default=None,
+        metavar="KEY=VALUE",
+        help="fix a hyper-parameter for every combination, e.g. --set epochs=200 --set hidden=256,256 (repeatable)",
+    )
+    p.add_argument("--selection", choices=SELECTIONS, default="auto", help="primary checkpoint criterion of each run")
+    p.add_argument(
+        "--no-inferred-groups",
+        action="store_true",
+        help="skip the XRM runs that give ERM/GroupDRO/SUBG/RWG/JTT inferred validation groups (no va_gi_wga)",
+    )
+    p.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=None,
+        metavar="EPOCHS",
+        help="checkpoint every N epochs (default: the runner's, every 30 s); a killed run resumes from it",
+    )
+    p.add_argument("--xrm-comb", type=int, default=0, help="XRM combination whose inferred groups the others use")
+    p.add_argument(
+        "--device", default=None, help="torch device of every run (default: cuda on Slurm with GPUs, else cpu)"
+    )
+    p.add_argument("--executor", choices=EXECUTORS, default="local", help="where runs train")
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        help="runs at once: local worker processes (default: CPU count) or Slurm array parallelism (default 256)",
+    )
+    p.add_argument(
+        "--vectorized",
+        action="store_true",
+        help="train the runs of a (method, data) together, as members of one batched program "
+        "(memaware.vectorized.execute_many)",
+    )
+    p.add_argument("--dry-run", action="store_true", help="list the runs and their hyper-parameters, train nothing")
+    p.add_argument("--quiet", action="store_true", help="no progress bar and no summary on stdout")
+    s = p.add_argument_group("slurm (--executor slurm)")
+    s.add_argument("--partition", default=None, help="Slurm partition (default: the cluster's)")
+    s.add_argument("--time-min", type=int, default=60, help="time limit per job in minutes (jobs requeue at it)")
+    s.add_argument("--gpus", type=int, default=None, help="GPUs per job (default: 0 for features, else 1)")
+    s.add_argument("--cpus", type=int, default=4, help="CPUs per job")
+    s.add_argument("--mem-gb", type=float, default=32.0, help="memory per job in GB")
+    s.add_argument("--slurm-dir", default=None, help="submitit's logs and job pickles (default: DIR/submitit)")
+
+
+def _sources(args: argparse.Namespace) -> list[DataSource]:
+    if args.data:
+        if args.data_dir or args.backbone or args.weights:
+            raise ConfigError("--data-dir, --backbone and --weights go with --dataset, not --data")
+        from ..data import load_npz
+
+        sources = []
+        for path in args.data:
+            load_npz(path)  # a bad file fails here, with one line, before any run starts
+            family = "features" if args.family == "auto" else args.family
+            sources.append(DataSource.from_npz(path, family))
+        return sources
+    if not args.data_dir:
+        raise ConfigError("--dataset needs --data-dir (the folder holding the dataset)")
+    if not Path(args.data_dir).is_dir():
+        raise ConfigError(f"--data-dir {args.data_dir}: no such directory")
+    from ..data.datasets import open_dataset
+
+    for name in args.dataset:
+        open_dataset(name.lower(), args.data_dir)  # a bad name or layout fails here, before any run starts
+    return [
+        DataSource.from_dataset(
+            name.lower(),
+            args.data_dir,
+            family_for(name) if args.family == "auto" else args.family,
+            args.backbone,
+            args.weights,
+        )
+        for name in args.dataset
+    ]
+
+
+def run(args: argparse.Namespace) -> int:
+    sources = _sources(args)
+    fixed = dict(parse_override(t) for t in args.fixed or [])
+    check_executor(args.executor)
+    gpus = args.gpus if args.gpus is not None else (0 if all(s.family == "features" for s in sources) else 1)
+    if gpus < 0 or args.cpus < 1 or args.time_min < 1 or args.mem_gb <= 0:
+        raise ConfigError("--gpus must be >= 0 and --cpus, --time-min, --mem-gb > 0")
+    device = args.device or ("cuda" if args.executor == "slurm" and gpus > 0 else "cpu")
+    if device.startswith("cuda") and args.executor == "local":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {device}: CUDA is not available on this machine")
+    out = Path(args.out)
+    runs = plan_sweep(
+        sources,
+        args.methods,
+        args.n_hparams,
+        args.seeds,
+        out,
+        selection=args.selection,
+        device=device,
+        fixed=fixed,
+        inferred_groups=not args.no_inferred_groups,
+        xrm_comb=args.xrm_comb,
+        checkpoint_every=args.checkpoint_every,
+    )
+    if args.dry_run:
+        print(_plan_text(runs, out.resolve()))
+        return 0
+    if not args.quiet:
+        done = sum(r.done for r in runs)
+        print(f"sweep: {len(runs)} runs ({done} already done) on {args.executor} -> {out}", flush=True)
+    info = {
+        "datasets": [{"name": s.name, **s.spec, "family": s.family} for s in sources],
+        "methods": list(args.methods),
+        "n_hparams": args.n_hparams,
+        "seeds": list(args.seeds),
+        "selection": args.selection,
+        "fixed": fixed,
+        "inferred_groups": None if args.no_inferred_groups else f"xrm comb{args.xrm_comb}",
+        "command": "memaware " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["sweep"] else None,
+    }
+    slurm = SlurmOptions(
+        partition=args.partition,
+        time_min=args.time_min,
+        gpus=gpus,
+        cpus=args.cpus,
+        mem_gb=args.mem_gb,
+        folder=args.slurm_dir,
+    )
+    summary = run_sweep(
+        runs,
+        out,
+        executor=args.executor,
+        jobs=args.jobs,
+        vectorized=args.vectorized,
+        slurm=slurm,
+        info=info,
+        progress=not args.quiet,
+    )
+    if not args.quiet or not summary.complete:
+        print(describe(summary, out), file=sys.stdout if summary.complete else sys.stderr)
+    return 0 if summary.complete else 1
+
+
+def _plan_text(runs: list[Run], root: Path) -> str:
+    lines = [f"{len(runs)} runs (dry run: nothing written)"]
+    for r in runs:
+        hp = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in r.spec["hparams"].items())
+        state = "done" if r.done else "todo"
+        lines.append(f"  {r.rel(root):<28} {state}  {hp}")
+    return "\n".join(lines)

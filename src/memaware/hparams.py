@@ -1,0 +1,253 @@
+"""The hyper-parameter registry of the Table-1 sweeps: random search, reproducible from the combination index.
+
+``sample_hparams(method, family, comb)`` draws combination ``comb`` from a numpy Generator of its own, seeded from
+a stable hash (SHA-256, not Python's salted ``hash``) of ``(method, family, comb)``: the same index gives the same
+hyper-parameters on every machine, in every process, whatever else was drawn before, and for every seed (a
+combination is one configuration; the seeds of a sweep repeat it). Combination 0 is not drawn: it is the
+default of each method and family (for ``features``, the settings of ``memaware train``).
+
+Ranges (``log10 U(a, b)``: 10 ** uniform(a, b); ``2 ** U(a, b)``: int(2 ** uniform(a, b)), as in the authors'
+registry, github facebookresearch/Pitfalls-of-Memorization, ``registry.py``):
+
+=============  ============================================  ==============================  ==========================
+family         features (linear head on embeddings, .npz)    image (end-to-end ResNet-50)    text (end-to-end BERT)
+=============  ============================================  ==============================  ==========================
+optimizer      sgd or adam (1/2 each); comb 0: sgd           sgd, momentum 0.9               adamw
+lr             sgd: log10 U(-3, -1); adam: log10 U(-4, -2)   log10 U(-5, -3); comb 0: 1e-3   log10 U(-6, -4); 0: 2e-5
+               comb 0: 1e-2
+weight_decay   log10 U(-6, -3); comb 0: 0                    log10 U(-6, -3); comb 0: 1e-4   log10 U(-6, -3); 0: 1e-4
+batch_size     0 (full batch)                                2 ** U(5, 7); comb 0: 64        2 ** U(4, 6); 0: 32
+epochs         1000                                          DATASET_EPOCHS, else 10         DATASET_EPOCHS, else 5
+hidden         [] (linear head)                              []                              []
+bias           False (the paper's model)                     True                            True
+=============  ============================================  ==============================  ==========================
+
+Method-specific (every family):
+
+- ``mat``: ``temperature`` in {0.001, 0.01, 0.1} (the authors' grid); comb 0: 0.1.
+- ``groupdro``: ``eta`` (group-weight step size) log10 U(-3, -1); comb 0: 0.01 (Sagawa et al.).
+- ``jtt``: ``T`` (epochs of the error-identifying ERM stage) = max(1, round(epochs * f)) with f log10 U(log10 0.02,
+  log10 0.5) (comb 0: f = 0.2); ``lambda_up`` in {5, 10, 20, 50, 100} (comb 0: 20; Liu et al. 2021 used 6 to 100).
+- ``class_balanced`` (mini-batches drawn with every class equally likely): True for CivilComments only, as the
+  authors do (XRM's class-balanced *loss* is part of the method, not this switch).
+
+Epochs are fixed per family/dataset, not searched: model selection picks the epoch on validation. Fixed values of a
+sweep (``memaware sweep --set epochs=50``) replace drawn ones for every combination (``fixed=``).
+
+Group labels used by each method (``METHOD_INFO``; the table's e^tr column): ERM, XRM, MAT and JTT train without
+group labels (XRM and MAT infer them; JTT uses ERM's errors); GroupDRO, SUBG and RWG need the training groups.
+Which validation labels are used is a property of the model-selection criterion (``val_group_use``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .errors import ConfigError
+
+FAMILIES = ("features", "image", "text")
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    """What a method needs: ``train_groups`` = true group labels of the training split; ``infers_groups`` = the
+    run writes its own inferred validation groups (``inferred_groups.npz``), so it needs no XRM run first."""
+
+    train_groups: bool
+    infers_groups: bool
+    summary: str
+
+
+METHOD_INFO: dict[str, MethodInfo] = {
+    "erm": MethodInfo(False, False, "empirical risk minimisation"),
+    "groupdro": MethodInfo(True, False, "GroupDRO, exponentiated-gradient group weights (Sagawa et al.)"),
+    "subg": MethodInfo(True, False, "every training group subsampled to the smallest"),
+    "rwg": MethodInfo(True, False, "training examples sampled with weight 1/|group|"),
+    "jtt": MethodInfo(False, False, "Just Train Twice: ERM for T epochs, then its errors upweighted"),
+    "xrm": MethodInfo(False, True, "cross-risk minimisation: twin nets, label flipping, inferred groups"),
+    "mat": MethodInfo(False, True, "memorization-aware training on XRM's held-out logits"),
+}
+METHODS: tuple[str, ...] = tuple(METHOD_INFO)
+
+# Datasets whose family and epoch budget are known (lower-case names, as ``--dataset`` takes them).
+DATASET_FAMILY = {
+    "waterbirds": "image",
+    "celeba": "image",
+    "multinli": "text",
+    "civilcomments": "text",
+    "civilcomments-fine": "text",
+}
+# About the authors' step budgets (1001 / 10001 / 60001 / 60001 steps at their mean batch size) in epochs.
+DATASET_EPOCHS = {"waterbirds": 15, "celeba": 5, "multinli": 10, "civilcomments": 7, "civilcomments-fine": 7}
+
+MAT_TEMPERATURES = (0.001, 0.01, 0.1)
+JTT_LAMBDA_UP = (5, 10, 20, 50, 100)
+
+# Comb 0 of each family (method-independent part).
+_DEFAULTS: dict[str, dict[str, Any]] = {
+    "features": {"optimizer": "sgd", "lr": 1e-2, "weight_decay": 0.0, "batch_size": 0, "epochs": 1000},
+    "image": {"optimizer": "sgd", "lr": 1e-3, "weight_decay": 1e-4, "batch_size": 64, "epochs": 10},
+    "text": {"optimizer": "adamw", "lr": 2e-5, "weight_decay": 1e-4, "batch_size": 32, "epochs": 5},
+}
+# log10 lr range per (family, optimizer); log2 batch-size range per family (None: full batch, fixed).
+_LR_RANGE = {
+    ("features", "sgd"): (-3, -1),
+    ("features", "adam"): (-4, -2),
+    ("image", "sgd"): (-5, -3),
+    ("text", "adamw"): (-6, -4),
+}
+_BS_RANGE: dict[str, tuple[int, int] | None] = {"features": None, "image": (5, 7), "text": (4, 6)}
+_WD_RANGE = (-6, -3)
+_METHOD_KEYS = {"temperature": "mat", "mode": "mat", "eta": "groupdro", "T": "jtt", "lambda_up": "jtt"}
+
+
+def check_method(method: str) -> str:
+    """Returns ``method`` if known, else raises ``ConfigError`` listing the known ones."""
+    if method not in METHOD_INFO:
+        raise ConfigError(f"unknown method '{method}', choose from {', '.join(METHODS)}")
+    return method
+
+
+def check_family(family: str) -> str:
+    if family not in FAMILIES:
+        raise ConfigError(f"unknown hyper-parameter family '{family}', choose from {', '.join(FAMILIES)}")
+    return family
+
+
+def family_for(dataset: str | None) -> str:
+    """The family of a named dataset (``image`` / ``text``); ``features`` for an .npz file (``dataset=None``)."""
+    if dataset is None:
+        return "features"
+    name = dataset.lower()
+    if name not in DATASET_FAMILY:
+        raise ConfigError(
+            f"no hyper-parameter family known for dataset '{dataset}' (known: {', '.join(DATASET_FAMILY)}); "
+            "pass --family features|image|text"
+        )
+    return DATASET_FAMILY[name]
+
+
+def uses_train_groups(method: str) -> bool:
+    """Whether ``method`` trains on the true group labels of the training split."""
+    return METHOD_INFO[check_method(method)].train_groups
+
+
+def needs_inferred_groups(method: str) -> bool:
+    """Whether ``method`` needs an XRM run's inferred validation groups for the ``val_gi_wga`` criterion."""
+    return not METHOD_INFO[check_method(method)].infers_groups
+
+
+def val_group_use(criterion: str) -> str:
+    """Validation labels a selection criterion reads: 'yes' (true groups), 'inferred' (XRM's) or 'no'."""
+    return {"val_wga": "yes", "val_gi_wga": "inferred"}.get(criterion, "no")
+
+
+def _stable_seed(*parts: object) -> int:
+    digest = hashlib.sha256("|".join(str(p) for p in parts).encode()).digest()
+    return int.from_bytes(digest[:8], "little")
+
+
+def sample_hparams(
+    method: str,
+    family: str,
+    comb: int,
+    seed: int = 0,
+    *,
+    dataset: str | None = None,
+    fixed: dict[str, Any] | None = None,
+) -> dict:
+    """Hyper-parameters of combination ``comb`` (0 = defaults, see the module docstring for the ranges).
+
+    Returns a JSON-able dict with lr, weight_decay, batch_size, epochs, optimizer, momentum, hidden, bias,
+    class_balanced and the method's own keys (temperature, eta, T and lambda_up). ``seed`` does not change the
+    draw (a combination is one configuration repeated over seeds); ``dataset`` sets the epoch budget of known
+    datasets and CivilComments' class-balanced batches; ``fixed`` (see ``parse_override``) replaces drawn values
+    (a method-specific key only where the method has it; JTT's T is drawn as a fraction of the final epochs).
+    """
+    check_method(method)
+    check_family(family)
+    if comb < 0:
+        raise ConfigError(f"hyper-parameter combination index must be >= 0, got {comb}")
+    del seed  # documented: combinations do not depend on the seed
+    fixed = dict(fixed or {})
+    hp: dict[str, Any] = dict(_DEFAULTS[family])
+    name = dataset.lower() if dataset else None
+    if family != "features" and name in DATASET_EPOCHS:
+        hp["epochs"] = DATASET_EPOCHS[name]
+    rng = np.random.default_rng(_stable_seed(method, family, comb))
+    if comb > 0:
+        if family == "features":
+            hp["optimizer"] = "sgd" if rng.uniform() < 0.5 else "adam"
+        lo, hi = _LR_RANGE[(family, hp["optimizer"])]
+        hp["lr"] = float(10 ** rng.uniform(lo, hi))
+        hp["weight_decay"] = float(10 ** rng.uniform(*_WD_RANGE))
+        bs = _BS_RANGE[family]
+        if bs is not None:
+            hp["batch_size"] = int(2 ** rng.uniform(*bs))
+    hp["momentum"] = 0.9 if family == "image" else 0.0
+    hp["hidden"] = []
+    hp["bias"] = family != "features"  # the paper's linear model has no bias (as memaware train)
+    hp["class_balanced"] = bool(name and name.startswith("civilcomments"))
+    hp.update({k: v for k, v in fixed.items() if k not in _METHOD_KEYS})
+    if method == "mat":
+        hp["temperature"] = 0.1 if comb == 0 else float(rng.choice(MAT_TEMPERATURES))
+    elif method == "groupdro":
+        hp["eta"] = 0.01 if comb == 0 else float(10 ** rng.uniform(-3, -1))
+    elif method == "jtt":
+        frac = 0.2 if comb == 0 else float(10 ** rng.uniform(np.log10(0.02), np.log10(0.5)))
+        hp["T"] = max(1, min(hp["epochs"] - 1, round(hp["epochs"] * frac)))
+        hp["lambda_up"] = 20 if comb == 0 else int(rng.choice(JTT_LAMBDA_UP))
+    hp.update({k: v for k, v in fixed.items() if _METHOD_KEYS.get(k) == method})
+    return hp
+
+
+# Keys a sweep may fix with --set, with the type each must have.
+OVERRIDABLE: dict[str, type | tuple[type, ...]] = {
+    "lr": (int, float),
+    "weight_decay": (int, float),
+    "batch_size": int,
+    "epochs": int,
+    "optimizer": str,
+    "momentum": (int, float),
+    "hidden": list,
+    "class_balanced": bool,
+    "temperature": (int, float),
+    "eta": (int, float),
+    "T": int,
+    "lambda_up": (int, float),
+    "mode": str,
+    "bias": bool,
+    "max_steps": int,
+    "eval_every": int,
+}
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """'key=value' -> (key, value); the value is read as JSON when it parses (numbers, lists, true/false), else
+    kept as a string. Raises ``ConfigError`` for an unknown key or a value of the wrong type."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"--set takes KEY=VALUE, got '{text}'")
+    if key not in OVERRIDABLE:
+        raise ConfigError(f"--set {key}: unknown hyper-parameter, choose from {', '.join(OVERRIDABLE)}")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw.strip()
+    if key == "hidden" and isinstance(value, int):
+        value = [value]
+    if key == "hidden" and isinstance(value, str):
+        try:
+            value = [int(w) for w in value.split(",") if w.strip()]
+        except ValueError:
+            raise ConfigError(f"--set hidden takes comma-separated integers, got '{raw}'") from None
+    expected = OVERRIDABLE[key]
+    if (isinstance(value, bool) and expected is not bool) or not isinstance(value, expected):
+        raise ConfigError(f"--set {key}={raw}: wrong type for {key}")
+    return key, value
