@@ -23,7 +23,7 @@ COMMANDS: list[tuple[str, str, str]] = [
         "reproduce paper Fig. 1: ERM vs MAT on Setup 2.1 (noiseless / noisy)",
     ),
     ("synth", "memaware.experiments.synth", "write a Setup 2.1 dataset as an .npz interchange file"),
-    ("train", "memaware.experiments.train_cmd", "train ERM / XRM / MAT on your own .npz data"),
+    ("train", "memaware.experiments.train_cmd", "train a method (MAT, ERM, GroupDRO, ...) on an .npz or real data"),
     (
         "fig3",
         "memaware.experiments.fig3",
@@ -34,6 +34,31 @@ COMMANDS: list[tuple[str, str, str]] = [
         "memorization",
         "memaware.experiments.memorization_cmd",
         "memorization audit per group, ERM vs MAT (Fig. 2)",
+    ),
+    (
+        "features",
+        "memaware.experiments.features_cmd",
+        "embed a real dataset (Waterbirds, CelebA, MultiNLI, CivilComments) with a backbone into an .npz",
+    ),
+    (
+        "convert-multinli",
+        "memaware.experiments.convert_multinli",
+        "convert MultiNLI's pickled GLUE feature caches into plain arrays, once",
+    ),
+    (
+        "sweep",
+        "memaware.experiments.sweep_cmd",
+        "random hyper-parameter search over methods and seeds (Table 1)",
+    ),
+    (
+        "table",
+        "memaware.experiments.table_cmd",
+        "Table 1 from sweep directories: mean +- std over seeds, bar chart",
+    ),
+    (
+        "prepare",
+        "memaware.experiments.prepare_cmd",
+        "build an offline real-data benchmark (fashionbirds, adult-sex, finefoods-negation) into an .npz",
     ),
 ]
 
