@@ -17,12 +17,11 @@ from memaware.hparams import (
 )
 
 LR = {
-    ("features", "sgd"): (1e-3, 1e-1),
     ("features", "adam"): (1e-4, 1e-2),
     ("image", "sgd"): (1e-5, 1e-3),
     ("text", "adamw"): (1e-6, 1e-4),
 }
-BATCH = {"features": (0, 0), "image": (32, 128), "text": (16, 64)}
+BATCH = {"features": (128, 128), "image": (32, 128), "text": (16, 64)}
 
 
 def test_reproducible_from_the_index_in_any_process():
@@ -42,7 +41,7 @@ def test_draws_in_range(method, family):
         assert lo <= hp["lr"] <= hi
         assert 1e-6 <= hp["weight_decay"] <= 1e-3
         assert BATCH[family][0] <= hp["batch_size"] <= BATCH[family][1]
-        assert hp["epochs"] == {"features": 1000, "image": 10, "text": 5}[family]
+        assert hp["epochs"] == {"features": 30, "image": 10, "text": 5}[family]
         assert hp["hidden"] == [] and hp["class_balanced"] is False
         if method == "mat":
             assert hp["temperature"] in (0.001, 0.01, 0.1)
@@ -63,16 +62,16 @@ def test_draws_in_range(method, family):
 
 def test_comb0_is_the_default():
     assert sample_hparams("erm", "features", 0) == {
-        "optimizer": "sgd",
-        "lr": 1e-2,
-        "weight_decay": 0.0,
-        "batch_size": 0,
-        "epochs": 1000,
+        "optimizer": "adam",
+        "lr": 1e-3,
+        "weight_decay": 1e-4,
+        "batch_size": 128,
+        "epochs": 30,
         "momentum": 0.0,
         "hidden": [],
-        "bias": False,
+        "bias": True,
         "class_balanced": False,
-    }  # = memaware train's defaults
+    }
     assert sample_hparams("mat", "features", 0)["temperature"] == 0.1
     assert sample_hparams("groupdro", "image", 0)["eta"] == 0.01
     jtt = sample_hparams("jtt", "image", 0)
