@@ -7,6 +7,22 @@ from .metrics import group_report, majority_minority_acc, worst_group_acc
 from .models import MultiHeadNet, build_model
 from .train import FitResult, TrainConfig, fit
 
+
+def __getattr__(name: str):
+    """Lazy exports of the heavier entry points (real datasets, benchmarks, sweeps) to keep ``import memaware`` fast."""
+    lazy = {
+        "open_dataset": "memaware.data.datasets",
+        "build_benchmark": "memaware.data.benchmarks",
+        "execute": "memaware.runner",
+        "sample_hparams": "memaware.hparams",
+        "train_many": "memaware.vectorized",
+    }
+    if name in lazy:
+        import importlib
+
+        return getattr(importlib.import_module(lazy[name]), name)
+    raise AttributeError(f"module 'memaware' has no attribute '{name}'")
+
 __version__ = "0.1.0"
 __all__ = [
     "GroupData",
