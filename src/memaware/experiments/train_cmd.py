@@ -41,7 +41,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weight-decay", type=float, default=0.0, help="L2 weight decay (lambda in paper eq. 2)")
     p.add_argument("--optimizer", choices=("sgd", "adam", "adamw"), default="sgd", help="optimiser")
     p.add_argument("--momentum", type=float, default=0.0, help="SGD momentum")
-    p.add_argument("--batch-size", type=int, default=0, help="mini-batch size; 0 = full batch")
+    p.add_argument(
+        "--batch-size", type=int, help="mini-batch size; 0 = full batch (default: 0 with --data, 32 with --dataset)"
+    )
     p.add_argument(
         "--class-balanced",
         action="store_true",
@@ -99,7 +101,8 @@ def run(args: argparse.Namespace) -> int:
         "optimizer": args.optimizer,
         "momentum": args.momentum,
         "weight_decay": args.weight_decay,
-        "batch_size": args.batch_size,
+        # end to end, a full batch would push the whole dataset through the backbone at once
+        "batch_size": args.batch_size if args.batch_size is not None else (32 if args.dataset else 0),
         "class_balanced": args.class_balanced,
         "eval_every": args.eval_every,
         "hidden": list(args.hidden),
