@@ -145,3 +145,18 @@ def test_checkpoint_of_another_run_is_refused(spurious, tmp_path):
     fit(spurious, "erm", TrainConfig(epochs=2, batch_size=100), checkpoint=ckpt)
     with pytest.raises(ConfigError, match="written by a different run"):
         fit(spurious, "erm", TrainConfig(epochs=2, batch_size=100, lr=0.5), checkpoint=ckpt)
+
+
+@pytest.mark.parametrize("method", ["erm", "mat"])
+def test_resume_of_the_gram_matrix_path_is_exact(tmp_path, method):
+    data = make_setup21(n_train=200, n_val=100, n_test=100, noise_dim=400, seed=2)  # n < d: memaware.dual applies
+    cfg = TrainConfig(epochs=8, lr=1e-2, seed=1, history_splits=("test",))  # full-batch SGD, linear, no bias
+    whole = fit(data, method, cfg)
+    ckpt = tmp_path / "checkpoint.pt"
+    with pytest.raises(Interrupt):
+        fit(data, _interrupting(method, 5), cfg, checkpoint=ckpt, checkpoint_every=1)
+    assert torch.load(ckpt, weights_only=True)["dual"] is not None  # the Gram-matrix path was taken
+    resumed = fit(data, method, cfg, checkpoint=ckpt, checkpoint_every=1)
+    assert resumed.resumed_from == 4
+    assert torch.equal(whole.model.heads.linear.weight, resumed.model.heads.linear.weight)
+    assert whole.history == resumed.history and whole.selection_reports == resumed.selection_reports

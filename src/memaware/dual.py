@@ -56,6 +56,15 @@ class DualSGD:
         # a new tensor, not in place: the leaf handed to the method shares storage and must stay pre-step
         self.logits = self.logits * decay - self.lr * (g.t() @ self.gram).t()  # K G = (G^T K)^T, K symmetric
 
+    def state_dict(self) -> dict[str, torch.Tensor | float]:
+        """Everything the iterates depend on besides X (the Gram matrix is recomputed from X identically)."""
+        return {"w0": self.w0.clone(), "logits": self.logits.clone(), "coef": self.coef.clone(), "scale": self.scale}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor | float]) -> None:
+        """Continues exactly where ``state_dict`` was taken (checkpoint resume)."""
+        self.w0, self.logits = state["w0"].clone(), state["logits"].clone()
+        self.coef, self.scale = state["coef"].clone(), float(state["scale"])
+
     def state(self) -> tuple[float, torch.Tensor]:
         """A snapshot (s, C) of the weights, cheap to keep per epoch."""
         return self.scale, self.coef.clone()

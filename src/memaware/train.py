@@ -184,8 +184,8 @@ def fit(
     With ``checkpoint``, the full training state (weights, optimiser, method state such as XRM's flipped labels,
     the data-order RNG, selection and history) is written there atomically every ``checkpoint_every`` epochs and/or
     once ``checkpoint_seconds`` have passed since the last write (and at the end), and a run started on an existing
-    checkpoint resumes from it and ends with the same numbers as an uninterrupted one. (Full-batch SGD of a linear
-    model then takes the primal path: the Gram-matrix path's iterates are only equal up to rounding.)
+    checkpoint resumes from it and ends with the same numbers as an uninterrupted one (the Gram-matrix path
+    of ``memaware.dual`` included: its state is saved as is).
     """
     cfg = config or TrainConfig()
     t0 = time.perf_counter()
@@ -239,7 +239,6 @@ def fit(
         cfg.dual
         and classify
         and plain
-        and checkpoint is None
         and method.active_positions is None
         and DualSGD.applicable(model, n_train, x_train[0].numel(), cfg)
     )
@@ -256,6 +255,8 @@ def fit(
         generator.set_state(state["generator"])
         selector.load_state_dict(state["selector"])
         history.load_state_dict(state["history"])
+        if dual is not None:
+            dual.load_state_dict(state["dual"])
         start, done, resumed = state["epoch"] + 1, state["done"], state["epoch"]
         steps = state["steps"]
     show = cfg.progress and sys.stderr.isatty()
@@ -314,6 +315,8 @@ def fit(
         )
         if checkpoint is not None and (due or stop or epoch == cfg.epochs):
             last_save = time.monotonic()
+            if dual is not None:
+                dual.materialize()  # writes the model's weights only; the dual iterates go on unchanged
             state = {
                 "signature": signature,
                 "epoch": epoch,
@@ -325,6 +328,7 @@ def fit(
                 "generator": generator.get_state(),
                 "selector": selector.state_dict(),
                 "history": history.state_dict(),
+                "dual": dual.state_dict() if dual is not None else None,
             }
             atomic_writer(checkpoint, lambda p, state=state: torch.save(state, p), ".pt")
         if stop:
