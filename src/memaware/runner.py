@@ -77,6 +77,33 @@ def load_spec_data(spec: dict[str, Any]) -> tuple[GroupData, Any]:
     return dataset.data, dataset
 
 
+def train_config(
+    spec: dict[str, Any], hp: dict[str, Any], end_to_end: bool = False, progress: bool = False
+) -> TrainConfig:
+    """The ``TrainConfig`` of a spec with resolved hyper-parameters ``hp`` (also used by ``memaware.vectorized``)."""
+    device = spec.get("device") or "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {device}: CUDA is not available on this machine")
+    return TrainConfig(
+        epochs=int(hp["epochs"]),
+        max_steps=int(hp["max_steps"]),
+        lr=float(hp["lr"]),
+        optimizer=hp["optimizer"],
+        momentum=float(hp["momentum"]),
+        weight_decay=float(hp["weight_decay"]),
+        batch_size=int(hp["batch_size"]),
+        class_balanced=bool(hp["class_balanced"]),
+        seed=int(spec.get("seed", 0)),
+        selection=spec.get("selection") or "auto",
+        eval_every=int(hp["eval_every"]),
+        # end to end, an evaluation batch runs the backbone: keep it to what a training batch costs
+        eval_batch_size=max(64, 2 * int(hp["batch_size"])) if end_to_end else 8192,
+        device=device,
+        progress=progress,
+        progress_label=spec.get("method", ""),
+    )
+
+
 def _model_factory(spec: dict[str, Any], dataset: Any, data: GroupData, hp: dict[str, Any]):
     """For end-to-end runs: a fresh backbone + heads for a given number of heads, from the spec's seed."""
     if dataset is None:
@@ -128,27 +155,7 @@ def execute(spec: dict[str, Any], run_dir: str | Path, progress: bool = False) -
     t0 = time.perf_counter()
     hp = resolve_hparams(method, spec.get("hparams"))
     data, dataset = load_spec_data(spec)
-    device = spec.get("device") or "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device {device}: CUDA is not available on this machine")
-    cfg = TrainConfig(
-        epochs=int(hp["epochs"]),
-        max_steps=int(hp["max_steps"]),
-        lr=float(hp["lr"]),
-        optimizer=hp["optimizer"],
-        momentum=float(hp["momentum"]),
-        weight_decay=float(hp["weight_decay"]),
-        batch_size=int(hp["batch_size"]),
-        class_balanced=bool(hp["class_balanced"]),
-        seed=int(spec.get("seed", 0)),
-        selection=spec.get("selection") or "auto",
-        eval_every=int(hp["eval_every"]),
-        # end to end, an evaluation batch runs the backbone: keep it to what a training batch costs
-        eval_batch_size=8192 if dataset is None else max(64, 2 * int(hp["batch_size"])),
-        device=device,
-        progress=progress,
-        progress_label=method,
-    )
+    cfg = train_config(spec, hp, end_to_end=dataset is not None, progress=progress)
     method_kwargs = {k: hp[k] for k in METHOD_HPARAMS.get(method, {})}
     result = fit(
         data,

@@ -78,23 +78,9 @@ class _Run:
 
 def _config(spec: dict[str, Any], hp: dict[str, Any]) -> TrainConfig:
     """The TrainConfig ``runner.execute`` builds for ``spec`` (its checks included)."""
-    device = spec.get("device") or "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device {device}: CUDA is not available on this machine")
-    return TrainConfig(
-        epochs=int(hp["epochs"]),
-        max_steps=int(hp["max_steps"]),
-        lr=float(hp["lr"]),
-        optimizer=hp["optimizer"],
-        momentum=float(hp["momentum"]),
-        weight_decay=float(hp["weight_decay"]),
-        batch_size=int(hp["batch_size"]),
-        class_balanced=bool(hp["class_balanced"]),
-        seed=int(spec.get("seed", 0)),
-        selection=spec.get("selection") or "auto",
-        eval_every=int(hp["eval_every"]),
-        device=device,
-    )
+    from ..runner import train_config
+
+    return train_config(spec, hp)
 
 
 def _make_run(
