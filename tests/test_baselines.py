@@ -10,7 +10,8 @@ from memaware.methods import make_method
 from memaware.methods.balancing import inverse_frequency_weights, subsample_to_smallest
 from memaware.methods.groupdro import exponentiated_step, group_mean_losses
 from memaware.methods.jtt import upweight
-from memaware.train import TrainConfig, _batches, fit
+from memaware.methods import method_class
+from memaware.train import TrainConfig, epoch_batches, fit
 
 CFG = TrainConfig(epochs=30, lr=1e-2, optimizer="adam", batch_size=64, seed=0)
 
@@ -47,10 +48,10 @@ def test_groupdro_weights_move_toward_the_worst_group():
 def test_upweight_and_weighted_sampling():
     w = upweight(torch.tensor([True, False, False, False]), 9.0)
     assert w.tolist() == [9.0, 1.0, 1.0, 1.0]
-    batches = _batches(4, 1000, torch.Generator().manual_seed(0), w, None)
+    batches = epoch_batches(4, 1000, torch.Generator().manual_seed(0), w, None)
     drawn = torch.cat(batches)
     assert len(drawn) == 4  # an epoch draws as many positions as the training set holds
-    many = torch.cat([torch.cat(_batches(4, 8, torch.Generator().manual_seed(s), w, None)) for s in range(2000)])
+    many = torch.cat([torch.cat(epoch_batches(4, 8, torch.Generator().manual_seed(s), w, None)) for s in range(2000)])
     assert abs(float((many == 0).float().mean()) - 0.75) < 0.02  # 9 / (9 + 3)
 
 
@@ -92,7 +93,7 @@ def test_every_criterion_is_reported(spurious):
 
 def test_jtt_error_set_and_class_balance(spurious):
     result = fit(spurious, "jtt", CFG, T=2, lambda_up=10.0)
-    errors = result.method.errors
+    errors = result.method.error_set
     assert errors.dtype == torch.bool and 0 < int(errors.sum()) < len(errors)
     assert result.method.describe()["error_set_size"] == int(errors.sum())
     balanced = fit(spurious, "erm", TrainConfig(**{**CFG.__dict__, "class_balanced": True}))
@@ -104,17 +105,19 @@ class Interrupt(Exception):
 
 
 def _interrupting(method_name: str, after_steps: int, **kwargs):
-    method = make_method(method_name, **kwargs)
-    original, count = method.after_step, [0]
+    """The method as a subclass that raises after ``after_steps`` steps of its own run (fit trains a fresh copy
+    of what it is given, so the hook must live on the class, not on one instance)."""
+    count = [0]
+    base = method_class(method_name)
 
-    def after_step(*args):
-        original(*args)
-        count[0] += 1
-        if count[0] == after_steps:
-            raise Interrupt
+    class Interrupting(base):  # type: ignore[misc, valid-type]
+        def after_step(self, *args):
+            super().after_step(*args)
+            count[0] += 1
+            if count[0] == after_steps:
+                raise Interrupt
 
-    method.after_step = after_step
-    return method
+    return Interrupting(**kwargs)
 
 
 @pytest.mark.parametrize(

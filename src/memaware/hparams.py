@@ -26,57 +26,29 @@ the authors' 1,001-step budget. (``memaware train``'s own defaults, full-batch S
 Setup 2.1 protocol, not a features protocol.)
 =============  ============================================  ==============================  ==========================
 
-Method-specific (every family):
+Method-specific hyper-parameters and their ranges are declared by each method in its own module
+(``Method.hparams``: see ``memaware.methods.mat``, ``groupdro``, ``jtt``); they are drawn after the common ones, in
+the order the method declares them, and combination 0 takes each one's default. A user's method
+(``package.module:Class``) is swept over its own declarations the same way.
 
-- ``mat``: ``temperature`` in {0.001, 0.01, 0.1} (the authors' grid); comb 0: 0.1.
-- ``groupdro``: ``eta`` (group-weight step size) log10 U(-3, -1); comb 0: 0.01 (Sagawa et al.).
-- ``jtt``: ``T`` (epochs of the error-identifying ERM stage) = max(1, round(epochs * f)) with f log10 U(log10 0.02,
-  log10 0.5) (comb 0: f = 0.2); ``lambda_up`` in {5, 10, 20, 50, 100} (comb 0: 20; Liu et al. 2021 used 6 to 100).
 - ``class_balanced`` (mini-batches drawn with every class equally likely): True for CivilComments only, as the
   authors do (XRM's class-balanced *loss* is part of the method, not this switch).
 
 Epochs are fixed per family/dataset, not searched: model selection picks the epoch on validation. Fixed values of a
 sweep (``memaware sweep --set epochs=50``) replace drawn ones for every combination (``fixed=``).
-
-Group labels used by each method (``METHOD_INFO``; the table's e^tr column): ERM, XRM, MAT and JTT train without
-group labels (XRM and MAT infer them; JTT uses ERM's errors); GroupDRO, SUBG and RWG need the training groups.
-Which validation labels are used is a property of the model-selection criterion (``val_group_use``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from .errors import ConfigError
-
-FAMILIES = ("features", "image", "text")
-
-
-@dataclass(frozen=True)
-class MethodInfo:
-    """What a method needs: ``train_groups`` = true group labels of the training split; ``infers_groups`` = the
-    run writes its own inferred validation groups (``inferred_groups.npz``), so it needs no XRM run first."""
-
-    train_groups: bool
-    infers_groups: bool
-    summary: str
-
-
-METHOD_INFO: dict[str, MethodInfo] = {
-    "erm": MethodInfo(False, False, "empirical risk minimisation"),
-    "groupdro": MethodInfo(True, False, "GroupDRO, exponentiated-gradient group weights (Sagawa et al.)"),
-    "subg": MethodInfo(True, False, "every training group subsampled to the smallest"),
-    "rwg": MethodInfo(True, False, "training examples sampled with weight 1/|group|"),
-    "jtt": MethodInfo(False, False, "Just Train Twice: ERM for T epochs, then its errors upweighted"),
-    "xrm": MethodInfo(False, True, "cross-risk minimisation: twin nets, label flipping, inferred groups"),
-    "mat": MethodInfo(False, True, "memorization-aware training on XRM's held-out logits"),
-}
-METHODS: tuple[str, ...] = tuple(METHOD_INFO)
+from .methods import METHODS, classifiers, method_class
+from .methods.space import FAMILIES
 
 # Datasets whose family and epoch budget are known (lower-case names, as ``--dataset`` takes them).
 DATASET_FAMILY = {
@@ -88,9 +60,6 @@ DATASET_FAMILY = {
 }
 # About the authors' step budgets (1001 / 10001 / 60001 / 60001 steps at their mean batch size) in epochs.
 DATASET_EPOCHS = {"waterbirds": 15, "celeba": 5, "multinli": 10, "civilcomments": 7, "civilcomments-fine": 7}
-
-MAT_TEMPERATURES = (0.001, 0.01, 0.1)
-JTT_LAMBDA_UP = (5, 10, 20, 50, 100)
 
 # Comb 0 of each family (method-independent part).
 _DEFAULTS: dict[str, dict[str, Any]] = {
@@ -106,13 +75,14 @@ _LR_RANGE = {
 }
 _BS_RANGE: dict[str, tuple[int, int] | None] = {"features": None, "image": (5, 7), "text": (4, 6)}
 _WD_RANGE = (-6, -3)
-_METHOD_KEYS = {"temperature": "mat", "mode": "mat", "eta": "groupdro", "T": "jtt", "lambda_up": "jtt"}
 
 
 def check_method(method: str) -> str:
-    """Returns ``method`` if known, else raises ``ConfigError`` listing the known ones."""
-    if method not in METHOD_INFO:
-        raise ConfigError(f"unknown method '{method}', choose from {', '.join(METHODS)}")
+    """Returns ``method`` if it is a registered classifier or a ``module:Class`` reference to a ``Method``
+    subclass, else raises ``ConfigError`` listing the known ones."""
+    cls = method_class(method)
+    if cls.task != "classification":
+        raise ConfigError(f"method '{method}' is not a classifier, choose from {', '.join(classifiers())}")
     return method
 
 
@@ -136,13 +106,13 @@ def family_for(dataset: str | None) -> str:
 
 
 def uses_train_groups(method: str) -> bool:
-    """Whether ``method`` trains on the true group labels of the training split."""
-    return METHOD_INFO[check_method(method)].train_groups
+    """Whether ``method`` trains on the true group labels of the training split (its own declaration)."""
+    return method_class(check_method(method)).needs_train_groups
 
 
 def needs_inferred_groups(method: str) -> bool:
     """Whether ``method`` needs an XRM run's inferred validation groups for the ``val_gi_wga`` criterion."""
-    return not METHOD_INFO[check_method(method)].infers_groups
+    return not method_class(check_method(method)).infers_groups
 
 
 def val_group_use(criterion: str) -> str:
@@ -194,21 +164,29 @@ def sample_hparams(
     hp["hidden"] = []
     hp["bias"] = True
     hp["class_balanced"] = bool(name and name.startswith("civilcomments"))
-    hp.update({k: v for k, v in fixed.items() if k not in _METHOD_KEYS})
-    if method == "mat":
-        hp["temperature"] = 0.1 if comb == 0 else float(rng.choice(MAT_TEMPERATURES))
-    elif method == "groupdro":
-        hp["eta"] = 0.01 if comb == 0 else float(10 ** rng.uniform(-3, -1))
-    elif method == "jtt":
-        frac = 0.2 if comb == 0 else float(10 ** rng.uniform(np.log10(0.02), np.log10(0.5)))
-        hp["T"] = max(1, min(hp["epochs"] - 1, round(hp["epochs"] * frac)))
-        hp["lambda_up"] = 20 if comb == 0 else int(rng.choice(JTT_LAMBDA_UP))
-    hp.update({k: v for k, v in fixed.items() if _METHOD_KEYS.get(k) == method})
+    declared = method_class(method).hparams
+    hp.update({k: v for k, v in fixed.items() if k not in method_keys()})
+    for key, spec in declared.items():  # the method's own, in its declared order (a stable draw sequence)
+        dist = spec.distribution(family)
+        if dist is None:
+            continue
+        first = spec.default if spec.sweep_default is None else spec.sweep_default
+        hp[key] = dist.comb0(first, hp) if comb == 0 else dist.draw(rng, hp)
+    hp.update({k: v for k, v in fixed.items() if k in declared})
     return hp
 
 
+def method_keys() -> dict[str, type | tuple[type, ...]]:
+    """Every registered method's hyper-parameters with the Python type(s) each accepts."""
+    keys: dict[str, type | tuple[type, ...]] = {}
+    for cls in METHODS.values():
+        for key, spec in cls.hparams.items():
+            keys[key] = (int, float) if spec.kind in (int, float) and spec.kind is not bool else spec.kind
+    return keys
+
+
 # Keys a sweep may fix with --set, with the type each must have.
-OVERRIDABLE: dict[str, type | tuple[type, ...]] = {
+TRAIN_OVERRIDABLE: dict[str, type | tuple[type, ...]] = {
     "lr": (int, float),
     "weight_decay": (int, float),
     "batch_size": int,
@@ -217,11 +195,6 @@ OVERRIDABLE: dict[str, type | tuple[type, ...]] = {
     "momentum": (int, float),
     "hidden": list,
     "class_balanced": bool,
-    "temperature": (int, float),
-    "eta": (int, float),
-    "T": int,
-    "lambda_up": (int, float),
-    "mode": str,
     "bias": bool,
     "max_steps": int,
     "eval_every": int,
@@ -235,8 +208,9 @@ def parse_override(text: str) -> tuple[str, Any]:
     key = key.strip()
     if not sep or not key:
         raise ConfigError(f"--set takes KEY=VALUE, got '{text}'")
-    if key not in OVERRIDABLE:
-        raise ConfigError(f"--set {key}: unknown hyper-parameter, choose from {', '.join(OVERRIDABLE)}")
+    overridable = {**TRAIN_OVERRIDABLE, **method_keys()}
+    if key not in overridable:
+        raise ConfigError(f"--set {key}: unknown hyper-parameter, choose from {', '.join(overridable)}")
     try:
         value = json.loads(raw)
     except json.JSONDecodeError:
@@ -248,7 +222,7 @@ def parse_override(text: str) -> tuple[str, Any]:
             value = [int(w) for w in value.split(",") if w.strip()]
         except ValueError:
             raise ConfigError(f"--set hidden takes comma-separated integers, got '{raw}'") from None
-    expected = OVERRIDABLE[key]
+    expected = overridable[key]
     if (isinstance(value, bool) and expected is not bool) or not isinstance(value, expected):
         raise ConfigError(f"--set {key}={raw}: wrong type for {key}")
     return key, value

@@ -70,6 +70,16 @@ class MultiHeadNet(nn.Module):
         return list(self.backbone.parameters())
 
 
+def all_logits(model: torch.nn.Module, x: torch.Tensor, batch_size: int, device: str) -> torch.Tensor:
+    """Raw model outputs for ``x`` in eval mode, batched, sequential (aligned with x's rows)."""
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        out = torch.cat([model(x[i : i + batch_size].to(device)) for i in range(0, len(x), batch_size)])
+    model.train(was_training)
+    return out
+
+
 def init_linear_(module: nn.Module, generator: torch.Generator) -> None:
     """Re-draws every nn.Linear in ``module`` with torch's default rule (uniform in +-1/sqrt(fan_in) for weights
     and biases, i.e. kaiming-uniform with a = sqrt(5)) from ``generator``: no global RNG, so runs in parallel

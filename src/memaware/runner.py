@@ -25,37 +25,38 @@ import torch
 from .artifacts import atomic_writer, write_json
 from .data.groups import VAL, GroupData, load_npz
 from .errors import ConfigError
+from .methods import make_method, method_class
 from .train import TrainConfig, fit
 
-# hyper-parameters every method takes, with their defaults; method-specific ones follow
-TRAIN_HPARAMS: dict[str, Any] = {
-    "epochs": 100,
-    "max_steps": 0,
-    "lr": 1e-3,
-    "optimizer": "adam",
-    "momentum": 0.0,
-    "weight_decay": 1e-4,
-    "batch_size": 128,
-    "class_balanced": False,
-    "eval_every": 1,
-    "hidden": [],
-    "bias": True,
-}
-METHOD_HPARAMS: dict[str, dict[str, Any]] = {
-    "mat": {"temperature": 0.1, "mode": "two-phase"},
-    "groupdro": {"eta": 0.01},
-    "jtt": {"T": 1, "lambda_up": 20.0},
-}
+
+def train_hparam_defaults() -> dict[str, Any]:
+    """The hyper-parameters every method takes, with the library's one set of defaults (``TrainConfig``'s, and a
+    linear head without bias, as ``build_model``); a method's own follow from its declaration."""
+    cfg = TrainConfig()
+    keys = ("epochs", "max_steps", "lr", "optimizer", "momentum", "weight_decay", "batch_size", "class_balanced",
+            "eval_every")  # fmt: skip
+    return {**{k: getattr(cfg, k) for k in keys}, "hidden": [], "bias": False}
+
+
 SPEC_KEYS = {
     "method", "data", "dataset", "data_dir", "backbone", "weights", "image_size", "seed", "comb", "hparams",
     "selection", "device", "inferred_groups", "save_model", "checkpoint_every", "family",
 }  # fmt: skip
-CHECKPOINTS = ("checkpoint.pt", "checkpoint.xrm.pt", "checkpoint.jtt-id.pt")
+
+
+def checkpoints(run_dir: Path) -> list[Path]:
+    """A run's checkpoint files: its own and those of its phases (``checkpoint.<phase>.pt``)."""
+    return sorted(run_dir.glob("checkpoint*.pt"))
+
+
+def method_hparam_defaults(method: str) -> dict[str, Any]:
+    """``method``'s declared hyper-parameters with their defaults (registered name or ``module:Class``)."""
+    return {k: spec.default for k, spec in method_class(method).hparams.items()}
 
 
 def resolve_hparams(method: str, hparams: dict[str, Any] | None) -> dict[str, Any]:
     """Defaults for ``method`` overridden by ``hparams``; unknown names are a ``ConfigError``."""
-    allowed = {**TRAIN_HPARAMS, **METHOD_HPARAMS.get(method, {})}
+    allowed = {**train_hparam_defaults(), **method_hparam_defaults(method)}
     given = dict(hparams or {})
     unknown = sorted(set(given) - set(allowed))
     if unknown:
@@ -121,7 +122,7 @@ def _model_factory(spec: dict[str, Any], dataset: Any, data: GroupData, hp: dict
     return factory
 
 
-def _inferred_groups(path: str | None, data: GroupData) -> torch.Tensor | None:
+def inferred_groups(path: str | None, data: GroupData) -> torch.Tensor | None:
     if path is None:
         return None
     with np.load(path, allow_pickle=False) as f:
@@ -156,17 +157,16 @@ def execute(spec: dict[str, Any], run_dir: str | Path, progress: bool = False) -
     hp = resolve_hparams(method, spec.get("hparams"))
     data, dataset = load_spec_data(spec)
     cfg = train_config(spec, hp, end_to_end=dataset is not None, progress=progress)
-    method_kwargs = {k: hp[k] for k in METHOD_HPARAMS.get(method, {})}
+    method_obj = make_method(method, **{k: hp[k] for k in method_hparam_defaults(method)})
     result = fit(
         data,
-        method,
+        method_obj,
         cfg,
         model_kwargs={"hidden": tuple(hp["hidden"]), "bias": bool(hp["bias"])},
         model_factory=_model_factory(spec, dataset, data, hp),
-        val_inferred_groups=_inferred_groups(spec.get("inferred_groups"), data),
+        val_inferred_groups=inferred_groups(spec.get("inferred_groups"), data),
         checkpoint=run_dir / "checkpoint.pt",
         checkpoint_every=spec.get("checkpoint_every"),  # default: every 30 s
-        **method_kwargs,
     )
     criteria = result.selection_reports
     chosen = criteria.get(result.selection)
@@ -181,7 +181,7 @@ def execute(spec: dict[str, Any], run_dir: str | Path, progress: bool = False) -
         "test": chosen["test"] if chosen else result.evaluate(data, "test"),
         "criteria": criteria,
         "hparams": {**hp, **result.method.describe()},
-        "data": _describe_data(spec, data, dataset),
+        "data": describe_data(spec, data, dataset),
         "epochs_run": result.epochs_run,
         "resumed_from": result.resumed_from,
         "seconds": time.perf_counter() - t0,
@@ -193,12 +193,12 @@ def execute(spec: dict[str, Any], run_dir: str | Path, progress: bool = False) -
         state = {k: v.detach().cpu() for k, v in result.model.state_dict().items()}
         atomic_writer(run_dir / "model.pt", lambda p: torch.save(state, p), ".pt")
     write_json(done, res)
-    for name in CHECKPOINTS:  # finished: results.json is the record, checkpoints only cost disk
-        (run_dir / name).unlink(missing_ok=True)
+    for path in checkpoints(run_dir):  # finished: results.json is the record, checkpoints only cost disk
+        path.unlink(missing_ok=True)
     return res
 
 
-def _describe_data(spec: dict[str, Any], data: GroupData, dataset: Any) -> dict[str, Any]:
+def describe_data(spec: dict[str, Any], data: GroupData, dataset: Any) -> dict[str, Any]:
     out: dict[str, Any] = {
         "source": spec.get("data") or f"{spec.get('dataset')} in {spec.get('data_dir')}",
         "n": len(data),

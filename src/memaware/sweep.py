@@ -51,7 +51,7 @@ from .executors import (  # noqa: F401  (EXECUTE / EXECUTE_MANY: run_sweep reads
     resolve,
     run_batch,
 )
-from .hparams import METHODS, check_method, needs_inferred_groups, sample_hparams
+from .hparams import check_method, needs_inferred_groups, sample_hparams
 
 SCHEMA = "memaware.sweep/1"
 IGNORED_SPEC_KEYS = ("device", "checkpoint_every")  # may change between a sweep and its resumption
@@ -207,7 +207,8 @@ def _make_run(
         spec["inferred_groups"] = str(needs / "inferred_groups.npz")
     if checkpoint_every is not None:
         spec["checkpoint_every"] = int(checkpoint_every)
-    return Run(src.name, method, comb, seed, root / method / run_dir_name(comb, seed), spec, role, needs)
+    folder = method.replace(":", "--")  # a user's module:Class reference makes a portable folder name
+    return Run(src.name, method, comb, seed, root / folder / run_dir_name(comb, seed), spec, role, needs)
 
 
 def _spec_difference(old: dict, new: dict, prefix: str = "") -> str | None:
@@ -508,7 +509,6 @@ def describe(summary: SweepSummary, out: Path) -> str:
 
 
 __all__ = [
-    "METHODS",
     "DataSource",
     "Run",
     "SlurmOptions",

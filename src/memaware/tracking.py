@@ -12,18 +12,9 @@ from .data.groups import TEST, TRAIN, VAL, GroupData, group_name
 from .errors import ConfigError
 from .methods import Method
 from .metrics import group_correct, group_report
+from .models import all_logits
 
 SPLITS = {"train": TRAIN, "val": VAL, "test": TEST}
-
-
-def all_logits(model: torch.nn.Module, x: torch.Tensor, batch_size: int, device: str) -> torch.Tensor:
-    """Raw model outputs for ``x`` in eval mode, batched, sequential (aligned with x's rows)."""
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
-        out = torch.cat([model(x[i : i + batch_size].to(device)) for i in range(0, len(x), batch_size)])
-    model.train(was_training)
-    return out
 
 
 class History:

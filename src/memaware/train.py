@@ -18,11 +18,12 @@ from .artifacts import atomic_writer
 from .data.groups import TRAIN, GroupData
 from .dual import DualSGD
 from .errors import ConfigError
-from .methods import Method, TrainContext, make_method
+from .methods import Batch, Method, TrainContext, make_method
+from .methods.base import checkpoint_for
 from .metrics import group_report
-from .models import build_model
+from .models import all_logits, build_model
 from .optim import make_optimizer
-from .tracking import SPLITS, History, Selector, all_logits
+from .tracking import SPLITS, History, Selector
 
 SELECTIONS = ("auto", "val_wga", "val_gi_wga", "val_worst_class", "val_avg", "last")
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -92,6 +93,7 @@ class FitResult:
     # {criterion: {"epoch", "val_score", "val", "test"}}: what each selection criterion would have chosen
     selection_reports: dict[str, Any] = field(default_factory=dict)
     resumed_from: int | None = None  # the epoch of the checkpoint this run resumed from
+    phases: dict[str, FitResult] = field(default_factory=dict)  # the method's earlier runs (MAT: "xrm")
 
     @torch.no_grad()
     def predict_logits(self, x: torch.Tensor) -> torch.Tensor:
@@ -106,7 +108,7 @@ class FitResult:
         return group_report(pred, data.y[idx], data.a[idx], data.num_classes, data.num_attrs)
 
 
-def _batches(
+def epoch_batches(
     n: int, bs: int, generator: torch.Generator, weights: torch.Tensor | None, active: torch.Tensor | None
 ) -> list[torch.Tensor | None]:
     """One epoch's batches of training positions. None means the whole training set in order (full batch).
@@ -124,7 +126,7 @@ def _batches(
     return list(torch.randperm(n, generator=generator).split(bs))
 
 
-def _sampling_weights(method: Method, cfg: TrainConfig, y_train: torch.Tensor) -> torch.Tensor | None:
+def sampling_weights(method: Method, cfg: TrainConfig, y_train: torch.Tensor) -> torch.Tensor | None:
     """Per-position draw weights from the method (RWG, JTT), class balance and the active subset; or None."""
     weights = method.example_weights
     if cfg.class_balanced:
@@ -158,6 +160,15 @@ def _signature(method: Method, cfg: TrainConfig, data: GroupData) -> dict[str, A
     }
 
 
+def plain_linear_forward(cls: type[Method]) -> bool:
+    """Whether ``cls.forward`` is ``model(x)`` for a linear model: the class in the MRO that defines ``forward``
+    is ``Method`` or declares ``plain_linear_forward`` itself (a subclass that only adds hooks inherits it)."""
+    for klass in cls.__mro__:
+        if "forward" in klass.__dict__:
+            return klass is Method or bool(klass.__dict__.get("plain_linear_forward", False))
+    return True
+
+
 def fit(
     data: GroupData,
     method: str | Method,
@@ -173,9 +184,12 @@ def fit(
 ) -> FitResult:
     """Trains ``method`` on the training split of ``data``; selects a checkpoint on validation.
 
-    ``model_kwargs`` go to ``models.build_model`` (hidden, bias, activation), unless a ready ``model`` is given
-    (e.g. an ensemble for regression) or ``model_factory(num_heads)`` builds one (end-to-end backbones; nested
-    runs such as MAT's phase 1 use it too); ``method_kwargs`` go to the method. Classification methods get
+    ``method`` is a registered name (or ``module:Class``) built with ``method_kwargs``, or a ``Method`` instance of
+    which a fresh copy is trained (the instance itself is never changed). The method's ``phases()`` (MAT: XRM;
+    JTT: the error-finding ERM) run first through this same function, each checkpointed beside the run, and their
+    results reach ``method.prepare`` (and ``FitResult.phases``). ``model_kwargs`` go to ``models.build_model``
+    (hidden, bias, activation), unless a ready ``model`` is given (e.g. an ensemble for regression) or
+    ``model_factory(num_heads)`` builds one (end-to-end backbones; phases use it too). Classification methods get
     per-group history (training accuracy from the training pass itself, logits before the step) and validation
     selection under every criterion (``FitResult.selection_reports``); ``val_inferred_groups`` (n_val,) are
     XRM-inferred groups for the ``val_gi_wga`` criterion when the method infers none. Regression methods
@@ -189,7 +203,10 @@ def fit(
     """
     cfg = config or TrainConfig()
     t0 = time.perf_counter()
-    method = make_method(method, **method_kwargs) if isinstance(method, str) else method
+    # a fresh copy: nothing a previous run left on the instance (a phase-1 result, an error set) leaks in
+    if method_kwargs and isinstance(method, Method):
+        raise ConfigError("hyper-parameters go into the method: fit(data, Method(**hparams)) or fit(data, name, ...)")
+    method = make_method(method, **method_kwargs) if isinstance(method, str) else method.clone()
     classify = method.task == "classification"
     if method.needs_train_groups and not data.has_attrs(TRAIN):
         raise ConfigError(
@@ -201,6 +218,22 @@ def fit(
         raise ConfigError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
     checkpoint = Path(checkpoint) if checkpoint is not None else None
     model_kwargs = dict(model_kwargs or {})
+    # the explicit pipeline: every earlier phase is a run of this same loop (MAT: XRM first; JTT: ERM first)
+    earlier: dict[str, FitResult] = {}
+    for phase in method.phases():
+        phase_cfg = dataclasses.replace(
+            cfg, selection="last", history_splits=(), progress_label=phase.label or phase.name
+        )
+        earlier[phase.name] = fit(
+            data,
+            phase.method,
+            dataclasses.replace(phase_cfg, **phase.config),
+            model_kwargs=model_kwargs,
+            model_factory=model_factory,
+            checkpoint=checkpoint_for(checkpoint, phase.name),
+            checkpoint_every=checkpoint_every,
+            checkpoint_seconds=checkpoint_seconds,
+        )
     generator = torch.Generator().manual_seed(cfg.seed)
     train_idx = data.indices(TRAIN)
     ctx = TrainContext(
@@ -210,9 +243,8 @@ def fit(
         generator=generator,
         model_kwargs=model_kwargs,
         model_factory=model_factory,
-        checkpoint=checkpoint,
     )
-    method.prepare(ctx)
+    method.prepare(ctx, earlier)
     if model is None:
         if model_factory is not None:
             model = model_factory(method.num_heads)
@@ -230,11 +262,12 @@ def fit(
         g_train = torch.where(data.a[train_idx] >= 0, data.group[train_idx], num_groups).to(cfg.device)
     pool = n_train if method.active_positions is None else len(method.active_positions)
     bs = cfg.batch_size if 0 < cfg.batch_size < pool else pool
-    weights = _sampling_weights(method, cfg, data.y[train_idx])
+    weights = sampling_weights(method, cfg, data.y[train_idx])
+    loss_weights = None
     if weights is not None and bs >= pool:  # full batch: the same expected loss, through the loss
-        method.loss_weights = (weights / weights.sum() * n_train).float()
+        loss_weights = (weights / weights.sum() * n_train).float()
         weights = None
-    plain = type(method).forward is Method.forward or type(method).__dict__.get("plain_linear_forward", False)
+    plain = plain_linear_forward(type(method))
     use_dual = (
         cfg.dual
         and classify
@@ -269,7 +302,7 @@ def fit(
         hits = torch.zeros(num_groups + 1, device=cfg.device) if classify else None
         seen = torch.zeros(num_groups + 1, device=cfg.device) if classify else None
         loss_sum, drawn = torch.zeros((), device=cfg.device), 0
-        for pos in _batches(n_train, bs, generator, weights, method.active_positions):
+        for pos in epoch_batches(n_train, bs, generator, weights, method.active_positions):
             if cfg.max_steps and steps >= cfg.max_steps:
                 break
             steps += 1
@@ -284,19 +317,21 @@ def fit(
                 xb = torch.index_select(x_train, 0, pos_d, out=x_buffer[: len(pos_d)])
                 yb = y_train[pos_d]
                 gb = g_train[pos_d] if classify else None
+            lw = None if loss_weights is None else (loss_weights if len(pos) == n_train else loss_weights[pos])
+            batch = Batch(pos, yb, lw)
             if dual is not None:  # the same iterates as below, through the Gram matrix (memaware.dual)
                 logits = dual.leaf_logits()
-                loss = method.loss(logits, pos, yb)
+                loss = method.loss(logits, batch)
                 loss.backward()
                 dual.step(logits)
             else:
                 logits = method.forward(model, xb)
-                loss = method.loss(logits, pos, yb)
+                loss = method.loss(logits, batch)
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
             detached = logits.detach()
-            method.after_step(detached, pos, yb, model)
+            method.after_step(detached, batch, model)
             if classify:
                 hits.index_add_(0, gb, (method.predict_logits(detached).argmax(dim=1) == yb).float())
                 seen.index_add_(0, gb, torch.ones_like(yb, dtype=seen.dtype))
@@ -363,4 +398,5 @@ def fit(
         seconds=time.perf_counter() - t0,
         selection_reports=selector.reports() if classify else {},
         resumed_from=resumed,
+        phases=earlier,
     )

@@ -12,17 +12,20 @@ import sys
 from pathlib import Path
 
 from ..errors import ConfigError
-from ..hparams import FAMILIES, METHODS, family_for, parse_override
+from ..hparams import FAMILIES, family_for, parse_override
+from ..methods import classifiers, is_reference
 from ..sweep import EXECUTORS, DataSource, Run, SlurmOptions, check_executor, describe, plan_sweep, run_sweep
 from ..train import SELECTIONS
 
 
 def _methods(text: str) -> tuple[str, ...]:
-    methods = tuple(m.strip().lower() for m in text.split(",") if m.strip())
-    bad = [m for m in methods if m not in METHODS]
+    # a user's method is a module:Class reference (case kept); registered names are matched case-insensitively
+    methods = tuple(m.strip() if is_reference(m) else m.strip().lower() for m in text.split(",") if m.strip())
+    bad = [m for m in methods if not is_reference(m) and m not in classifiers()]
     if not methods or bad or len(set(methods)) != len(methods):
         raise argparse.ArgumentTypeError(
-            f"--methods takes distinct comma-separated names from {', '.join(METHODS)}, got '{text}'"
+            f"--methods takes distinct comma-separated names from {', '.join(classifiers())} "
+            f"(or package.module:Class), got '{text}'"
         )
     return methods
 
@@ -52,7 +55,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", help="root folder of --dataset")
     p.add_argument("--backbone", help="backbone of --dataset runs (passed to the runner)")
     p.add_argument("--weights", help="backbone weights file of --dataset runs (passed to the runner)")
-    p.add_argument("--methods", type=_methods, default="erm,mat", help=f"comma-separated: {', '.join(METHODS)}")
+    p.add_argument(
+        "--methods", type=_methods, default="erm,mat",
+        help=f"comma-separated: {', '.join(classifiers())}, or package.module:Class",
+    )  # fmt: skip
     p.add_argument("--n-hparams", type=int, default=10, help="hyper-parameter combinations per method (0 = defaults)")
     p.add_argument("--seeds", type=_seeds, default="3", help="number of seeds (0..N-1) or a list, e.g. 0,3")
     p.add_argument("--out", required=True, help="sweep directory (created if missing; re-use it to resume)")

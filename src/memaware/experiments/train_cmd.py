@@ -11,9 +11,66 @@ import shutil
 from pathlib import Path
 
 from ..errors import ConfigError
-from ..methods import METHODS
-from ..runner import CHECKPOINTS, execute
-from ..train import SELECTIONS
+from ..methods import METHODS, classifiers, is_reference, method_class
+from ..runner import checkpoints, execute
+from ..train import SELECTIONS, TrainConfig
+
+DEFAULTS = TrainConfig()  # the library's defaults are the command's
+
+
+def _method_name(text: str) -> str:
+    """A registered classifier or a ``module:Class`` reference to the user's own ``Method`` subclass."""
+    if is_reference(text) or text in classifiers():
+        return text
+    raise argparse.ArgumentTypeError(f"choose from {', '.join(classifiers())}, or give package.module:Class")
+
+
+def _method_param(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"takes KEY=VALUE, got '{text}'")
+    return key.strip(), value.strip()
+
+
+def add_method_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per hyper-parameter declared by a registered method (``Method.hparams``), defaulting to None so
+    that the method's own declared default applies; ``--method-param`` covers any method, a user's included."""
+    group = p.add_argument_group("method hyper-parameters (defaults: each method's declaration)")
+    seen: dict[str, str] = {}
+    for name in classifiers():
+        for key, spec in METHODS[name].hparams.items():
+            flag = spec.cli_flag(key)
+            if flag in seen:
+                continue
+            seen[flag] = key
+            kind = spec.kind if spec.kind in (int, float, str) else str
+            group.add_argument(
+                flag, dest=f"hp_{key}", metavar=key.upper(), type=kind, choices=spec.choices, default=None,
+                help=f"{spec.help} (default {spec.default}; {name})",
+            )  # fmt: skip
+    group.add_argument(
+        "--method-param", action="append", type=_method_param, default=[], metavar="KEY=VALUE",
+        help="a hyper-parameter of the method, any method (values parsed as JSON when they parse); repeatable",
+    )  # fmt: skip
+
+
+def method_hparams(args: argparse.Namespace) -> dict:
+    """The hyper-parameters given for ``args.method``: its declared flags that were set, then --method-param."""
+    import json
+
+    cls = method_class(args.method)
+    out = {k: getattr(args, f"hp_{k}") for k in cls.hparams if getattr(args, f"hp_{k}", None) is not None}
+    for key, raw in args.method_param:
+        if key not in cls.hparams:
+            known = ", ".join(cls.hparams) or "none"
+            raise ConfigError(f"--method-param {key}: method '{args.method}' has no such hyper-parameter ({known})")
+        try:
+            out[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key] = raw
+    for key, value in out.items():
+        cls.hparams[key].check(args.method, key, value)
+    return out
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -30,17 +87,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     src.add_argument("--weights", help="local backbone weights (resnet50: a .pth file; bert: a directory)")
     src.add_argument("--image-size", type=int, default=224, help="image side for image datasets")
-    classifiers = sorted(name for name, cls in METHODS.items() if cls.task == "classification")
-    p.add_argument("--method", required=True, choices=classifiers, help="training method")
-    add_common(p)
-    p.add_argument("--epochs", type=int, default=1000, help="training epochs (MAT two-phase: per phase)")
     p.add_argument(
-        "--max-steps", type=int, default=0, help="stop after this many optimiser steps (0: run all --epochs)"
+        "--method", required=True, type=_method_name,
+        help=f"training method: {', '.join(classifiers())}, or package.module:Class for your own Method subclass",
+    )  # fmt: skip
+    add_common(p)
+    p.add_argument("--epochs", type=int, default=DEFAULTS.epochs, help="training epochs (MAT two-phase: per phase)")
+    p.add_argument(
+        "--max-steps", type=int, default=DEFAULTS.max_steps,
+        help="stop after this many optimiser steps (0: run all --epochs)",
+    )  # fmt: skip
+    p.add_argument("--lr", type=float, default=DEFAULTS.lr, help="learning rate")
+    p.add_argument(
+        "--weight-decay", type=float, default=DEFAULTS.weight_decay, help="L2 weight decay (lambda in paper eq. 2)"
     )
-    p.add_argument("--lr", type=float, default=1e-2, help="learning rate")
-    p.add_argument("--weight-decay", type=float, default=0.0, help="L2 weight decay (lambda in paper eq. 2)")
-    p.add_argument("--optimizer", choices=("sgd", "adam", "adamw"), default="sgd", help="optimiser")
-    p.add_argument("--momentum", type=float, default=0.0, help="SGD momentum")
+    p.add_argument("--optimizer", choices=("sgd", "adam", "adamw"), default=DEFAULTS.optimizer, help="optimiser")
+    p.add_argument("--momentum", type=float, default=DEFAULTS.momentum, help="SGD momentum")
     p.add_argument(
         "--batch-size", type=int, help="mini-batch size; 0 = full batch (default: 0 with --data, 32 with --dataset)"
     )
@@ -51,16 +113,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--hidden", type=hidden_widths, default=(), help="MLP hidden widths, e.g. 256,256 (default: linear)")
     p.add_argument("--bias", action="store_true", help="give the output heads a bias (the paper's model has none)")
-    p.add_argument("--temperature", type=float, default=0.1, help="MAT temperature on held-out logits")
-    p.add_argument(
-        "--mat-mode",
-        choices=("two-phase", "single-run"),
-        default="two-phase",
-        help="MAT form: XRM then MAT (authors' code), or three heads in one run (paper Appendix A)",
-    )
-    p.add_argument("--eta", type=float, default=0.01, help="GroupDRO step size of the group weights")
-    p.add_argument("--jtt-epochs", type=int, default=1, help="JTT: epochs T of the error-finding ERM model")
-    p.add_argument("--lambda-up", type=float, default=20.0, help="JTT: upweighting of the error set")
+    add_method_flags(p)
     p.add_argument(
         "--selection",
         choices=SELECTIONS,
@@ -73,16 +126,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="inferred_groups.npz of an XRM/MAT run on the same data: gives methods that infer no groups "
         "the val_gi_wga criterion",
     )
-    p.add_argument("--eval-every", type=int, default=1, help="evaluate on validation every N epochs")
+    p.add_argument(
+        "--eval-every", type=int, default=DEFAULTS.eval_every, help="evaluate on validation every N epochs"
+    )
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out if there is one")
-
-
-METHOD_FLAGS = {
-    "mat": lambda a: {"temperature": a.temperature, "mode": a.mat_mode},
-    "groupdro": lambda a: {"eta": a.eta},
-    "jtt": lambda a: {"T": a.jtt_epochs, "lambda_up": a.lambda_up},
-}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -90,8 +138,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("give exactly one of --data FILE.npz and --dataset NAME (with --data-dir)")
     out = Path(args.out)
     if not args.resume:  # a fresh run: stale state from an earlier run in --out must not leak in
-        for name in (*CHECKPOINTS, "results.json"):
-            (out / name).unlink(missing_ok=True)
+        for path in (*checkpoints(out), out / "results.json"):
+            path.unlink(missing_ok=True)
     elif (out / "results.json").exists():
         shutil.move(out / "results.json", out / "results.previous.json")
     hparams = {
@@ -107,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
         "eval_every": args.eval_every,
         "hidden": list(args.hidden),
         "bias": args.bias,
-        **METHOD_FLAGS.get(args.method, lambda a: {})(args),
+        **method_hparams(args),
     }
     spec = {
         "method": args.method,

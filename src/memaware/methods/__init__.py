@@ -1,8 +1,22 @@
-"""Training methods: each a small class in a registry (name -> class), all trained by ``memaware.train.fit``."""
+"""Training methods: each a small class in a registry (name -> class), all trained by ``memaware.train.fit``.
 
-from . import balancing, erm, groupdro, jtt, mat, regression, xrm  # noqa: F401  (registers the methods)
-from .base import Method, TrainContext
-from .mat import mat_log_shift
-from .registry import METHODS, make_method, register
+Each module declares its method's facts (name, group labels, hyper-parameters, phases); the registry is the only
+list of methods. A user's own ``Method`` subclass works everywhere as ``package.module:Class``.
+"""
 
-__all__ = ["Method", "TrainContext", "METHODS", "make_method", "register", "mat_log_shift"]
+from .balancing import RWG, SUBG
+from .base import Batch, Method, Phase, TrainContext
+from .erm import ERM
+from .groupdro import GroupDRO
+from .jtt import JTT
+from .mat import MAT, mat_log_shift
+from .registry import METHODS, classifiers, is_reference, make_method, method_class, register
+from .regression import MSERegression
+from .space import FAMILIES, Choice, EpochFraction, HParam, LogUniform
+from .xrm import XRM
+
+__all__ = [
+    "Method", "TrainContext", "Batch", "Phase", "METHODS", "make_method", "method_class", "register", "classifiers",
+    "is_reference", "mat_log_shift", "HParam", "LogUniform", "Choice", "EpochFraction", "FAMILIES",
+    "ERM", "GroupDRO", "RWG", "SUBG", "JTT", "XRM", "MAT", "MSERegression",
+]  # fmt: skip

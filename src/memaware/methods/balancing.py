@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from .base import Method, TrainContext
+from .base import Batch, Method, TrainContext
 from .registry import register
 
 
@@ -33,13 +33,17 @@ class RWG(Method):
     """ERM with mini-batches drawn with probability proportional to 1 / |group| (every group equally likely)."""
 
     name = "rwg"
+    display_name = "RWG"
+    rank = 3
+    summary = "training examples sampled with weight 1/|group|"
     needs_train_groups = True
+    batched_loss = "ce"
 
-    def prepare(self, ctx: TrainContext) -> None:
+    def prepare(self, ctx: TrainContext, earlier: dict) -> None:
         self.example_weights = inverse_frequency_weights(ctx.group_train)
 
-    def loss(self, logits: torch.Tensor, pos: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self.ce(logits[:, 0], pos, y)
+    def loss(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+        return self.ce(logits[:, 0], batch)
 
 
 @register
@@ -47,13 +51,17 @@ class SUBG(Method):
     """ERM on a subset with every group cut down to the size of the smallest one (drawn once, seeded)."""
 
     name = "subg"
+    display_name = "SUBG"
+    rank = 2
+    summary = "every training group subsampled to the smallest"
     needs_train_groups = True
+    batched_loss = "ce"
 
-    def prepare(self, ctx: TrainContext) -> None:
+    def prepare(self, ctx: TrainContext, earlier: dict) -> None:
         self.active_positions = subsample_to_smallest(ctx.group_train, ctx.generator)
 
-    def loss(self, logits: torch.Tensor, pos: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self.ce(logits[:, 0], pos, y)
+    def loss(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+        return self.ce(logits[:, 0], batch)
 
     def describe(self) -> dict[str, Any]:
         kept = None if self.active_positions is None else len(self.active_positions)

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import torch
 
-from .base import Method
+from .base import Batch, Method
 from .registry import register
 
 
 @register
 class ERM(Method):
     name = "erm"
+    rank = 0
+    summary = "empirical risk minimisation"
+    batched_loss = "ce"
 
-    def loss(self, logits: torch.Tensor, pos: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self.ce(logits[:, 0], pos, y)
+    def loss(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+        return self.ce(logits[:, 0], batch)

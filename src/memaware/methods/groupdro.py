@@ -8,9 +8,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..errors import ConfigError
-from .base import Method, TrainContext
+from .base import Batch, Method, TrainContext
 from .registry import register
+from .space import HParam, LogUniform
 
 
 def group_mean_losses(losses: torch.Tensor, groups: torch.Tensor, num_groups: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -29,24 +29,36 @@ def exponentiated_step(q: torch.Tensor, group_losses: torch.Tensor, present: tor
 @register
 class GroupDRO(Method):
     name = "groupdro"
+    rank = 1
+    display_name = "GroupDRO"
+    summary = "GroupDRO, exponentiated-gradient group weights (Sagawa et al.)"
     needs_train_groups = True
+    batched_loss = "groupdro"
+    hparams = {
+        "eta": HParam(0.01, "GroupDRO step size of the group weights", search={"*": LogUniform(-3, -1)}, low=0.0),
+    }
 
-    def __init__(self, eta: float = 0.01):
-        if not eta > 0:
-            raise ConfigError(f"GroupDRO eta must be > 0, got {eta}")
-        self.eta = eta
-
-    def prepare(self, ctx: TrainContext) -> None:
+    def prepare(self, ctx: TrainContext, earlier: dict) -> None:
         self.groups = ctx.group_train
         self.num_groups = ctx.data.num_groups
         self.q = torch.full((self.num_groups,), 1.0 / self.num_groups, dtype=torch.float64)
 
-    def loss(self, logits: torch.Tensor, pos: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        g = (self.groups if len(pos) == len(self.groups) else self.groups[pos]).to(logits.device)
-        ce = F.cross_entropy(logits[:, 0], y, reduction="none")
+    def _step(self, logits: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(per-group mean losses (G,), q after this batch's exponentiated step (G,)): Alg. 1 weighs the batch
+        with the q it has just updated."""
+        g = (self.groups if len(batch.pos) == len(self.groups) else self.groups[batch.pos]).to(logits.device)
+        ce = F.cross_entropy(logits[:, 0], batch.y, reduction="none")
         means, present = group_mean_losses(ce, g, self.num_groups)
-        self.q = exponentiated_step(self.q.to(ce.device), means.double(), present, self.eta)
-        return (self.q.to(ce.dtype) * means).sum()
+        return means, exponentiated_step(self.q.to(ce.device), means.double(), present, self.eta)
+
+    def loss(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+        means, q = self._step(logits, batch)
+        return (q.to(means.dtype) * means).sum()
+
+    @torch.no_grad()
+    def after_step(self, logits: torch.Tensor, batch: Batch, model: torch.nn.Module) -> None:
+        # the same pre-step logits as loss() saw: the same q it weighed the batch with
+        self.q = self._step(logits, batch)[1]
 
     def state_dict(self) -> dict[str, Any]:
         return {"q": self.q.clone()}
@@ -55,4 +67,5 @@ class GroupDRO(Method):
         self.q = state["q"].clone()
 
     def describe(self) -> dict[str, Any]:
-        return {"eta": self.eta, "group_weights": self.q.tolist()}
+        q = getattr(self, "q", None)
+        return {"eta": self.eta, "group_weights": None if q is None else q.tolist()}

@@ -1,17 +1,18 @@
 """Just Train Twice (Liu et al. 2021): train ERM for T epochs, fix the set of training examples it gets wrong,
 then train a new model from scratch with that set upweighted by lambda_up. The error set is computed once, as
-in the original (never per batch). Uses no group labels for training."""
+in the original (never per batch). Uses no group labels for training. Two phases: ``jtt-id`` (the ERM model) and
+the upweighted run."""
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import torch
 
-from ..errors import ConfigError
-from .base import Method, TrainContext
+from .base import Batch, Method, Phase, TrainContext
+from .erm import ERM
 from .registry import register
+from .space import Choice, EpochFraction, HParam
 
 
 def upweight(errors: torch.Tensor, lambda_up: float) -> torch.Tensor:
@@ -22,32 +23,43 @@ def upweight(errors: torch.Tensor, lambda_up: float) -> torch.Tensor:
 @register
 class JTT(Method):
     name = "jtt"
+    rank = 4
+    summary = "Just Train Twice: ERM for T epochs, then its errors upweighted"
+    batched_loss = "ce"
+    hparams = {
+        # T is searched as a fraction of the run's epochs (comb 0: a fifth)
+        "T": HParam(
+            1, "JTT: epochs T of the error-finding ERM model", search={"*": EpochFraction(0.02, 0.5, 0.2)},
+            flag="--jtt-epochs", low=1, low_inclusive=True,
+        ),
+        "lambda_up": HParam(
+            20.0, "JTT: upweighting of the error set (Liu et al. used 6 to 100)",
+            search={"*": Choice((5, 10, 20, 50, 100))}, low=1, low_inclusive=True, sweep_default=20,
+        ),
+    }  # fmt: skip
 
-    def __init__(self, T: int = 1, lambda_up: float = 20.0, errors: torch.Tensor | None = None):
-        if T < 1:
-            raise ConfigError(f"JTT T (epochs of the identification model) must be >= 1, got {T}")
-        if not lambda_up >= 1:
-            raise ConfigError(f"JTT lambda_up must be >= 1, got {lambda_up}")
-        self.T, self.lambda_up, self.errors = int(T), float(lambda_up), errors
+    def __init__(self, errors: torch.Tensor | None = None, **hparams: Any):
+        """``errors`` (n_train,) bool: a given error set (skips the first phase)."""
+        super().__init__(**hparams)
+        self.errors = errors
 
-    def prepare(self, ctx: TrainContext) -> None:
-        if self.errors is None:
-            from ..train import fit  # the same loop trains the identification model
+    def phases(self) -> list[Phase]:
+        if self.errors is not None:
+            return []
+        return [Phase("jtt-id", ERM(), {"epochs": self.T}, "JTT identification")]
 
-            path = ctx.checkpoint.with_name(ctx.checkpoint.stem + ".jtt-id.pt") if ctx.checkpoint else None
-            cfg = dataclasses.replace(
-                ctx.config, epochs=self.T, selection="last", history_splits=(), progress_label="JTT identification"
-            )
-            first = fit(
-                ctx.data, "erm", cfg, model_kwargs=ctx.model_kwargs, model_factory=ctx.model_factory, checkpoint=path
-            )
+    def prepare(self, ctx: TrainContext, earlier: dict) -> None:
+        errors = self.errors
+        if errors is None:
             x = ctx.data.x[ctx.train_idx]
-            self.errors = first.predict_logits(x).argmax(dim=1) != ctx.y_train
-        self.example_weights = upweight(self.errors, self.lambda_up)
+            errors = earlier["jtt-id"].predict_logits(x).argmax(dim=1) != ctx.y_train
+        self.error_set = errors
+        self.example_weights = upweight(errors, self.lambda_up)
 
-    def loss(self, logits: torch.Tensor, pos: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self.ce(logits[:, 0], pos, y)
+    def loss(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+        return self.ce(logits[:, 0], batch)
 
     def describe(self) -> dict[str, Any]:
-        n_err = None if self.errors is None else int(self.errors.sum())
-        return {"T": self.T, "lambda_up": self.lambda_up, "error_set_size": n_err}
+        errors = getattr(self, "error_set", self.errors)
+        size = None if errors is None else int(errors.sum())
+        return {"T": self.T, "lambda_up": self.lambda_up, "error_set_size": size}

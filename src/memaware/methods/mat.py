@@ -17,16 +17,16 @@ shifted loss and trains the backbone: the paper's Appendix A description).
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError
-from .base import Method, TrainContext
+from .base import Batch, Method, Phase, TrainContext
 from .registry import register
-from .xrm import TwinHeads, cross_mistake_groups, heldout_logits_pass, rows
+from .space import Choice, HParam
+from .xrm import XRM, TwinHeads, cross_mistake_groups, heldout_logits_pass, rows
 
 SHIFT_EPS = 1e-6
 MODES = ("two-phase", "single-run")
@@ -61,60 +61,67 @@ def mat_log_shift(
 @register
 class MAT(Method):
     name = "mat"
+    rank = 6
+    summary = "memorization-aware training on XRM's held-out logits"
+    infers_groups = True
+    batched_loss = "ce"
     plain_linear_forward = True  # forward() returns model.heads(x) when the backbone is the identity
+    hparams = {
+        "temperature": HParam(
+            0.1, "MAT temperature on held-out logits (the authors' grid)", search={"*": Choice((0.001, 0.01, 0.1))},
+            low=0.0,
+        ),
+        "mode": HParam(
+            "two-phase", "MAT form: XRM then MAT (authors' code), or three heads in one run (paper Appendix A)",
+            flag="--mat-mode", choices=MODES,
+        ),
+    }  # fmt: skip
 
     def __init__(
         self,
-        temperature: float = 0.1,
-        mode: str = "two-phase",
         heldout_logits: torch.Tensor | None = None,
         val_inferred_groups: torch.Tensor | None = None,
         phase1: dict[str, Any] | None = None,
+        **hparams: Any,
     ):
-        if temperature <= 0:
-            raise ConfigError(f"MAT temperature must be > 0, got {temperature}")
-        if mode not in MODES:
-            raise ConfigError(f"MAT mode must be one of {', '.join(MODES)}, got '{mode}'")
-        if mode == "single-run" and heldout_logits is not None:
+        """``heldout_logits`` (n_train, K) and ``val_inferred_groups`` (n_val,): a finished XRM run's outputs (skip
+        phase 1); ``phase1``: TrainConfig fields that differ for phase 1."""
+        super().__init__(**hparams)
+        if self.mode == "single-run" and heldout_logits is not None:
             raise ConfigError("single-run MAT computes its own held-out logits; do not pass heldout_logits")
-        self.temperature, self.mode = temperature, mode
         self.heldout_logits, self.val_inferred_groups = heldout_logits, val_inferred_groups
-        self.phase1_overrides = phase1 or {}
-        self.phase1_summary: dict[str, Any] = {}
+        self.phase1 = dict(phase1 or {})
 
     @property
     def num_heads(self) -> int:  # type: ignore[override]
         return 3 if self.mode == "single-run" else 1
 
     # ---- set-up -------------------------------------------------------------------------------------------
-    def prepare(self, ctx: TrainContext) -> None:
+    def phases(self) -> list[Phase]:
+        if self.mode == "single-run" or self.heldout_logits is not None:
+            return []
+        return [Phase("xrm", XRM(), self.phase1, "XRM phase 1")]
+
+    def prepare(self, ctx: TrainContext, earlier: dict) -> None:
         y = ctx.y_train
+        self.phase1_summary: dict[str, Any] = {}
         if self.mode == "single-run":
             self.twins = TwinHeads(ctx)
             self.heldout_buffer = torch.zeros(len(y), ctx.data.num_classes)  # uniform until the twins learn
             self.y_train = y
             return
-        if self.heldout_logits is None:
-            self._run_phase1(ctx)
-        if self.heldout_logits.shape != (len(y), ctx.data.num_classes):
+        heldout, self.val_groups = self.heldout_logits, self.val_inferred_groups
+        if "xrm" in earlier:
+            xrm = earlier["xrm"]
+            heldout, self.val_groups = xrm.outputs["heldout_logits"], xrm.val_inferred_groups
+            self.phase1_summary = {"flipped_fraction": xrm.outputs["flipped_fraction"], "epochs": xrm.epochs_run}
+        if heldout.shape != (len(y), ctx.data.num_classes):
             raise ConfigError(
                 f"heldout_logits must have shape (n_train, K) = ({len(y)}, {ctx.data.num_classes}), "
-                f"got {tuple(self.heldout_logits.shape)}"
+                f"got {tuple(heldout.shape)}"
             )
-        self.shift = mat_log_shift(self.heldout_logits.float(), y, self.temperature, ctx.data.num_classes)
-
-    def _run_phase1(self, ctx: TrainContext) -> None:
-        from ..train import fit  # the same loop trains phase 1
-
-        cfg = dataclasses.replace(ctx.config, selection="last", history_splits=(), progress_label="XRM phase 1")
-        cfg = dataclasses.replace(cfg, **self.phase1_overrides)
-        path = ctx.checkpoint.with_name(ctx.checkpoint.stem + ".xrm.pt") if ctx.checkpoint else None
-        result = fit(
-            ctx.data, "xrm", cfg, model_kwargs=ctx.model_kwargs, model_factory=ctx.model_factory, checkpoint=path
-        )
-        self.heldout_logits = result.outputs["heldout_logits"]
-        self.val_inferred_groups = result.val_inferred_groups
-        self.phase1_summary = {"flipped_fraction": result.outputs["flipped_fraction"], "epochs": cfg.epochs}
+        self.used_heldout = heldout
+        self.shift = mat_log_shift(heldout.float(), y, self.temperature, ctx.data.num_classes)
 
     # ---- training -----------------------------------------------------------------------------------------
     def forward(self, model, x: torch.Tensor) -> torch.Tensor:
@@ -128,15 +135,20 @@ class MAT(Method):
         logits_ab = model.heads(feats.detach())
         return torch.cat([logits_ab[:, :2], logits_c[:, 2:]], dim=1)
 
-    def loss(self, logits: torch.Tensor, pos: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def _single_run_buffer(self, logits_ab: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """The training set's held-out logits with this batch's entries replaced by the twins' current ones."""
+        buffer = self.heldout_buffer.clone()
+        buffer[pos] = self.twins.heldout(logits_ab, pos).detach().float().cpu()
+        return buffer
+
+    def loss(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
         if self.mode == "two-phase":
-            return self.ce(logits[:, 0] + rows(self.shift, pos).to(logits.device), pos, y)
+            return self.ce(logits[:, 0] + rows(self.shift, batch.pos).to(logits.device), batch)
         logits_ab = logits[:, :2]
-        heldout = self.twins.heldout(logits_ab, pos).detach()
-        self.heldout_buffer[pos] = heldout.float().cpu()
+        buffer = self._single_run_buffer(logits_ab, batch.pos)
         # p(y | yho) from the whole training set's current held-out logits, never from the batch alone
-        shift = mat_log_shift(self.heldout_buffer, self.y_train, self.temperature, rows=pos).to(logits.device)
-        return self.twins.loss(logits_ab, pos) + self.ce(logits[:, 2] + shift, pos, y)
+        shift = mat_log_shift(buffer, self.y_train, self.temperature, rows=batch.pos).to(logits.device)
+        return self.twins.loss(logits_ab, batch.pos) + self.ce(logits[:, 2] + shift, batch)
 
     def state_dict(self) -> dict[str, Any]:
         if self.mode == "two-phase":
@@ -149,9 +161,10 @@ class MAT(Method):
             self.heldout_buffer = state["heldout_buffer"].clone()
 
     @torch.no_grad()
-    def after_step(self, logits: torch.Tensor, pos: torch.Tensor, y: torch.Tensor, model) -> None:
+    def after_step(self, logits: torch.Tensor, batch: Batch, model) -> None:
         if self.mode == "single-run":
-            self.twins.flip(logits[:, :2], pos)
+            self.heldout_buffer = self._single_run_buffer(logits[:, :2], batch.pos)
+            self.twins.flip(logits[:, :2], batch.pos)
 
     # ---- prediction ---------------------------------------------------------------------------------------
     def predict_logits(self, logits: torch.Tensor) -> torch.Tensor:
@@ -160,16 +173,13 @@ class MAT(Method):
     def infer_groups(self, logits: torch.Tensor, y: torch.Tensor, split: str) -> torch.Tensor | None:
         if self.mode == "single-run":
             return cross_mistake_groups(logits[:, :2], y)
-        return self.val_inferred_groups if split == "val" else None
+        return self.val_groups if split == "val" else None
 
     @torch.no_grad()
     def outputs(self, model, ctx: TrainContext) -> dict[str, Any]:
         if self.mode == "two-phase":
-            return {"heldout_logits": self.heldout_logits, "phase1": self.phase1_summary}
+            return {"heldout_logits": self.used_heldout, "phase1": self.phase1_summary}
         return {
             "heldout_logits": heldout_logits_pass(model, ctx, (0, 1), self.twins),
             **self.twins.summary(ctx.y_train),
         }
-
-    def describe(self) -> dict[str, Any]:
-        return {"temperature": self.temperature, "mode": self.mode}

@@ -1,7 +1,9 @@
-"""Name -> method class. ``@register`` adds a class; ``make_method`` builds one from keyword hyper-parameters."""
+"""Name -> method class. ``@register`` adds a class; ``method_class`` also resolves ``package.module:Class``
+references to a user's own ``Method`` subclass (imported on demand, no edit of memaware needed)."""
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 from ..errors import ConfigError
@@ -11,14 +13,49 @@ METHODS: dict[str, type[Method]] = {}
 
 
 def register(cls: type[Method]) -> type[Method]:
-    if cls.name in METHODS:
+    """Class decorator: adds ``cls`` under ``cls.name`` (a second class with the same name is an error)."""
+    if cls.name in METHODS and METHODS[cls.name] is not cls:
         raise ValueError(f"method '{cls.name}' registered twice")
     METHODS[cls.name] = cls
     return cls
 
 
+def is_reference(name: str) -> bool:
+    """Whether ``name`` is a ``module:Class`` reference rather than a registered name."""
+    return ":" in name
+
+
+def method_class(name: str) -> type[Method]:
+    """The registered class ``name``, or the ``Method`` subclass a ``package.module:Class`` reference names.
+
+    Raises ``ConfigError`` with one line for an unknown name, a module that does not import, a missing attribute
+    or an attribute that is not a ``memaware.methods.Method`` subclass.
+    """
+    if not is_reference(name):
+        if name not in METHODS:
+            raise ConfigError(
+                f"unknown method '{name}', choose from {', '.join(sorted(METHODS))} or give module:Class"
+            )
+        return METHODS[name]
+    module_name, _, attr = name.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise ConfigError(f"method '{name}': cannot import module '{module_name}' ({e})") from None
+    cls = getattr(module, attr, None)
+    if cls is None:
+        raise ConfigError(f"method '{name}': module '{module_name}' has no attribute '{attr}'")
+    if not (isinstance(cls, type) and issubclass(cls, Method)):
+        raise ConfigError(f"method '{name}': {attr} is not a subclass of memaware.methods.Method")
+    return cls
+
+
 def make_method(name: str, **hparams: Any) -> Method:
-    """Instantiates the registered method ``name`` with ``hparams`` (unknown names raise ``ConfigError``)."""
-    if name not in METHODS:
-        raise ConfigError(f"unknown method '{name}', choose from {', '.join(sorted(METHODS))}")
-    return METHODS[name](**hparams)
+    """Instantiates the method ``name`` (registered name or ``module:Class``) with ``hparams``."""
+    return method_class(name)(**hparams)
+
+
+def classifiers() -> list[str]:
+    """Registered classification methods, in table order (``Method.rank``, then registration order)."""
+    names = [name for name, cls in METHODS.items() if cls.task == "classification"]
+    return sorted(names, key=lambda n: METHODS[n].rank)

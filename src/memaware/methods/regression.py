@@ -13,13 +13,14 @@ from typing import Any
 import torch
 
 from ..errors import ConfigError
-from .base import Method, TrainContext
+from .base import Batch, Method, TrainContext
 from .registry import register
 
 
 @register
 class MSERegression(Method):
     name = "mse"
+    summary = "least squares until the training MSE is below a target (paper Setup C.1)"
     task = "regression"
 
     def __init__(self, target_mse: float | None = 1e-6):
@@ -27,7 +28,7 @@ class MSERegression(Method):
             raise ConfigError(f"target_mse must be > 0, got {target_mse}")
         self.target_mse = target_mse
 
-    def prepare(self, ctx: TrainContext) -> None:
+    def prepare(self, ctx: TrainContext, earlier: dict) -> None:
         if self.target_mse is not None and 0 < ctx.config.batch_size < len(ctx.train_idx):
             raise ConfigError("a target MSE is checked on the full training set: use batch_size=0 (full batch)")
         members = 1 if ctx.data.y.dim() == 1 else ctx.data.y.shape[1]
@@ -41,14 +42,16 @@ class MSERegression(Method):
     def predict_logits(self, logits: torch.Tensor) -> torch.Tensor:
         return logits.reshape(logits.shape[0], -1)  # (n, E)
 
-    def loss(self, logits: torch.Tensor, pos: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def _member_mse(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         pred = self.predict_logits(logits)
-        per_member = (pred - y.reshape(pred.shape)).pow(2).mean(dim=0)
-        self.last_mse = per_member.detach().cpu()
-        return per_member.sum()
+        return (pred - y.reshape(pred.shape)).pow(2).mean(dim=0)
+
+    def loss(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+        return self._member_mse(logits, batch.y).sum()
 
     @torch.no_grad()
-    def after_step(self, logits: torch.Tensor, pos: torch.Tensor, y: torch.Tensor, model) -> None:
+    def after_step(self, logits: torch.Tensor, batch: Batch, model) -> None:
+        self.last_mse = self._member_mse(logits, batch.y).cpu()  # of the pre-step logits, as the loss saw them
         self.step += 1
         if len(self.done) == 1:  # a single model (plain Python scalars: this runs every step)
             mse = float(self.last_mse[0])

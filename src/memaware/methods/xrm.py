@@ -10,7 +10,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .base import Method, TrainContext
+from ..models import all_logits
+from .base import Batch, Method, TrainContext
 from .registry import register
 
 
@@ -71,6 +72,7 @@ class TwinHeads:
         self.labels = ctx.y_train.clone()  # flipped over training
 
     def loss(self, logits_ab: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """XRM's class-balanced loss of each head on its held-in examples, with the current (flipped) labels."""
         held_in = pick_head(logits_ab, rows(self.held_in, pos).to(logits_ab.device))
         return class_balanced_ce(held_in, rows(self.labels, pos).to(logits_ab.device), self.num_classes)
 
@@ -97,8 +99,6 @@ class TwinHeads:
 
 def heldout_logits_pass(model, ctx: TrainContext, heads: tuple[int, int], twins: TwinHeads) -> torch.Tensor:
     """Held-out logits (n_train, K) for every training example, in order, from one sequential eval-mode pass."""
-    from ..tracking import all_logits  # the loop's own batched evaluation (lazy: tracking imports methods)
-
     logits = all_logits(model, ctx.data.x[ctx.train_idx], ctx.config.eval_batch_size, ctx.config.device)
     return twins.heldout(logits[:, list(heads)], torch.arange(len(ctx.train_idx))).float().cpu()
 
@@ -106,13 +106,17 @@ def heldout_logits_pass(model, ctx: TrainContext, heads: tuple[int, int], twins:
 @register
 class XRM(Method):
     name = "xrm"
+    rank = 5
+    summary = "cross-risk minimisation: twin nets, label flipping, inferred groups"
     num_heads = 2
+    infers_groups = True
+    batched_loss = "xrm"
 
-    def prepare(self, ctx: TrainContext) -> None:
+    def prepare(self, ctx: TrainContext, earlier: dict) -> None:
         self.twins = TwinHeads(ctx)
 
-    def loss(self, logits: torch.Tensor, pos: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self.twins.loss(logits, pos)
+    def loss(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+        return self.twins.loss(logits, batch.pos)
 
     def state_dict(self) -> dict[str, Any]:
         return self.twins.state_dict()
@@ -121,8 +125,8 @@ class XRM(Method):
         self.twins.load_state_dict(state)
 
     @torch.no_grad()
-    def after_step(self, logits: torch.Tensor, pos: torch.Tensor, y: torch.Tensor, model) -> None:
-        self.twins.flip(logits, pos)
+    def after_step(self, logits: torch.Tensor, batch: Batch, model) -> None:
+        self.twins.flip(logits, batch.pos)
 
     def predict_logits(self, logits: torch.Tensor) -> torch.Tensor:
         # XRM is not a predictor; report the twins' average so that accuracies are defined

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-SUPPORTED_METHODS = ("erm", "xrm", "mat", "groupdro", "rwg", "subg", "jtt")
+from ..methods import METHODS
+
+# the registered methods that declare a hand-derived batched loss (``Method.batched_loss``)
+SUPPORTED_METHODS = tuple(name for name, cls in METHODS.items() if cls.batched_loss is not None)
 # hyper-parameters every member of one program shares (they fix the program's shape and schedule)
 SHAPE_KEYS = ("batch_size", "epochs", "max_steps", "optimizer", "hidden", "bias", "class_balanced", "eval_every")
 DATA_KEYS = ("data", "dataset", "data_dir", "backbone", "weights", "image_size")

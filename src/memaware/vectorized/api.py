@@ -89,7 +89,8 @@ def _make_run(
     inferred_groups: dict[int, torch.Tensor] | None,
     selectors: dict[str, Selector],
 ) -> _Run:
-    from ..runner import METHOD_HPARAMS, SPEC_KEYS, _inferred_groups
+    from ..runner import SPEC_KEYS, method_hparam_defaults
+    from ..runner import inferred_groups as read_inferred_groups
 
     unknown = sorted(set(spec) - SPEC_KEYS)
     if unknown:
@@ -97,13 +98,13 @@ def _make_run(
     name = spec.get("method")
     hp = _hparams(spec)
     cfg = _config(spec, hp)
-    method = make_method(name, **{k: hp[k] for k in METHOD_HPARAMS.get(name, {})})
+    method = make_method(name, **{k: hp[k] for k in method_hparam_defaults(name)})
     if method.needs_train_groups and not data.has_attrs(TRAIN):
         raise ConfigError(f"method '{name}' needs training group labels (field 'a' >= 0 on split 0), the data has none")
     if inferred_groups is not None and cfg.seed in inferred_groups:
         external = torch.as_tensor(inferred_groups[cfg.seed]).long()
     else:
-        external = _inferred_groups(spec.get("inferred_groups"), data)
+        external = read_inferred_groups(spec.get("inferred_groups"), data)
     # the Selector's checks and its resolution of "auto", once per criterion (building one copies the splits)
     if cfg.selection not in selectors:
         selectors[cfg.selection] = Selector(cfg.selection, data)
@@ -268,7 +269,7 @@ def _results(
     with_inferred_groups: bool,
     keep_models: bool,
 ) -> list:
-    from ..runner import _describe_data
+    from ..runner import describe_data
 
     name = runs[0].method.name
     k, a = data.num_classes, data.num_attrs
@@ -304,7 +305,7 @@ def _results(
             "test": chosen["test"] if chosen else final_eval()["test"][c],
             "criteria": reports,
             "hparams": {**run.hp, **run.method.describe()},
-            "data": _describe_data(run.spec, data, None),
+            "data": describe_data(run.spec, data, None),
             "epochs_run": epoch,
             "resumed_from": None,
             "seconds": seconds,
@@ -337,7 +338,7 @@ def execute_many(
     at a time. Runs whose results.json exists are returned as they are. Every batch is attempted; the first error is
     raised at the end."""
     from ..artifacts import atomic_writer, write_json
-    from ..runner import CHECKPOINTS, execute, load_spec_data
+    from ..runner import checkpoints, execute, load_spec_data
 
     if len(specs) != len(run_dirs):
         raise ConfigError(f"{len(specs)} specs but {len(run_dirs)} run directories")
@@ -380,8 +381,8 @@ def execute_many(
             if specs[i].get("save_model") and state is not None:
                 atomic_writer(d / "model.pt", lambda p, s=state: torch.save(s, p), ".pt")
             write_json(d / "results.json", res)
-            for ckpt in CHECKPOINTS:
-                (d / ckpt).unlink(missing_ok=True)
+            for ckpt in checkpoints(d):
+                ckpt.unlink(missing_ok=True)
             results[i] = res
     if error is not None:
         raise error

@@ -16,7 +16,7 @@ from ..errors import ConfigError
 from ..methods.balancing import subsample_to_smallest
 from ..methods.xrm import flip_probability, random_halves
 from ..models import build_model
-from ..train import _batches, _sampling_weights
+from ..train import epoch_batches, sampling_weights
 from ._common import _EVAL_FLOATS
 
 
@@ -120,7 +120,7 @@ class _Program:
         for c, m in enumerate(self.members):
             g, _, active = per_seed[m.seed]
             stub = SimpleNamespace(example_weights=m.example_weights, active_positions=active)
-            w = _sampling_weights(stub, cfg, y_cpu)  # type: ignore[arg-type]
+            w = sampling_weights(stub, cfg, y_cpu)  # type: ignore[arg-type]
             lw = None
             if w is not None and self.bs >= pool:  # train.fit: the same expected loss, through the loss
                 lw, w = (w / w.sum() * self.n).float(), None
@@ -424,7 +424,7 @@ class _Program:
     # ---- the loop ----------------------------------------------------------------------------------------
     def _draw_epoch(self) -> tuple[torch.Tensor | None, list[int], torch.Tensor | None]:
         """Every stream's epoch: positions (S, drawn) or None (full batch in order), batch sizes, XRM uniforms."""
-        per_stream = [_batches(self.n, self.bs, st.generator, st.weights, st.active) for st in self.streams]
+        per_stream = [epoch_batches(self.n, self.bs, st.generator, st.weights, st.active) for st in self.streams]
         first = per_stream[0]
         if first[0] is None:
             sizes, pos = [self.n], None
