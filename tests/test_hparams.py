@@ -4,9 +4,9 @@ import math
 import pytest
 
 from memaware.errors import ConfigError
+from memaware.methods import classifiers
 from memaware.hparams import (
     FAMILIES,
-    METHODS,
     _stable_seed,
     family_for,
     needs_inferred_groups,
@@ -15,6 +15,8 @@ from memaware.hparams import (
     uses_train_groups,
     val_group_use,
 )
+
+METHODS = classifiers()  # the registry's, in table order
 
 LR = {
     ("features", "adam"): (1e-4, 1e-2),

@@ -8,7 +8,9 @@ import pytest
 from memaware.artifacts import write_json
 from memaware.cli import main
 from memaware.errors import ConfigError
-from memaware.table import build_table, collect_runs, criterion_key, format_table
+from memaware.selection import Criterion, unregister_criterion
+from memaware.table import build_table, collect_runs, criterion_key
+from memaware.table_format import format_table
 
 # (method, seed, comb) -> (val score of val_wga, test avg, test worst); scores of the other criteria are 1 - these
 WATERBIRDS = {
@@ -120,3 +122,145 @@ def test_cli_writes_table_and_chart_and_lists_missing_runs(sweeps, tmp_path, cap
     assert capsys.readouterr().out.startswith("dataset,method")
     assert main(["table", "--sweep", str(tmp_path / "nope")]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+# ---- runs that logged their evaluations (evaluations.npz): any criterion, chosen after the fact ---------------
+# Validation: 16 examples, groups y=0,a=0 (ids 0-5), y=0,a=1 (6-7), y=1,a=0 (8-9), y=1,a=1 (10-15).
+VAL_Y = [0] * 8 + [1] * 8
+VAL_A = [0] * 6 + [1] * 2 + [0] * 2 + [1] * 6
+# which validation examples an evaluation gets wrong -> (val_wga, val_worst_class, val_avg)
+PATTERNS = {
+    "A": [6, 8],  # 0.5, 0.875, 0.875
+    "B": [0, 1, 10],  # 0.667, 0.75, 0.8125
+    "C": [6],  # 0.5, 0.875, 0.9375
+    "E": [0],  # 0.833, 0.875, 0.9375
+}
+LOGGED = {0: "CBA", 1: "BE"}  # comb -> the patterns of its evaluations (epochs 1, 2, ...)
+
+
+def _code(comb: int, t: int) -> int:
+    """The test predictions of evaluation t of comb: right on the first `code` of 10 class-0 test examples and on
+    every class-1 one, so test worst-group = code / 10 and average = (code + 10) / 20 identify the evaluation."""
+    return t + 1 + 3 * comb
+
+
+def _write_logged_run(root: Path, comb: int, seed: int, groups_file: Path | None) -> Path:
+    import numpy as np
+    import torch
+
+    from memaware.evallog import EvalLog
+
+    val_y, val_a = torch.tensor(VAL_Y), torch.tensor(VAL_A)
+    test_y = torch.tensor([0] * 10 + [1] * 10)
+    log = EvalLog.start(val_y, val_a, test_y, test_y.clone(), 2, 2, [0, 1, 2, 3])
+    for t, pattern in enumerate(LOGGED[comb]):
+        val_pred = val_y.clone()
+        val_pred[PATTERNS[pattern]] = 1 - val_pred[PATTERNS[pattern]]
+        test_pred = test_y.clone()
+        test_pred[_code(comb, t) : 10] = 1
+        log.append(t + 1, 50 * (t + 1), val_pred, test_pred)
+    d = root / "erm" / f"comb{comb}_seed{seed}"
+    log.save(d / "evaluations.npz")
+    spec = {"method": "erm", "dataset": "toy", "seed": seed, "comb": comb, "hparams": {}}
+    if groups_file is not None:
+        spec["inferred_groups"] = str(groups_file)
+    # stale numbers in results.json: a table that read them instead of the log would choose otherwise
+    stale = {
+        c: {"epoch": 99, "val_score": 0.99 * comb, "val": _report(0.9, 0.9), "test": _report(0.01, 0.01)}
+        for c in ("val_wga", "val_worst_class", "val_avg")
+    }
+    write_json(d / "spec.json", spec)
+    write_json(d / "results.json", {"spec": spec, "method": "erm", "uses_train_groups": False, "criteria": stale})
+    if groups_file is not None and not groups_file.exists():
+        np.savez(groups_file, val_groups=np.array(VAL_A))  # "inferred" groups = the attribute
+    return d
+
+
+@pytest.fixture
+def logged(tmp_path):
+    root = tmp_path / "logged"
+    for seed in (0, 1):
+        for comb in LOGGED:
+            _write_logged_run(root, comb, seed, tmp_path / "xrm_groups.npz")
+    return root
+
+
+class FirstEvaluation(Criterion):
+    """A plug-in criterion, named on the command line as <this module>:FirstEvaluation."""
+
+    name = "first_evaluation"
+    description = "the first evaluation"
+
+    def score(self, log, t, external_groups=None):
+        return 1.0 if t == 0 else None
+
+
+def _chosen(root: Path, selection: str) -> list[tuple[int, int, int, float]]:
+    cell = build_table(collect_runs([root]), selection).cells[("toy", "erm")]
+    return [(c["seed"], c["comb"], c["epoch"], round(c["worst"], 6)) for c in cell.choices]
+
+
+def test_logged_runs_are_selected_from_their_evaluations(logged):
+    # (comb, epoch) per criterion, worked out in PATTERNS' comments; ties between combs: the lower comb
+    expected = {
+        "va_wga": (1, 2),  # comb 0's best is B (0.667) at epoch 2, comb 1's E (0.833) at epoch 2
+        "avg": (0, 1),  # C and E tie at 0.9375: comb 0, epoch 1
+        "worst_class": (0, 3),  # comb 0: C and A tie at 0.875, the later (epoch 3); comb 1 E ties it
+        "va_gi_wga": (0, 3),  # groups = a from the spec's inferred_groups file: A (0.875) ties E
+        "last": (1, 2),  # comb 0 ends on A (0.875 average), comb 1 on E (0.9375)
+        "test_wga": (1, 2),  # the oracle: the highest test worst-group accuracy
+    }
+    for name, (comb, epoch) in expected.items():
+        worst = _code(comb, epoch - 1) / 10
+        assert _chosen(logged, name) == [(s, comb, epoch, worst) for s in (0, 1)], name
+    t = build_table(collect_runs([logged]), "va_wga")
+    assert t.cells[("toy", "erm")].stat("avg") == pytest.approx((0.75, 0.0))
+    assert "| ✗ | ✓ | ERM | 75.0 ± 0.0 | 50.0 ± 0.0 |" in format_table(t, "md")
+    oracle = build_table(collect_runs([logged]), "test_wga")
+    assert any("oracle" in n for n in oracle.notes) and "ORACLE" in format_table(oracle, "md")
+
+
+def test_criterion_registered_after_the_runs(logged, sweeps, capsys):
+    import memaware.selection as sel
+
+    class NegAvg(sel.Criterion):
+        name = "neg_avg"
+        description = "lowest validation average accuracy (a test criterion)"
+
+        def score(self, log, t, external_groups=None):
+            return -sel.get_criterion("val_avg").score(log, t)
+
+    sel.register_criterion(NegAvg)
+    try:
+        # comb 0's worst is B (epoch 2), comb 1's B (epoch 1): a tie, so comb 0
+        assert _chosen(logged, "neg_avg") == [(0, 0, 2, 0.2), (1, 0, 2, 0.2)]
+        assert main(["table", "--sweep", str(logged), "--selection", "neg_avg", "--format", "json", "--no-plot"]) == 0
+        doc = json.loads(capsys.readouterr().out)
+        assert doc["criterion"] == "neg_avg" and doc["val_groups"] == "no"
+        assert [(c["comb"], c["epoch"]) for c in doc["cells"][0]["chosen"]] == [(0, 2), (0, 2)]
+        old = build_table(collect_runs(sweeps), "neg_avg")  # results.json only: not computable, said so
+        assert old.cells[("waterbirds", "erm")].n_seeds == 0 and any("neg_avg" in n for n in old.notes)
+    finally:
+        sel.unregister_criterion("neg_avg")
+    plugin = f"{__name__}:FirstEvaluation"
+    try:  # both combs tie at 1.0: comb 0, epoch 1
+        assert main(["table", "--sweep", str(logged), "--selection", plugin, "--format", "csv", "--no-plot"]) == 0
+        row = next(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+        assert (row["criterion"], row["seed_comb"], row["worst_pct"]) == ("first_evaluation", "0:0;1:0", "10.00")
+    finally:
+        unregister_criterion("first_evaluation")
+    with pytest.raises(SystemExit):  # unregistered again: a flag error (one line, exit status 2)
+        main(["table", "--sweep", str(logged), "--selection", "neg_avg", "--no-plot"])
+    assert "unknown selection criterion 'neg_avg'" in capsys.readouterr().err
+
+
+def test_logged_runs_without_groups_file_and_with_a_broken_log(tmp_path, capsys):
+    root = tmp_path / "runs"
+    for comb in LOGGED:
+        _write_logged_run(root, comb, 0, None)
+    gi = build_table(collect_runs([root]), "va_gi_wga")
+    assert gi.cells[("toy", "erm")].n_seeds == 0 and any("val_gi_wga" in n for n in gi.notes)
+    (root / "erm" / "comb1_seed0" / "evaluations.npz").write_bytes(b"broken")
+    t = build_table(collect_runs([root]), "va_wga")  # comb 1 falls back to its (stale) results.json
+    assert [(c["comb"], c["epoch"]) for c in t.cells[("toy", "erm")].choices] == [(1, 99)]
+    assert any("not a readable evaluation log" in n and "using results.json" in n for n in t.notes)

@@ -36,7 +36,8 @@ def _specs(method: str, path: str, seeds=(0, 1), **shape) -> list[dict]:
     specs = []
     for i, (lr, wd) in enumerate([(1e-2, 1e-4), (3e-3, 0.0)]):
         extra = METHOD_HPARAMS.get(method, [{}, {}])[i]
-        hp = {"epochs": 6, "batch_size": 32, "optimizer": "adam", "lr": lr, "weight_decay": wd, **extra, **shape}
+        hp = {"epochs": 6, "batch_size": 32, "optimizer": "adam", "lr": lr, "weight_decay": wd, "bias": True, **extra,
+              **shape}  # fmt: skip
         if hp["optimizer"] == "sgd":
             hp["momentum"] = 0.9 if i == 0 else 0.0
         specs += [{"method": method, "data": path, "seed": s, "hparams": hp} for s in seeds]

@@ -67,3 +67,38 @@ def group_report(
         "worst_class_acc": worst_class_acc(correct, y, num_classes),
         "groups": groups,
     }
+
+
+def report_from_counts(
+    group_hits: torch.Tensor,
+    group_counts: torch.Tensor,
+    class_hits: torch.Tensor,
+    class_counts: torch.Tensor,
+    hits: int,
+    n: int,
+    num_attrs: int,
+) -> dict:
+    """``group_report``'s dict from counts: ``group_hits`` / ``group_counts`` (G,) over groups y * A + a (examples
+    with a known attribute), ``class_hits`` / ``class_counts`` (K,) over all examples, ``hits`` of ``n`` examples.
+
+    The arithmetic is ``group_report``'s (float32 hits / float32 counts, then ``float``), so the numbers are equal
+    to the last bit: a report logged as counts during training reads the same as one computed from predictions.
+    """
+    gh, gc = torch.as_tensor(group_hits).float(), torch.as_tensor(group_counts).float()
+    ch, cc = torch.as_tensor(class_hits).float(), torch.as_tensor(class_counts).float()
+    groups = {
+        group_name(i, num_attrs): {"n": int(gc[i]), "acc": float(gh[i] / gc[i])} for i in range(len(gc)) if gc[i] > 0
+    }
+    avg = torch.tensor(hits, dtype=torch.float32) / torch.tensor(n, dtype=torch.float32)  # as mean() on the CPU
+    return {
+        "avg_acc": float(avg) if n else float("nan"),
+        "worst_group_acc": _worst_of(gh, gc),
+        "worst_class_acc": _worst_of(ch, cc),
+        "groups": groups,
+    }
+
+
+def _worst_of(hits: torch.Tensor, counts: torch.Tensor) -> float:
+    """Minimum of float32 hits / counts over the entries with counts > 0; nan when there is none."""
+    present = counts > 0
+    return float((hits[present] / counts[present]).min()) if bool(present.any()) else float("nan")

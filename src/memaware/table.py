@@ -9,6 +9,11 @@ missing, and the table shows what exists (a cell over fewer seeds than planned i
 Protocols: ``per-seed`` (default): for every seed, the combination with the best validation score of the criterion
 (ties: the lower combination index); ``first-seed``: the combination best on the first seed, reported over all
 seeds (the authors' read_results). The std is over seeds with ddof = 0, as the authors compute it.
+
+Each run's score and test numbers are those of the evaluation the criterion chooses: read from the run's
+``evaluations.npz`` with ``memaware.selection`` when it has one (so any registered criterion, including one written
+after the sweep, works), else from results.json's ``criteria`` (older sweeps: the four criteria computed in training).
+Formatting lives in ``table_format``.
 """
 
 from __future__ import annotations
@@ -21,53 +26,41 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
-from .hparams import METHOD_INFO, val_group_use
+import numpy as np
+import torch
 
-# Accepted spellings of a criterion -> its key in results.json["selection"].
-CRITERIA = {
-    "va_wga": "val_wga",
-    "val_wga": "val_wga",
-    "va_gi_wga": "val_gi_wga",
-    "val_gi_wga": "val_gi_wga",
-    "worst_class": "val_worst_class",
-    "va_worst_class": "val_worst_class",
-    "val_worst_class": "val_worst_class",
-    "avg": "val_avg",
-    "va_avg": "val_avg",
-    "va_avg_acc": "val_avg",
-    "val_avg": "val_avg",
-}
-CRITERION_TEXT = {
-    "val_wga": "validation worst-group accuracy (true groups)",
-    "val_gi_wga": "validation worst-group accuracy (XRM-inferred groups)",
-    "val_worst_class": "validation worst-class accuracy (no group labels)",
-    "val_avg": "validation average accuracy (no group labels)",
-}
+from .errors import ConfigError, DataError, MemawareError
+from .evallog import FILENAME as EVAL_LOG
+from .evallog import EvalLog
+from .hparams import uses_train_groups
+from .methods import method_class
+from .metrics import report_from_counts
+from .selection import get_criterion, select
+
 PROTOCOLS = ("per-seed", "first-seed")
-METHOD_NAMES = {
-    "erm": "ERM",
-    "groupdro": "GroupDRO",
-    "subg": "SUBG",
-    "rwg": "RWG",
-    "jtt": "JTT",
-    "xrm": "XRM",
-    "mat": "MAT",
-}
-DATASET_ORDER = ("waterbirds", "celeba", "multinli", "civilcomments")
-MARKS = {
-    "md": {"yes": "✓", "no": "✗", "inferred": "~"},
-    "latex": {"yes": r"\checkmark", "no": r"$\times$", "inferred": r"$\sim$"},
-    "csv": {"yes": "yes", "no": "no", "inferred": "inferred"},
-}
 
+
+def method_label(method: str) -> str:
+    """A method's row label, from its own declaration (``Method.label()``); the name itself if it no longer
+    resolves (an old sweep of a method that is gone)."""
+    try:
+        return method_class(method).label()
+    except ConfigError:
+        return method
+
+
+def _method_rank(method: str) -> int:
+    try:
+        return method_class(method).rank
+    except ConfigError:
+        return 1000
+
+DATASET_ORDER = ("waterbirds", "celeba", "multinli", "civilcomments")
 
 def criterion_key(name: str) -> str:
-    """'va_wga' / 'val_wga' / 'worst_class' / ... -> the results.json key; ``ConfigError`` otherwise."""
-    key = CRITERIA.get(name.strip().lower())
-    if key is None:
-        raise ConfigError(f"unknown selection criterion '{name}', choose from {', '.join(CRITERIA)}")
-    return key
+    """'va_wga' / 'val_wga' / 'worst_class' / 'pkg.mod:Class' ... -> the registered criterion's name (also its key
+    in results.json's ``criteria``); ``ConfigError`` otherwise."""
+    return get_criterion(name).name
 
 
 @dataclass
@@ -82,6 +75,9 @@ class RunRecord:
     state: str
     results: dict | None = None
     role: str = "sweep"
+    spec: dict | None = None
+    # criterion -> {"epoch", "val_score", "test"} or None: a table asks twice per run (rank, then report)
+    chosen: dict[str, dict | None] = field(default_factory=dict, repr=False)
 
 
 @dataclass
@@ -159,7 +155,8 @@ def collect_runs(sweeps: Sequence[str | os.PathLike]) -> Runs:
             if not isinstance(spec, dict) or "method" not in spec:
                 continue
             if (d / "results.json").is_file():
-                state = "done" if isinstance(results, dict) and criteria_of(results) else "unreadable"
+                readable = isinstance(results, dict) and (criteria_of(results) or (d / EVAL_LOG).is_file())
+                state = "done" if readable else "unreadable"
             else:
                 state = "unfinished" if any(d.glob("checkpoint*.pt")) else "not started"
             key = d.resolve()
@@ -173,6 +170,7 @@ def collect_runs(sweeps: Sequence[str | os.PathLike]) -> Runs:
                 state,
                 results if state == "done" else None,
                 prev.role if prev else "sweep",
+                spec,
             )
             records[key] = rec
             found_methods.append(rec.method)
@@ -180,7 +178,7 @@ def collect_runs(sweeps: Sequence[str | os.PathLike]) -> Runs:
     recs = list(records.values())
     groups_only = {r.method for r in recs if r.role == "groups"} - set(listed)
     methods = listed + [m for m in found_methods if m not in listed and not (has_manifest and m in groups_only)]
-    methods = _ordered(methods, tuple(METHOD_NAMES))
+    methods = sorted(dict.fromkeys(methods), key=_method_rank)  # the declared table order, then as found
     datasets = _ordered((r.dataset for r in recs), DATASET_ORDER)
     return Runs(recs, methods, datasets, {k: sorted(v) for k, v in seeds.items()})
 
@@ -220,6 +218,7 @@ class Table:
     missing: list[RunRecord]
     notes: list[str]
     n_runs: int = 0  # runs found or planned for the table's methods and datasets
+    criterion_text: str = ""  # the criterion's one-line description (the table's header)
 
 
 def criteria_of(results: dict) -> dict:
@@ -232,25 +231,93 @@ def criteria_of(results: dict) -> dict:
     return {}
 
 
-def _score(rec: RunRecord, criterion: str) -> float | None:
+def _external_groups(rec: RunRecord) -> torch.Tensor | None:
+    """(n_val,) the XRM-inferred validation groups the run's spec points to (``inferred_groups``: an .npz with
+    ``val_groups``; a relative path is tried from the run directory too), or None when it names none."""
+    name = (rec.spec or {}).get("inferred_groups")
+    if not name:
+        return None
+    path = Path(str(name))
+    if not path.is_absolute() and not path.is_file():
+        path = rec.dir / path
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            groups = f["val_groups"]
+    except (OSError, ValueError, KeyError) as e:
+        raise DataError(f"{path}: no readable 'val_groups' ({type(e).__name__})") from None
+    return torch.from_numpy(np.asarray(groups).astype(np.int64))
+
+
+def _from_log(rec: RunRecord, criterion: str) -> dict | None:
+    """The evaluation ``criterion`` chooses in the run's evaluation log, with its test report."""
+    crit = get_criterion(criterion)
+    log = EvalLog.load(rec.dir / EVAL_LOG)
+    external = None
+    if crit.val_group_use == "inferred":  # as in training: the method's own groups where it has them, else these
+        try:
+            external = _external_groups(rec)
+        except DataError:
+            if not log.has_inferred:
+                raise
+    t = select(log, crit, external)
+    if t is None:
+        return None
+    test = report_from_counts(**log.test_counts_at(t))
+    return {"epoch": log.epoch_at(t), "val_score": crit.score(log, t, external), "test": test}
+
+
+def _from_results(rec: RunRecord, criterion: str) -> dict | None:
+    """What the run recorded for ``criterion`` in results.json (runs without an evaluation log)."""
     sel = criteria_of(rec.results or {}).get(criterion)
     if not isinstance(sel, dict) or sel.get("val_score") is None:
         return None
-    return float(sel["val_score"])
+    return {"epoch": sel.get("epoch"), "val_score": sel["val_score"], "test": sel.get("test") or {}}
+
+
+def run_choice(rec: RunRecord, criterion: str, notes: list[str] | None = None) -> dict | None:
+    """{"epoch", "val_score", "test"} of the evaluation ``criterion`` chooses in a finished run: from its
+    ``evaluations.npz`` when it has one (any registered criterion), else from results.json (old sweeps: only the
+    criteria computed during training). None when the criterion is not computable for the run. A log that cannot
+    be read falls back to results.json, with a line in ``notes``."""
+    if criterion not in rec.chosen:
+        result = None
+        if (rec.dir / EVAL_LOG).is_file():
+            try:
+                result = _from_log(rec, criterion)
+            except MemawareError as e:
+                if notes is not None:
+                    notes.append(f"{rec.dataset}/{rec.method} comb{rec.comb}_seed{rec.seed}: {e}; using results.json")
+                result = _from_results(rec, criterion)
+        else:
+            result = _from_results(rec, criterion)
+        rec.chosen[criterion] = result
+    return rec.chosen[criterion]
+
+
+def _finite_or_none(value: Any) -> float | None:
+    return None if value is None or not math.isfinite(float(value)) else float(value)
 
 
 def _choice(rec: RunRecord, criterion: str) -> dict:
-    sel = criteria_of(rec.results or {})[criterion]
+    sel = run_choice(rec, criterion) or {}
     test = sel.get("test") or {}
     return {
         "seed": rec.seed,
         "comb": rec.comb,
         "val_score": float(sel["val_score"]),
         "epoch": sel.get("epoch"),
-        "avg": test.get("avg_acc"),
-        "worst": test.get("worst_group_acc"),
+        "avg": _finite_or_none(test.get("avg_acc")),
+        "worst": _finite_or_none(test.get("worst_group_acc")),
         "dir": str(rec.dir),
     }
+
+
+def _declared_train_groups(method: str) -> str:
+    """'yes' / 'no' from the method's own declaration, '?' for a method this memaware does not know."""
+    try:
+        return "yes" if uses_train_groups(method) else "no"
+    except MemawareError:
+        return "?"
 
 
 def build_table(runs: Runs, selection: str = "va_wga", protocol: str = "per-seed") -> Table:
@@ -266,18 +333,16 @@ def build_table(runs: Runs, selection: str = "va_wga", protocol: str = "per-seed
         known = [u for u in uses if isinstance(u, bool)]
         if known:
             train_groups[method] = "yes" if any(known) else "no"
-        elif method in METHOD_INFO:
-            train_groups[method] = "yes" if METHOD_INFO[method].train_groups else "no"
         else:
-            train_groups[method] = "?"
+            train_groups[method] = _declared_train_groups(method)
     for ds in runs.datasets:
         planned = runs.seeds.get(ds, [])
         for method in runs.methods:
             recs = [r for r in runs.records if r.dataset == ds and r.method == method and r.state == "done"]
             cell = Cell(expected_seeds=len(planned))
             cells[(ds, method)] = cell
-            scored = [(r, _score(r, criterion)) for r in recs]
-            eligible = [(r, s) for r, s in scored if s is not None]
+            scored = [(r, run_choice(r, criterion, notes)) for r in recs]
+            eligible = [(r, float(c["val_score"])) for r, c in scored if c is not None]
             if recs and not eligible:
                 notes.append(f"{ds}/{method}: no run has the criterion {criterion} (not computable for it)")
                 continue
@@ -300,6 +365,9 @@ def build_table(runs: Runs, selection: str = "va_wga", protocol: str = "per-seed
             if cell.choices and any(c["worst"] is None for c in cell.choices):
                 notes.append(f"{ds}/{method}: some test splits have no known attribute (no worst-group accuracy)")
     missing = [r for r in runs.missing if r.dataset in runs.datasets]
+    crit = get_criterion(criterion)
+    if crit.oracle:
+        notes.append(f"{criterion} is an oracle (it chooses by the test split): for diagnostics, not for reporting")
     n_runs = sum(1 for r in runs.records if r.method in runs.methods)
     return Table(
         criterion,
@@ -307,218 +375,12 @@ def build_table(runs: Runs, selection: str = "va_wga", protocol: str = "per-seed
         runs.datasets,
         runs.methods,
         train_groups,
-        val_group_use(criterion),
+        crit.val_group_use,
         cells,
         missing,
-        notes,
+        list(dict.fromkeys(notes)),
         n_runs,
+        crit.description,
     )
 
 
-def _pct(stat: tuple[float, float] | None, n: int, pm: str) -> str:
-    if stat is None:
-        return "-"
-    mean, std = stat
-    return f"{100 * mean:.1f}" if n < 2 else f"{100 * mean:.1f} {pm} {100 * std:.1f}"
-
-
-def _header_note(t: Table, pm: str = "±") -> str:
-    return (
-        f"Test accuracy (%), mean {pm} std over seeds; model selection: {CRITERION_TEXT[t.criterion]}, "
-        f"{'per seed, the best' if t.protocol == 'per-seed' else 'the best on the first seed'} of the "
-        "hyper-parameter combinations."
-    )
-
-
-def format_table(t: Table, fmt: str = "md") -> str:
-    """The table as Markdown ('md'), 'csv', 'latex' or 'json'."""
-    if fmt == "json":
-        return json.dumps(table_json(t), indent=2) + "\n"
-    if fmt == "csv":
-        return _csv(t)
-    if fmt not in ("md", "latex"):
-        raise ConfigError(f"format must be md, csv, latex or json, got '{fmt}'")
-    marks = MARKS[fmt]
-    pm = "±" if fmt == "md" else r"$\pm$"
-    rows = []
-    for m in t.methods:
-        row = [marks.get(t.train_groups[m], "?"), marks[t.val_groups], METHOD_NAMES.get(m, m)]
-        for ds in t.datasets:
-            cell = t.cells[(ds, m)]
-            star = "*" if cell.partial else ""
-            row += [_pct(cell.stat("avg"), cell.n_seeds, pm) + star, _pct(cell.stat("worst"), cell.n_seeds, pm) + star]
-        rows.append(row)
-    footnotes = [
-        "e_tr: the method trains on the true training group labels; e_va: the validation labels model selection "
-        f"reads ({marks['yes']} true groups, {marks['inferred']} XRM-inferred, {marks['no']} none).",
-    ]
-    partial = [
-        f"{ds}/{m}: {t.cells[(ds, m)].n_seeds} of {t.cells[(ds, m)].expected_seeds} seeds"
-        for ds in t.datasets
-        for m in t.methods
-        if t.cells[(ds, m)].partial
-    ]
-    if partial:
-        footnotes.append("* fewer seeds than planned: " + "; ".join(partial) + ".")
-    footnotes += t.notes
-    if fmt == "md":
-        head = ["e_tr", "e_va", "Method"] + [f"{ds} {k}" for ds in t.datasets for k in ("Avg", "Worst")]
-        lines = [_header_note(t), "", "| " + " | ".join(head) + " |"]
-        lines.append("|" + "|".join([":-:", ":-:", ":--"] + ["--:"] * (2 * len(t.datasets))) + "|")
-        lines += ["| " + " | ".join(r) + " |" for r in rows]
-        lines += [""] + footnotes
-        return "\n".join(lines) + "\n"
-    cols = "cc l " + " ".join("rr" for _ in t.datasets)
-    esc = _latex_escape
-    lines = [
-        f"% {_header_note(t, '+-')}",
-        r"\begin{tabular}{" + cols + "}",
-        r"\toprule",
-        r" & & & " + " & ".join(rf"\multicolumn{{2}}{{c}}{{{esc(ds)}}}" for ds in t.datasets) + r" \\",
-        r"$e^{tr}$ & $e^{va}$ & Method & " + " & ".join("Avg & Worst" for _ in t.datasets) + r" \\",
-        r"\midrule",
-    ]
-    lines += [" & ".join(esc(c) if i == 2 else c for i, c in enumerate(r)) + r" \\" for r in rows]
-    lines += [r"\bottomrule", r"\end{tabular}"] + [f"% {f}" for f in footnotes]
-    return "\n".join(lines) + "\n"
-
-
-def _latex_escape(text: str) -> str:
-    return text.replace("_", r"\_").replace("%", r"\%").replace("&", r"\&")
-
-
-def _csv(t: Table) -> str:
-    import csv
-    import io
-
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(
-        [
-            "dataset",
-            "method",
-            "train_groups",
-            "val_groups",
-            "criterion",
-            "protocol",
-            "avg_pct",
-            "avg_std_pct",
-            "worst_pct",
-            "worst_std_pct",
-            "n_seeds",
-            "planned_seeds",
-            "seed_comb",
-        ]
-    )
-    for ds in t.datasets:
-        for m in t.methods:
-            cell = t.cells[(ds, m)]
-            avg, worst = cell.stat("avg"), cell.stat("worst")
-            w.writerow(
-                [ds, m, t.train_groups[m], t.val_groups, t.criterion, t.protocol]
-                + _two(avg)
-                + _two(worst)
-                + [cell.n_seeds, cell.expected_seeds, ";".join(f"{c['seed']}:{c['comb']}" for c in cell.choices)]
-            )
-    return buf.getvalue()
-
-
-def _two(stat: tuple[float, float] | None) -> list[str]:
-    return ["", ""] if stat is None else [f"{100 * stat[0]:.2f}", f"{100 * stat[1]:.2f}"]
-
-
-def table_json(t: Table) -> dict:
-    """Everything the table shows, plus the run chosen for each seed."""
-    cells = []
-    for (ds, m), cell in t.cells.items():
-        avg, worst = cell.stat("avg"), cell.stat("worst")
-        cells.append(
-            {
-                "dataset": ds,
-                "method": m,
-                "avg_mean": avg[0] if avg else None,
-                "avg_std": avg[1] if avg else None,
-                "worst_mean": worst[0] if worst else None,
-                "worst_std": worst[1] if worst else None,
-                "n_seeds": cell.n_seeds,
-                "planned_seeds": cell.expected_seeds,
-                "chosen": cell.choices,
-            }
-        )
-    return {
-        "criterion": t.criterion,
-        "protocol": t.protocol,
-        "datasets": t.datasets,
-        "methods": t.methods,
-        "train_groups": t.train_groups,
-        "val_groups": t.val_groups,
-        "cells": cells,
-        "missing": [{"dir": str(r.dir), "state": r.state} for r in t.missing],
-        "notes": t.notes,
-    }
-
-
-def missing_text(t: Table, limit: int = 10) -> str | None:
-    """One line per missing run (at most ``limit``), or None when every planned run has results."""
-    if not t.missing:
-        return None
-    lines = [f"table: {len(t.missing)} of {t.n_runs} runs have no results; the table shows what exists:"]
-    for r in t.missing[:limit]:
-        lines.append(f"  {r.dataset}/{r.method} comb{r.comb}_seed{r.seed}: {r.state} ({r.dir})")
-    if len(t.missing) > limit:
-        lines.append(f"  ... and {len(t.missing) - limit} more")
-    return "\n".join(lines)
-
-
-def plot_table(t: Table, path: str | os.PathLike) -> Path:
-    """Bar chart of test worst-group accuracy (mean, error bar = std over seeds), one group of bars per dataset."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from .artifacts import save_figure
-
-    n_m, n_d = max(1, len(t.methods)), max(1, len(t.datasets))
-    width = 0.8 / n_m
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * n_d * max(1.0, n_m / 3) + 1.5), 3.6))
-    cmap = plt.get_cmap("tab10")
-    for i, m in enumerate(t.methods):
-        xs, ys, es, labels = [], [], [], []
-        for j, ds in enumerate(t.datasets):
-            cell = t.cells[(ds, m)]
-            stat = cell.stat("worst")
-            if stat is None:
-                continue
-            xs.append(j - 0.4 + width * (i + 0.5))
-            ys.append(100 * stat[0])
-            es.append(100 * stat[1] if cell.n_seeds > 1 else float("nan"))
-            labels.append(f"{100 * stat[0]:.1f}" + ("*" if cell.partial else ""))
-        bars = ax.bar(xs, ys, width * 0.92, color=cmap(i % 10), label=METHOD_NAMES.get(m, m))
-        ax.errorbar(xs, ys, yerr=es, fmt="none", ecolor="black", capsize=3, lw=1)
-        for b, text in zip(bars, labels, strict=True):
-            ax.text(
-                b.get_x() + b.get_width() / 2,
-                1.5,
-                text,
-                ha="center",
-                va="bottom",
-                fontsize=7,
-                rotation=90,
-                color="white",
-            )
-    ax.set_xlim(-0.5, n_d - 0.5)
-    ax.set_xticks(range(len(t.datasets)))
-    ax.set_xticklabels(t.datasets)
-    ax.set_ylim(0, 105)
-    ax.set_ylabel("test worst-group accuracy (%)")
-    partial = any(c.partial for c in t.cells.values())
-    title = f"selection: {t.criterion} ({t.protocol}); error bars: std over seeds"
-    ax.set_title(title + ("\n* fewer seeds than planned" if partial else ""), fontsize=9)
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8, ncols=min(len(t.methods), 4), loc="upper center", bbox_to_anchor=(0.5, -0.12), frameon=False)
-    fig.tight_layout()
-    try:
-        return save_figure(fig, path)
-    finally:
-        plt.close(fig)

@@ -2,7 +2,8 @@
 use in training (e_tr) and in model selection (e_va); columns = datasets x {Avg, Worst}: test accuracy in %, mean
 +- std over seeds of the run that the validation criterion chooses among the hyper-parameter combinations of each
 seed. Also draws a bar chart of test worst-group accuracy (PNG). Runs that are planned but have no results are
-listed on stderr, and the table shows what exists."""
+listed on stderr, and the table shows what exists. Runs that logged their evaluations (evaluations.npz) are
+re-selected by any registered criterion, without retraining."""
 
 from __future__ import annotations
 
@@ -10,20 +11,34 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..table import CRITERIA, PROTOCOLS, build_table, collect_runs, format_table, missing_text, plot_table
+from ..errors import MemawareError
+from ..selection import criterion_names, get_criterion
+from ..table import PROTOCOLS, build_table, collect_runs
+from ..table_format import format_table, missing_text, plot_table
 
 FORMATS = ("md", "csv", "latex", "json")
 
 
+def _criterion(name: str) -> str:
+    """argparse type for --selection: a registered criterion, an old spelling, or package.module:Class."""
+    try:
+        get_criterion(name)
+    except MemawareError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return name
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sweep", nargs="+", required=True, metavar="DIR", help="sweep directories (memaware sweep --out)")
+    # the choices are read from the registry when the parser is built, so criteria registered before then count
     p.add_argument(
         "--selection",
-        choices=tuple(CRITERIA),
+        type=_criterion,
         default="va_wga",
         metavar="CRITERION",
-        help="validation criterion choosing each seed's run: va_wga (true groups), va_gi_wga (XRM-inferred groups), "
-        "worst_class, avg (no group labels); val_* spellings work too",
+        help="criterion choosing each seed's run (and, for runs with evaluations.npz, its evaluation): "
+        f"{', '.join(criterion_names())} (test_wga is an oracle, for diagnostics); old spellings "
+        "va_wga, va_gi_wga, worst_class, avg work too; or package.module:Class (a memaware.selection.Criterion)",
     )
     p.add_argument(
         "--protocol",

@@ -1,0 +1,277 @@
+"""Model selection after training (DomainBed's ``model_selection``, computed from the evaluation log).
+
+A run logs every evaluation (``memaware.evallog.EvalLog``); a criterion is a small class whose ``score(log, t)``
+rates evaluation t (higher is better, None = not computable for this log). ``select`` returns the evaluation a
+criterion chooses (ties: the later one, as ``tracking.Selector``), ``reports`` the validation and test reports of
+the evaluations the four validation criteria choose, in ``Selector.reports()``'s format. Because everything is read
+from the log, a criterion registered today (``register_criterion``) applies to a sweep trained last month.
+
+Built in: ``val_wga`` (true validation groups), ``val_gi_wga`` (XRM-inferred validation groups: the log's own, else
+an XRM run's ``inferred_groups.npz``), ``val_worst_class``, ``val_avg``, ``last`` and the oracle ``test_wga``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import torch
+
+from .errors import ConfigError
+from .evallog import EvalLog
+from .metrics import group_report, report_from_counts, worst_class_acc, worst_group_acc
+
+VAL_CRITERIA = ("val_wga", "val_gi_wga", "val_worst_class", "val_avg")
+VAL_GROUP_USE = ("yes", "inferred", "no")
+# older spellings (the paper's va_*, the table's first flags) -> registry name
+ALIASES = {
+    "va_wga": "val_wga",
+    "va_gi_wga": "val_gi_wga",
+    "worst_class": "val_worst_class",
+    "va_worst_class": "val_worst_class",
+    "avg": "val_avg",
+    "va_avg": "val_avg",
+    "va_avg_acc": "val_avg",
+}
+
+
+class Criterion:
+    """A selection criterion. Subclasses set ``name``, ``description`` (one line), ``val_group_use`` ('yes': true
+    validation groups, 'inferred': XRM-inferred ones, 'no': none) and implement ``score``."""
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    val_group_use: ClassVar[str] = "no"
+    oracle: ClassVar[bool] = False  # reads the test split: for diagnostics, never for reporting
+
+    def score(self, log: EvalLog, t: int, external_groups: torch.Tensor | None = None) -> float | None:
+        """The score of evaluation t (higher is better), or None when it is not computable for this log.
+        ``external_groups`` (n_val,): inferred validation groups from another run (an XRM run's)."""
+        raise NotImplementedError
+
+
+def _val_correct(log: EvalLog, t: int) -> torch.Tensor:
+    """(n_val,) bool: validation predictions of evaluation t that are right."""
+    return log.val_pred_at(t) == log.val_y
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def val_wga_computable(log: EvalLog) -> bool:
+    """Every validation attribute is known and every training group has validation examples (``Selector``'s rule:
+    a missing group would silently drop out of the minimum)."""
+    return log.val_groups_complete and len(log.val_a) > 0 and bool((log.val_a >= 0).all())
+
+
+class ValWGA(Criterion):
+    name = "val_wga"
+    description = "validation worst-group accuracy (true groups)"
+    val_group_use = "yes"
+
+    def score(self, log: EvalLog, t: int, external_groups: torch.Tensor | None = None) -> float | None:
+        if not val_wga_computable(log):
+            return None
+        group = log.val_y * log.num_attrs + log.val_a
+        return _finite(worst_group_acc(_val_correct(log, t), group, log.num_groups))
+
+
+class ValGIWGA(Criterion):
+    name = "val_gi_wga"
+    description = "validation worst-group accuracy (XRM-inferred groups)"
+    val_group_use = "inferred"
+
+    def score(self, log: EvalLog, t: int, external_groups: torch.Tensor | None = None) -> float | None:
+        groups = inferred_groups(log, t, external_groups)
+        if groups is None:
+            return None
+        return _finite(worst_group_acc(_val_correct(log, t), groups, int(groups.max()) + 1))
+
+
+class ValWorstClass(Criterion):
+    name = "val_worst_class"
+    description = "validation worst-class accuracy (no group labels)"
+
+    def score(self, log: EvalLog, t: int, external_groups: torch.Tensor | None = None) -> float | None:
+        return _finite(worst_class_acc(_val_correct(log, t), log.val_y, log.num_classes))
+
+
+class ValAvg(Criterion):
+    name = "val_avg"
+    description = "validation average accuracy (no group labels)"
+
+    def score(self, log: EvalLog, t: int, external_groups: torch.Tensor | None = None) -> float | None:
+        return _finite(float(_val_correct(log, t).float().mean())) if len(log.val_y) else None
+
+
+class Last(Criterion):
+    name = "last"
+    description = "the last evaluation (runs compared by its validation average accuracy)"
+
+    def score(self, log: EvalLog, t: int, external_groups: torch.Tensor | None = None) -> float | None:
+        # only the last evaluation has a score; its value ranks hyper-parameter combinations against each other
+        return ValAvg().score(log, t) if t == len(log) - 1 else None
+
+
+class OracleTestWGA(Criterion):
+    name = "test_wga"
+    description = "ORACLE test worst-group accuracy (reads the test groups: diagnostics only)"
+    val_group_use = "yes"
+    oracle = True
+
+    def score(self, log: EvalLog, t: int, external_groups: torch.Tensor | None = None) -> float | None:
+        return _finite(report_from_counts(**log.test_counts_at(t))["worst_group_acc"])
+
+
+_REGISTRY: dict[str, Criterion] = {}
+
+
+def register_criterion(cls: type[Criterion]) -> type[Criterion]:
+    """Adds a criterion class to the registry (usable as a decorator); a name already taken by another class is
+    a ``ConfigError``."""
+    if not (isinstance(cls, type) and issubclass(cls, Criterion)) or not cls.name:
+        raise ConfigError(f"a selection criterion must subclass memaware.selection.Criterion and set 'name': {cls!r}")
+    if cls.val_group_use not in VAL_GROUP_USE:
+        raise ConfigError(f"criterion '{cls.name}': val_group_use must be one of {VAL_GROUP_USE}")
+    name = cls.name.strip().lower()
+    held = _REGISTRY.get(name)
+    if name in ALIASES or (held is not None and type(held) is not cls):
+        raise ConfigError(f"selection criterion '{name}' is already registered")
+    _REGISTRY[name] = cls()
+    return cls
+
+
+def unregister_criterion(name: str) -> None:
+    """Removes a criterion (tests, plug-ins being reloaded); built-ins can be removed too."""
+    _REGISTRY.pop(name, None)
+
+
+for _cls in (ValWGA, ValGIWGA, ValWorstClass, ValAvg, Last, OracleTestWGA):
+    register_criterion(_cls)
+
+
+def criterion_names(aliases: bool = False) -> list[str]:
+    """Registered names (in registration order), then the accepted old spellings when ``aliases``."""
+    return list(_REGISTRY) + (list(ALIASES) if aliases else [])
+
+
+def get_criterion(name: str) -> Criterion:
+    """A registered name, an alias ('va_wga', 'avg', ...), or 'package.module:Class' (imported and registered);
+    ``ConfigError`` otherwise."""
+    key = name.strip()
+    if ":" in key:
+        module, _, attr = key.partition(":")
+        try:
+            cls = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as e:
+            raise ConfigError(f"selection criterion '{name}': cannot import it ({e})") from None
+        register_criterion(cls)
+        return _REGISTRY[cls.name.strip().lower()]
+    key = ALIASES.get(key.lower(), key.lower())
+    if key not in _REGISTRY:
+        raise ConfigError(
+            f"unknown selection criterion '{name}', choose from {', '.join(criterion_names(aliases=True))} "
+            "or give package.module:Class"
+        )
+    return _REGISTRY[key]
+
+
+def _as_criterion(criterion: str | Criterion) -> Criterion:
+    return criterion if isinstance(criterion, Criterion) else get_criterion(criterion)
+
+
+def inferred_groups(log: EvalLog, t: int, external_groups: torch.Tensor | None = None) -> torch.Tensor | None:
+    """(n_val,) inferred validation groups at evaluation t: the method's own, else ``external_groups``, else None."""
+    own = log.val_inferred_at(t)
+    if own is not None:
+        return own
+    if external_groups is None:
+        return None
+    groups = torch.as_tensor(external_groups).long().cpu()
+    if groups.shape != log.val_y.shape:
+        raise ConfigError(
+            f"inferred validation groups have {len(groups)} entries, the validation split {len(log.val_y)}"
+        )
+    return groups
+
+
+def improves(score: float | None, best: float | None) -> bool:
+    """Whether a score replaces the best so far: a later evaluation wins ties (``>=``); None and nan never win."""
+    if score is None or math.isnan(score):
+        return False
+    return best is None or score >= best
+
+
+def scores(log: EvalLog, criterion: str | Criterion, external_groups: torch.Tensor | None = None) -> list[float | None]:
+    """The criterion's score of every evaluation, (T,)."""
+    crit = _as_criterion(criterion)
+    return [crit.score(log, t, external_groups) for t in range(len(log))]
+
+
+def select(log: EvalLog, criterion: str | Criterion, external_groups: torch.Tensor | None = None) -> int | None:
+    """Index of the evaluation the criterion chooses (ties: the later), or None when it is not computable."""
+    best_t, best = None, None
+    for t, s in enumerate(scores(log, criterion, external_groups)):
+        if improves(s, best):
+            best_t, best = t, s
+    return best_t
+
+
+def resolve(criterion: str, log: EvalLog, external_groups: torch.Tensor | None = None) -> str:
+    """The criterion a run follows, by ``Selector``'s rules: 'auto' is val_wga when computable, else val_gi_wga
+    when inferred groups exist (the log's or external), else val_avg; val_gi_wga without inferred groups becomes
+    val_avg; an explicit val_wga that is not computable is a ``ConfigError``. Inferred groups are known once the
+    first evaluation is logged."""
+    has_inferred = log.has_inferred or external_groups is not None
+    if criterion == "auto":
+        if val_wga_computable(log):
+            return "val_wga"
+        return "val_gi_wga" if has_inferred else "val_avg"
+    name = _as_criterion(criterion).name
+    if name == "val_gi_wga" and not has_inferred:
+        return "val_avg"
+    if name == "val_wga" and not val_wga_computable(log):
+        raise ConfigError(
+            "selection 'val_wga' needs every validation attribute known and validation examples of every training "
+            "group; use --selection val_gi_wga or val_worst_class"
+        )
+    return name
+
+
+def report_at(log: EvalLog, t: int) -> dict[str, Any]:
+    """{"epoch", "val", "test"} of evaluation t: ``group_report`` of its validation predictions, the test report
+    from its counts."""
+    K, A = log.num_classes, log.num_attrs
+    return {
+        "epoch": log.epoch_at(t),
+        "val": group_report(log.val_pred_at(t), log.val_y, log.val_a, K, A),
+        "test": report_from_counts(**log.test_counts_at(t)),
+    }
+
+
+def chosen(
+    log: EvalLog, criterion: str | Criterion, external_groups: torch.Tensor | None = None
+) -> dict[str, Any] | None:
+    """{"epoch", "val_score", "val", "test"} of the evaluation the criterion chooses, or None."""
+    crit = _as_criterion(criterion)
+    t = select(log, crit, external_groups)
+    if t is None:
+        return None
+    rep = report_at(log, t)
+    return {"epoch": rep["epoch"], "val_score": crit.score(log, t, external_groups), **rep}
+
+
+def reports(
+    log: EvalLog, external_groups: torch.Tensor | None = None, criteria: Sequence[str] = VAL_CRITERIA
+) -> dict[str, dict[str, Any]]:
+    """{criterion: {"epoch", "val_score", "val", "test"}} for the ``criteria`` computable on this log, as
+    ``tracking.Selector.reports()`` (results.json's ``criteria``)."""
+    out = {}
+    for name in criteria:
+        rep = chosen(log, name, external_groups)
+        if rep is not None:
+            out[_as_criterion(name).name] = rep
+    return out
