@@ -6,11 +6,10 @@ import torch
 
 from memaware.data import GroupData, make_setup21
 from memaware.errors import ConfigError
-from memaware.methods import make_method
+from memaware.methods import method_class
 from memaware.methods.balancing import inverse_frequency_weights, subsample_to_smallest
 from memaware.methods.groupdro import exponentiated_step, group_mean_losses
 from memaware.methods.jtt import upweight
-from memaware.methods import method_class
 from memaware.train import TrainConfig, epoch_batches, fit
 
 CFG = TrainConfig(epochs=30, lr=1e-2, optimizer="adam", batch_size=64, seed=0)

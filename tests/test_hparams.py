@@ -4,7 +4,6 @@ import math
 import pytest
 
 from memaware.errors import ConfigError
-from memaware.methods import classifiers
 from memaware.hparams import (
     FAMILIES,
     _stable_seed,
@@ -15,6 +14,7 @@ from memaware.hparams import (
     uses_train_groups,
     val_group_use,
 )
+from memaware.methods import classifiers
 
 METHODS = classifiers()  # the registry's, in table order
 
