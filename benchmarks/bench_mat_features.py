@@ -40,7 +40,7 @@ def make_data(seed: int = 0):
 
 
 def run_memaware(data) -> float:
-    from memaware.train import TrainConfig, fit
+    from memaware.engine import TrainConfig, fit
 
     cfg = TrainConfig(
         epochs=10_000, max_steps=STEPS, lr=LR, weight_decay=WD, optimizer="adam", batch_size=BATCH, seed=0

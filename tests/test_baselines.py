@@ -5,12 +5,12 @@ import pytest
 import torch
 
 from memaware.data import GroupData, make_setup21
+from memaware.engine import TrainConfig, epoch_batches, fit
 from memaware.errors import ConfigError
 from memaware.methods import method_class
 from memaware.methods.balancing import inverse_frequency_weights, subsample_to_smallest
 from memaware.methods.groupdro import exponentiated_step, group_mean_losses
 from memaware.methods.jtt import upweight
-from memaware.train import TrainConfig, epoch_batches, fit
 
 CFG = TrainConfig(epochs=30, lr=1e-2, optimizer="adam", batch_size=64, seed=0)
 
@@ -151,7 +151,7 @@ def test_checkpoint_of_another_run_is_refused(spurious, tmp_path):
 
 @pytest.mark.parametrize("method", ["erm", "mat"])
 def test_resume_of_the_gram_matrix_path_is_exact(tmp_path, method):
-    data = make_setup21(n_train=200, n_val=100, n_test=100, noise_dim=400, seed=2)  # n < d: memaware.dual applies
+    data = make_setup21(n_train=200, n_val=100, n_test=100, noise_dim=400, seed=2)  # n < d: the Gram path
     cfg = TrainConfig(epochs=8, lr=1e-2, seed=1, history_splits=("test",))  # full-batch SGD, linear, no bias
     whole = fit(data, method, cfg)
     ckpt = tmp_path / "checkpoint.pt"

@@ -378,7 +378,7 @@ def test_prepare_fashionbirds_cli(tmp_path, capsys):
 def test_quick_check_reweighting_beats_erm_on_worst_group(name, opts):
     """The benchmark has a real spurious correlation: a linear head trained with ERM has a test worst-group
     accuracy well below the same head trained with group reweighting (both selected on validation worst-group)."""
-    from memaware.train import TrainConfig, fit
+    from memaware.engine import TrainConfig, fit
 
     d = build_benchmark(name, **opts)
     cfg = TrainConfig(epochs=30, lr=1e-3, optimizer="adam", batch_size=128, weight_decay=1e-4, selection="val_wga")

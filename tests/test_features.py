@@ -150,7 +150,7 @@ def test_end_to_end_net_shapes_and_gradients(tmp_path, name):
 
 
 def test_fit_trains_an_end_to_end_net(tmp_path):
-    from memaware.train import TrainConfig, fit
+    from memaware.engine import TrainConfig, fit
 
     make_waterbirds(tmp_path)
     ds = open_dataset("waterbirds", tmp_path, image_size=16)

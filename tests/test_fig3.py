@@ -5,10 +5,10 @@ import torch
 
 from memaware.cli import main
 from memaware.data.regression import make_setup_c1, paper_function, stack_problems
+from memaware.engine import TrainConfig, fit
 from memaware.errors import ConfigError
 from memaware.experiments.fig3 import noise_reliance, train_problems
 from memaware.models import EnsembleMLP
-from memaware.train import TrainConfig, fit
 
 
 def test_setup_c1_generator():

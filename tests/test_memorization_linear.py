@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from memaware.data import GroupData, make_setup21
+from memaware.engine import TrainConfig, fit
 from memaware.errors import ConfigError
 from memaware.memorization import fit_logistic, linear_scores, loo_margins
-from memaware.train import TrainConfig, fit
 
 
 @pytest.fixture(scope="module")

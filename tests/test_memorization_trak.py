@@ -7,11 +7,11 @@ import torch
 from test_memorization_linear import _designed
 
 from memaware.data import make_setup21
+from memaware.engine import TrainConfig
 from memaware.errors import ConfigError
 from memaware.memorization import self_influence, train_full_models, trak_scores
 from memaware.memorization.trak import margin_grads, project, projection_block, select_params
 from memaware.memorization.trak_adapter import traker_available, traker_self_influence
-from memaware.train import TrainConfig
 
 MLP_CFG = TrainConfig(epochs=150, lr=1e-2, optimizer="adam", selection="last")
 

@@ -4,11 +4,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from memaware.engine.optim import SGD, Adam
 from memaware.errors import ConfigError
 from memaware.methods import make_method
 from memaware.methods.mat import label_given_heldout, mat_log_shift
 from memaware.methods.xrm import class_balanced_ce, cross_mistake_groups, flip_labels, flip_probability
-from memaware.optim import SGD, Adam
 
 
 def test_mat_shift_hand_computed():

@@ -110,7 +110,7 @@ def test_three_class_problem():
     ],
 )
 def test_dual_gram_path_matches_the_primal_path(small_noisy, method, kwargs, cfg_kwargs):
-    """Full-batch SGD of a linear model through the Gram matrix gives the same iterates (memaware.dual)."""
+    """Full-batch SGD of a linear model through the Gram matrix gives the same iterates (memaware.engine.dual)."""
     runs = [
         fit(small_noisy, method, TrainConfig(epochs=60, lr=3e-2, dual=dual, **cfg_kwargs), **kwargs)
         for dual in (True, False)

@@ -1,11 +1,11 @@
 """memaware: memorization-aware training (MAT) and the experiments of 'The Pitfalls of Memorization'."""
 
 from .data import GroupData, load_npz, make_setup21
+from .engine import FitResult, TrainConfig, fit
 from .errors import ConfigError, DataError, MemawareError
 from .methods import METHODS, Method, make_method, mat_log_shift
 from .metrics import group_report, majority_minority_acc, worst_group_acc
 from .models import MultiHeadNet, build_model
-from .train import FitResult, TrainConfig, fit
 
 
 def __getattr__(name: str):

@@ -196,6 +196,8 @@ TRAIN_OVERRIDABLE: dict[str, type | tuple[type, ...]] = {
     "hidden": list,
     "class_balanced": bool,
     "bias": bool,
+    "schedule": str,
+    "warmup_fraction": (int, float),
     "max_steps": int,
     "eval_every": int,
 }

@@ -10,7 +10,8 @@ trains with / the primary criterion selects with); ``selection`` (criterion actu
 ``val`` and ``test`` (``metrics.group_report`` of the chosen checkpoint); ``criteria``: {criterion: {"epoch",
 "val_score", "val", "test"}} for every criterion computable (val_wga, val_gi_wga, val_worst_class, val_avg);
 ``hparams`` (after defaults and method description); ``data`` (size, dims, notes); ``epochs_run``;
-``resumed_from`` (epoch, or null); ``seconds``.
+``resumed_from`` (epoch, or null); ``seconds``. Beside it, ``evaluations.npz`` (``memaware.evallog``) holds every
+evaluation of the run, from which ``memaware.selection`` computes any criterion after the fact.
 """
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ import torch
 
 from .artifacts import atomic_writer, write_json
 from .data.groups import VAL, GroupData, load_npz
+from .engine import TrainConfig, fit
 from .errors import ConfigError
+from .evallog import FILENAME as EVALUATIONS
 from .methods import make_method, method_class
-from .train import TrainConfig, fit
 
 
 def train_hparam_defaults() -> dict[str, Any]:
@@ -34,7 +36,7 @@ def train_hparam_defaults() -> dict[str, Any]:
     linear head without bias, as ``build_model``); a method's own follow from its declaration."""
     cfg = TrainConfig()
     keys = ("epochs", "max_steps", "lr", "optimizer", "momentum", "weight_decay", "batch_size", "class_balanced",
-            "eval_every")  # fmt: skip
+            "eval_every", "schedule", "warmup_fraction")  # fmt: skip
     return {**{k: getattr(cfg, k) for k in keys}, "hidden": [], "bias": False}
 
 
@@ -97,6 +99,8 @@ def train_config(
         seed=int(spec.get("seed", 0)),
         selection=spec.get("selection") or "auto",
         eval_every=int(hp["eval_every"]),
+        schedule=str(hp["schedule"]),
+        warmup_fraction=float(hp["warmup_fraction"]),
         # end to end, an evaluation batch runs the backbone: keep it to what a training batch costs
         eval_batch_size=max(64, 2 * int(hp["batch_size"])) if end_to_end else 8192,
         device=device,
@@ -189,6 +193,8 @@ def execute(spec: dict[str, Any], run_dir: str | Path, progress: bool = False) -
     if result.val_inferred_groups is not None:
         groups = result.val_inferred_groups.numpy().astype(np.int64)
         atomic_writer(run_dir / "inferred_groups.npz", lambda p: np.savez(p, val_groups=groups), ".npz")
+    if result.evaluations is not None:  # every evaluation: any criterion, even a later one, selects from it
+        result.evaluations.save(run_dir / EVALUATIONS)
     if spec.get("save_model"):
         state = {k: v.detach().cpu() for k, v in result.model.state_dict().items()}
         atomic_writer(run_dir / "model.pt", lambda p: torch.save(state, p), ".pt")

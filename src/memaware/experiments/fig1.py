@@ -13,10 +13,10 @@ from typing import Any
 
 from ..artifacts import write_json
 from ..data import TEST, TRAIN, GroupData, make_setup21
+from ..engine import FitResult, TrainConfig, fit
 from ..errors import ConfigError
 from ..metrics import majority_minority_acc
 from ..threads import use_one_intraop_thread, worker_count
-from ..train import FitResult, TrainConfig, fit
 
 
 @dataclass(frozen=True)

@@ -17,10 +17,10 @@ import torch
 
 from ..artifacts import write_json
 from ..data.regression import RegressionProblem, make_setup_c1, stack_problems
+from ..engine import TrainConfig, fit
 from ..errors import ConfigError
 from ..models import EnsembleMLP
 from ..threads import use_one_intraop_thread, worker_count
-from ..train import TrainConfig, fit
 
 RUNS = {"good": 1e-4, "bad": 1e-3, "ugly": 0.0}
 SWEEP_SIGMAS = (0.0, 1e-6, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 1e-1)

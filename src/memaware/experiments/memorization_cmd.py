@@ -17,9 +17,9 @@ import numpy as np
 
 from ..artifacts import atomic_writer, write_json
 from ..data import TRAIN, load_npz
+from ..engine import OPTIMIZERS, TrainConfig
 from ..errors import ConfigError
 from ..memorization.scores import AUDIT_METHODS, TARGETS, MemorizationScores
-from ..train import OPTIMIZERS, TrainConfig
 
 SCHEMA = "memaware.memorization/1"
 LINEAR_DEFAULT_WD = 1e-3

@@ -11,11 +11,11 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..engine import SELECTIONS
 from ..errors import ConfigError
 from ..hparams import FAMILIES, family_for, parse_override
 from ..methods import classifiers, is_reference
 from ..sweep import EXECUTORS, DataSource, Run, SlurmOptions, check_executor, describe, plan_sweep, run_sweep
-from ..train import SELECTIONS
 
 
 def _methods(text: str) -> tuple[str, ...]:

@@ -10,10 +10,10 @@ import argparse
 import shutil
 from pathlib import Path
 
+from ..engine import SELECTIONS, TrainConfig
 from ..errors import ConfigError
 from ..methods import METHODS, classifiers, is_reference, method_class
 from ..runner import checkpoints, execute
-from ..train import SELECTIONS, TrainConfig
 
 DEFAULTS = TrainConfig()  # the library's defaults are the command's
 

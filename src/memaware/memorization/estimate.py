@@ -6,8 +6,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..data.groups import GroupData
+from ..engine import TrainConfig
 from ..errors import ConfigError
-from ..train import TrainConfig
 from .linear import ESTIMATORS as LINEAR_ESTIMATORS
 from .linear import linear_scores
 from .scores import TARGETS, MemorizationScores

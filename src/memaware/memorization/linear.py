@@ -34,8 +34,8 @@ import numpy as np
 import torch
 
 from ..data.groups import GroupData
+from ..engine import TrainConfig
 from ..errors import ConfigError
-from ..train import TrainConfig
 from .fitting import check_config, xrm_shift
 from .scores import MemorizationScores, check_method, train_arrays
 

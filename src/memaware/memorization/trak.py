@@ -32,8 +32,8 @@ import torch
 from torch import nn
 
 from ..data.groups import GroupData
+from ..engine import TrainConfig
 from ..errors import ConfigError
-from ..train import TrainConfig
 from .fitting import ScoredModel, check_config, train_full_models
 from .scores import MemorizationScores, train_arrays, true_label_prob
 

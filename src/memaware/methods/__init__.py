@@ -1,4 +1,4 @@
-"""Training methods: each a small class in a registry (name -> class), all trained by ``memaware.train.fit``.
+"""Training methods: each a small class in a registry (name -> class), all trained by ``memaware.engine.fit``.
 
 Each module declares its method's facts (name, group labels, hyper-parameters, phases); the registry is the only
 list of methods. A user's own ``Method`` subclass works everywhere as ``package.module:Class``.

@@ -1,6 +1,6 @@
 """The interface every method implements, and the facts each method declares about itself.
 
-A method defines its loss and per-step bookkeeping; the one training loop (``memaware.train.fit``) owns data order,
+A method defines its loss and per-step bookkeeping; the one training loop (``memaware.engine.fit``) owns data order,
 optimisation, evaluation and checkpoint selection. Class attributes declare what the rest of memaware derives from
 the registry: ``name``, ``summary``, ``display_name``, which group labels the method trains with
 (``needs_train_groups``), whether it infers validation groups itself (``infers_groups``), its hyper-parameters
@@ -26,8 +26,8 @@ from .space import HParam
 
 if TYPE_CHECKING:
     from ..data.groups import GroupData
+    from ..engine import FitResult, TrainConfig
     from ..models import MultiHeadNet
-    from ..train import FitResult, TrainConfig
 
 
 @dataclass
@@ -94,7 +94,7 @@ class Method:
     # "groupdro"), or None: the method then trains one run at a time. Pinned to autograd by tests/test_vectorized.py.
     batched_loss: ClassVar[str | None] = None
     # True when ``forward`` equals ``model(x)`` for a linear model (no backbone), which lets the loop train it
-    # through the Gram matrix (memaware.dual); a subclass that overrides ``forward`` must opt in explicitly
+    # through the Gram matrix (memaware.engine.dual); a subclass that overrides ``forward`` must opt in explicitly
     plain_linear_forward: ClassVar[bool] = True
 
     # Set in ``prepare`` by methods that rebalance the training set (RWG, JTT): a weight per training position.
@@ -122,9 +122,10 @@ class Method:
     def label(cls) -> str:
         return cls.display_name or cls.name.upper()
 
-    def get_params(self) -> dict[str, Any]:
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
         """The keyword arguments this instance was built with (scikit-learn's convention): ``__init__``'s
-        parameters read back from attributes of the same name."""
+        parameters read back from attributes of the same name (``deep`` is accepted for scikit-learn's ``clone``;
+        a method holds no nested estimators)."""
         params = {}
         for p in inspect.signature(type(self).__init__).parameters.values():
             if p.name == "self" or p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL):

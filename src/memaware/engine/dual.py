@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from .models import MultiHeadNet
+from ..models import MultiHeadNet
 
 
 class DualSGD:

@@ -1,0 +1,64 @@
+"""Optimisation and evaluation settings of one run (``TrainConfig``), checked when built."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import ConfigError
+
+SELECTIONS = ("auto", "val_wga", "val_gi_wga", "val_worst_class", "val_avg", "last")
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("constant", "linear", "cosine")  # torch_optim.make_schedule
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation and evaluation settings. ``batch_size=0`` means full batch (one step per epoch)."""
+
+    epochs: int = 1000
+    max_steps: int = 0  # > 0: stop after this many optimiser steps (the authors count steps, not epochs)
+    lr: float = 1e-2
+    optimizer: str = "sgd"
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    batch_size: int = 0
+    class_balanced: bool = False  # draw mini-batches with every class equally likely (authors: CivilComments)
+    seed: int = 0
+    selection: str = "auto"
+    eval_every: int = 1
+    dual: bool = True  # full-batch SGD of a linear model through its Gram matrix when cheaper (memaware.dual)
+    history_splits: tuple[str, ...] = ()
+    eval_batch_size: int = 8192
+    # end-to-end fine-tuning (a backbone): learning-rate schedule over the run's steps and its warm-up share
+    schedule: str = "constant"
+    warmup_fraction: float = 0.0
+    device: str = "cpu"
+    progress: bool = False
+    progress_label: str = ""
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ConfigError(f"epochs must be >= 1, got {self.epochs}")
+        if self.max_steps < 0:
+            raise ConfigError(f"max_steps must be >= 0 (0 = no limit), got {self.max_steps}")
+        if not self.lr > 0:
+            raise ConfigError(f"lr must be > 0, got {self.lr}")
+        if self.weight_decay < 0:
+            raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if self.batch_size < 0:
+            raise ConfigError(f"batch_size must be >= 0 (0 = full batch), got {self.batch_size}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got '{self.optimizer}'")
+        if self.selection not in SELECTIONS:
+            raise ConfigError(f"selection must be one of {', '.join(SELECTIONS)}, got '{self.selection}'")
+        if self.eval_every < 1:
+            raise ConfigError(f"eval_every must be >= 1, got {self.eval_every}")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"schedule must be one of {', '.join(SCHEDULES)}, got '{self.schedule}'")
+        if not 0 <= self.warmup_fraction <= 1:
+            raise ConfigError(f"warmup_fraction must be in [0, 1], got {self.warmup_fraction}")
+        if self.schedule == "constant" and self.warmup_fraction > 0:
+            raise ConfigError("warmup_fraction needs a schedule to warm up: use schedule 'linear' or 'cosine'")
+        for s in self.history_splits:
+            if s not in ("val", "test"):
+                raise ConfigError(f"history_splits may hold 'val' and 'test', got '{s}'")

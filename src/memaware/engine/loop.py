@@ -1,0 +1,69 @@
+"""The one training loop. Every run goes through ``run_epochs``: one model at a time (``engine.single``) or many
+members of a head at once (``memaware.vectorized``); what differs between them is only how one step is taken
+(the ``Steps`` they pass in), never the epoch structure, the step budget, the evaluation cadence or stopping."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
+
+from tqdm.auto import tqdm
+
+
+class Steps(Protocol):
+    """How a run takes its steps. ``steps`` counts the optimiser steps taken so far (resumable)."""
+
+    steps: int
+
+    def epoch(self) -> Iterable[Any]:
+        """The coming epoch's step payloads, in order (drawn at the start of the epoch from the run's generator)."""
+        ...
+
+    def step(self, payload: Any) -> None:
+        """One optimiser step (and its per-step bookkeeping); increments ``steps``."""
+        ...
+
+    def should_stop(self) -> bool:
+        """Asked after every epoch: True ends training early (a method's target reached)."""
+        ...
+
+
+def evaluation_due(epoch: int, epochs: int, eval_every: int, stop: bool) -> bool:
+    """Evaluate every ``eval_every`` epochs, at the last epoch and when training stops early."""
+    return epoch % eval_every == 0 or epoch == epochs or stop
+
+
+def run_epochs(
+    steps: Steps,
+    *,
+    first: int,
+    epochs: int,
+    max_steps: int = 0,
+    eval_every: int = 1,
+    on_eval: Callable[[int], None] | None = None,
+    on_epoch_end: Callable[[int, bool], None] | None = None,
+    label: str = "",
+    progress: bool = False,
+) -> int:
+    """Runs epochs ``first`` .. ``epochs`` and returns the last epoch run (``first - 1`` when none ran).
+
+    ``max_steps`` > 0 stops after that many optimiser steps in all (the authors count steps, not epochs);
+    ``on_eval(epoch)`` runs where ``evaluation_due``; ``on_epoch_end(epoch, stopped)`` after every epoch
+    (checkpoints, snapshots). A progress bar shows on a terminal when ``progress`` is set.
+    """
+    epoch = first - 1
+    show = progress and sys.stderr.isatty()
+    for epoch in tqdm(range(first, epochs + 1), desc=label, disable=not show, leave=False):
+        for payload in steps.epoch():
+            if max_steps and steps.steps >= max_steps:
+                break
+            steps.step(payload)
+        stop = steps.should_stop() or bool(max_steps and steps.steps >= max_steps)
+        if on_eval is not None and evaluation_due(epoch, epochs, eval_every, stop):
+            on_eval(epoch)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, stop)
+        if stop:
+            break
+    return epoch

@@ -1,0 +1,103 @@
+"""One model's steps for ``loop.run_epochs``: gather the batch, the method's forward and loss, one optimiser step
+(or the Gram-matrix step of ``engine.dual``), the method's per-step hook, and the epoch's training accuracy and loss
+per group (from the logits the step already computed: no extra forward pass)."""
+
+from __future__ import annotations
+
+import torch
+
+from ..methods import Batch, Method
+from .batches import epoch_batches
+from .dual import DualSGD
+
+
+class SingleRunSteps:
+    """The ``loop.Steps`` of one model.
+
+    ``x_train`` (n, ...), ``y_train`` (n,) on the run's device; ``groups`` (n,) group ids with unknown attributes
+    mapped to the extra id G (or None for regression); ``weights`` (n,) float64 draw weights or None;
+    ``loss_weights`` (n,) per-position loss weights (full batch) or None.
+    """
+
+    def __init__(
+        self,
+        method: Method,
+        model: torch.nn.Module,
+        optimizer,
+        x_train: torch.Tensor,
+        y_train: torch.Tensor,
+        groups: torch.Tensor | None,
+        num_groups: int,
+        batch_size: int,
+        generator: torch.Generator,
+        weights: torch.Tensor | None,
+        loss_weights: torch.Tensor | None,
+        dual: DualSGD | None = None,
+        schedule=None,
+    ):
+        self.method, self.model, self.optimizer, self.dual, self.schedule = method, model, optimizer, dual, schedule
+        self.x, self.y, self.groups, self.num_groups = x_train, y_train, groups, num_groups
+        self.n, self.bs, self.generator = len(y_train), batch_size, generator
+        self.weights, self.loss_weights = weights, loss_weights
+        self.steps = 0
+        self.all_pos = torch.arange(self.n)
+        self.x_buffer = x_train.new_empty((0, *x_train.shape[1:]))
+        self.hits = self.seen = None
+        self.loss_sum, self.drawn = torch.zeros((), device=x_train.device), 0
+
+    def epoch(self) -> list[torch.Tensor | None]:
+        dev = self.x.device
+        if self.groups is not None:  # per-group training accuracy of this epoch (+1 bucket: unknown attribute)
+            self.hits = torch.zeros(self.num_groups + 1, device=dev)
+            self.seen = torch.zeros(self.num_groups + 1, device=dev)
+        self.loss_sum, self.drawn = torch.zeros((), device=dev), 0
+        return epoch_batches(self.n, self.bs, self.generator, self.weights, self.method.active_positions)
+
+    def step(self, pos: torch.Tensor | None) -> None:
+        self.steps += 1
+        if pos is None:  # the whole training set in order
+            xb, yb, pos, gb = self.x, self.y, self.all_pos, self.groups
+        else:
+            pos_d = pos.to(self.x.device)
+            # gather into one reused buffer: a fresh (b, d) tensor per step costs an allocation + page faults
+            if len(self.x_buffer) < len(pos_d):
+                self.x_buffer = self.x.new_empty((len(pos_d), *self.x.shape[1:]))
+            xb = torch.index_select(self.x, 0, pos_d, out=self.x_buffer[: len(pos_d)])
+            yb = self.y[pos_d]
+            gb = None if self.groups is None else self.groups[pos_d]
+        lw = self.loss_weights
+        if lw is not None and len(pos) != self.n:
+            lw = lw[pos]
+        batch = Batch(pos, yb, lw)
+        if self.dual is not None:  # the same iterates as a primal step, through the Gram matrix
+            logits = self.dual.leaf_logits()
+            loss = self.method.loss(logits, batch)
+            loss.backward()
+            self.dual.step(logits)
+        else:
+            logits = self.method.forward(self.model, xb)
+            loss = self.method.loss(logits, batch)
+            self.optimizer.zero_grad()
+            loss.backward()
+            self.optimizer.step()
+            if self.schedule is not None:
+                self.schedule.step()
+        detached = logits.detach()
+        self.method.after_step(detached, batch, self.model)
+        if gb is not None:
+            self.hits.index_add_(0, gb, (self.method.predict_logits(detached).argmax(dim=1) == yb).float())
+            self.seen.index_add_(0, gb, torch.ones_like(yb, dtype=self.seen.dtype))
+        self.loss_sum += loss.detach() * len(yb)
+        self.drawn += len(yb)
+
+    def should_stop(self) -> bool:
+        return self.method.should_stop()
+
+    def train_accuracy(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """This epoch's (hits (G,), drawn (G,)) per group, or (None, None) without groups."""
+        if self.hits is None:
+            return None, None
+        return self.hits[: self.num_groups], self.seen[: self.num_groups]
+
+    def mean_loss(self) -> torch.Tensor:
+        return self.loss_sum / max(1, self.drawn)
