@@ -4,7 +4,8 @@ import math
 import pytest
 
 from memaware.errors import ConfigError
-from memaware.hparams import (
+from memaware.methods import classifiers
+from memaware.sweep.hparams import (
     FAMILIES,
     _stable_seed,
     family_for,
@@ -14,7 +15,6 @@ from memaware.hparams import (
     uses_train_groups,
     val_group_use,
 )
-from memaware.methods import classifiers
 
 METHODS = classifiers()  # the registry's, in table order
 

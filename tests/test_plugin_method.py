@@ -12,8 +12,8 @@ import pytest
 from memaware import TrainConfig, fit, load_npz, make_setup21
 from memaware.cli import main
 from memaware.errors import ConfigError
-from memaware.hparams import sample_hparams
 from memaware.methods import METHODS, make_method, method_class
+from memaware.sweep.hparams import sample_hparams
 
 PLUGIN = textwrap.dedent(
     '''

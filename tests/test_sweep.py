@@ -14,7 +14,8 @@ from memaware import sweep as sw
 from memaware.cli import main
 from memaware.data.synthetic import make_setup21
 from memaware.errors import ConfigError
-from memaware.hparams import sample_hparams
+from memaware.sweep import schedule
+from memaware.sweep.hparams import sample_hparams
 
 FAKE = "sweep_fakes:fake_execute"
 TESTS = str(Path(__file__).parent)
@@ -139,7 +140,7 @@ def test_vectorized_batches_one_call_per_method(tmp_path, monkeypatch):
     )
     assert summary.complete
     assert (tmp_path / "sw" / "erm" / "comb1_seed1" / "batch.txt").read_text() == "4"
-    monkeypatch.setattr(sw, "EXECUTE_MANY", "sweep_fakes:no_such_function")
+    monkeypatch.setattr(schedule, "EXECUTE_MANY", "sweep_fakes:no_such_function")
     with pytest.raises(ConfigError, match="--vectorized: this version has no"):
         sw.run_sweep(_plan(tmp_path, out="v2"), tmp_path / "v2", vectorized=True, progress=False)
 
@@ -210,7 +211,7 @@ def test_cli_dry_run_and_bad_flags(tmp_path, capsys):
 
 
 def test_cli_two_datasets_in_one_sweep_and_their_table(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(sw, "EXECUTE", FAKE)
+    monkeypatch.setattr(schedule, "EXECUTE", FAKE)
     a, b = _npz(tmp_path, "alpha"), _npz(tmp_path, "beta")
     argv = ["sweep", "--data", str(a), str(b), "--methods", "erm,mat", "--n-hparams", "2", "--seeds", "2"]
     assert main([*argv, "--set", "epochs=2", "--jobs", "1", "--out", str(tmp_path / "sw")]) == 0
@@ -264,7 +265,7 @@ def _sweep_cmd(data: Path, out: Path, runner: str | None, *extra: str) -> list[s
     argv = ["sweep", "--data", str(data), "--out", str(out), "--quiet", *extra]
     code = "import sys\n"
     if runner:
-        code += f"sys.path.insert(0, {TESTS!r})\nimport memaware.sweep as s\ns.EXECUTE = {runner!r}\n"
+        code += f"sys.path.insert(0, {TESTS!r})\nimport memaware.sweep.schedule as s\ns.EXECUTE = {runner!r}\n"
     code += f"from memaware.cli import main\nsys.exit(main({argv!r}))\n"
     return [sys.executable, "-c", code]
 

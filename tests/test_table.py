@@ -9,8 +9,8 @@ from memaware.artifacts import write_json
 from memaware.cli import main
 from memaware.errors import ConfigError
 from memaware.selection import Criterion, unregister_criterion
-from memaware.table import build_table, collect_runs, criterion_key
-from memaware.table_format import format_table
+from memaware.sweep.table import build_table, collect_runs, criterion_key
+from memaware.sweep.table_format import format_table
 
 # (method, seed, comb) -> (val score of val_wga, test avg, test worst); scores of the other criteria are 1 - these
 WATERBIRDS = {

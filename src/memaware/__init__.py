@@ -14,7 +14,7 @@ def __getattr__(name: str):
         "open_dataset": "memaware.data.datasets",
         "build_benchmark": "memaware.data.benchmarks",
         "execute": "memaware.runner",
-        "sample_hparams": "memaware.hparams",
+        "sample_hparams": "memaware.sweep.hparams",
         "train_many": "memaware.vectorized",
     }
     if name in lazy:

@@ -3,7 +3,7 @@ directory DIR/<method>/comb<k>_seed<s>/ (spec.json, then results.json when finis
 for several datasets). Finished runs are skipped, so the same command resumes an interrupted sweep. Methods that
 infer no groups get the inferred validation groups of an XRM run of their seed, trained first. DIR/sweep.json lists
 every run and its status; `memaware table --sweep DIR` then makes the table. Combination 0 is each method's default;
-the ranges are documented in memaware.hparams."""
+the ranges are documented in memaware.sweep.hparams."""
 
 from __future__ import annotations
 
@@ -13,9 +13,10 @@ from pathlib import Path
 
 from ..engine import SELECTIONS
 from ..errors import ConfigError
-from ..hparams import FAMILIES, family_for, parse_override
 from ..methods import classifiers, is_reference
-from ..sweep import EXECUTORS, DataSource, Run, SlurmOptions, check_executor, describe, plan_sweep, run_sweep
+from ..sweep import EXECUTORS, DataSource, Run, SlurmOptions, describe, plan_sweep, run_sweep
+from ..sweep.executors import check_executor
+from ..sweep.hparams import FAMILIES, family_for, parse_override
 
 
 def _methods(text: str) -> tuple[str, ...]:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from ..errors import MemawareError
 from ..selection import criterion_names, get_criterion
-from ..table import PROTOCOLS, build_table, collect_runs
-from ..table_format import format_table, missing_text, plot_table
+from ..sweep.table import PROTOCOLS, build_table, collect_runs
+from ..sweep.table_format import format_table, missing_text, plot_table
 
 FORMATS = ("md", "csv", "latex", "json")
 

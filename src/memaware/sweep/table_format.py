@@ -7,7 +7,7 @@ import json
 import os
 from pathlib import Path
 
-from .errors import ConfigError
+from ..errors import ConfigError
 from .table import Table, method_label
 
 MARKS = {
@@ -179,7 +179,7 @@ def plot_table(t: Table, path: str | os.PathLike) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .artifacts import save_figure
+    from ..artifacts import save_figure
 
     n_m, n_d = max(1, len(t.methods)), max(1, len(t.datasets))
     width = 0.8 / n_m

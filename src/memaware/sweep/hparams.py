@@ -46,9 +46,9 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ConfigError
-from .methods import METHODS, classifiers, method_class
-from .methods.space import FAMILIES
+from ..errors import ConfigError
+from ..methods import METHODS, classifiers, method_class
+from ..methods.space import FAMILIES
 
 # Datasets whose family and epoch budget are known (lower-case names, as ``--dataset`` takes them).
 DATASET_FAMILY = {

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .artifacts import atomic_writer
-from .errors import ConfigError
+from ..artifacts import atomic_writer
+from ..errors import ConfigError
 
 EXECUTE = "memaware.runner:execute"  # (spec, run_dir) -> results; a "module:function" so that workers import it
 EXECUTE_MANY = "memaware.vectorized:execute_many"  # (specs, run_dirs) -> results; runs of one (method, data)
@@ -38,7 +38,7 @@ def resolve(ref: str) -> Callable[..., Any]:
 def _init_local_worker(parent_pid: int) -> None:
     """Pool worker start-up: one intra-op torch thread (see memaware.threads), and exit when the sweep dies (a
     SIGKILLed parent leaves its workers behind otherwise, still training and holding their run locks)."""
-    from .threads import use_one_intraop_thread
+    from ..threads import use_one_intraop_thread
 
     use_one_intraop_thread()
     if sys.platform.startswith("linux"):
@@ -196,7 +196,7 @@ class RunBatch:
 # Executors: submit batches, report the finished ones.
 
 
-class _LocalPool:
+class LocalPoolExecutor:
     """A spawn-context process pool with one intra-op thread per worker."""
 
     def __init__(self, jobs: int, execute: str, vectorized: bool) -> None:
@@ -248,7 +248,7 @@ class _LocalPool:
             self._pool = None
 
 
-class _Inline:
+class InlineExecutor:
     """``local`` with one job: the runs train one after the other in this process (no start-up cost, debuggable)."""
 
     capacity = 1
@@ -313,7 +313,7 @@ def check_executor(executor: str) -> None:
             raise ConfigError("--executor slurm: sbatch not found (run the sweep on a Slurm login node)")
 
 
-class _Submitit:
+class SubmititExecutor:
     """submitit's AutoExecutor: ``cluster='slurm'`` submits job arrays; ``'local'`` runs the jobs here."""
 
     def __init__(self, cluster: str, opts: SlurmOptions, folder: Path, jobs: int, execute: str, vectorized: bool):

@@ -1,251 +1,33 @@
-"""Random hyper-parameter search (paper Table 1): methods x combinations x seeds, one directory per run.
-
-Layout: ``DIR/<method>/comb<k>_seed<s>/`` (``DIR/<dataset>/<method>/...`` when one sweep covers several datasets).
-``spec.json`` (what ``memaware.runner.execute`` trains) is written before any run starts and ``results.json`` by the
-run when it ends, so a directory with ``results.json`` is finished and skipped: running the same sweep again
-resumes it, and a run that was killed resumes from its ``checkpoint.pt``. Methods that infer no groups of their own
-(ERM, GroupDRO, SUBG, RWG, JTT) point ``inferred_groups`` at the XRM run of their seed (combination ``xrm_comb``,
-default 0), which runs first, so that every run can also be selected by ``val_gi_wga``.
-
-Executors: ``local`` (a process pool, spawn context, one intra-op torch thread per worker, ``jobs`` workers; with
-``jobs=1`` the runs train one after the other in the sweep's own process),
-``slurm`` (submitit's AutoExecutor: one job per run, in arrays of at most ``jobs`` running at once; a job that
-reaches its time limit is requeued and resumes from its checkpoint) and ``submitit-local`` (the same code path run
-on this machine by submitit's LocalExecutor). The unit of work handed to an executor is a *batch*, a list of runs
-of one (method, data): one run per batch by default; with ``vectorized=True`` every run of a (method, data) forms
-one batch, trained by ``memaware.vectorized.execute_many(specs, run_dirs)`` (``EXECUTE_MANY``).
-
-``DIR/sweep.json`` (written atomically, after every finished run) lists the datasets, methods, seeds and every run
-with its status: done, pending, failed, blocked (its XRM run failed) or busy (locked by another process).
-"""
+"""Running a planned sweep: batches of runs handed to an executor, the ``DIR/sweep.json`` manifest rewritten as runs
+finish, dependencies on the XRM runs that give inferred groups, and the closing summary (see ``sweep.plan`` for the
+directory layout and the executors)."""
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .artifacts import write_json
-from .errors import ConfigError
-from .executors import (  # noqa: F401  (EXECUTE / EXECUTE_MANY: run_sweep reads them here, tests patch them)
-    CHECKPOINT,
+from ..artifacts import write_json
+from ..errors import ConfigError
+from .executors import (
     EXECUTE,
     EXECUTE_MANY,
-    EXECUTORS,
-    LOCK,
     RESULTS,
     SPEC,
-    RunBatch,
+    InlineExecutor,
+    LocalPoolExecutor,
     SlurmOptions,
-    _Inline,
-    _LocalPool,
-    _Submitit,
+    SubmititExecutor,
     check_executor,
-    import_submitit,
     resolve,
-    run_batch,
 )
-from .hparams import check_method, needs_inferred_groups, sample_hparams
-
-SCHEMA = "memaware.sweep/1"
-IGNORED_SPEC_KEYS = ("device", "checkpoint_every")  # may change between a sweep and its resumption
-
-
-@dataclass(frozen=True)
-class DataSource:
-    """What a run trains on: ``spec`` holds the data keys of a run spec; ``name`` is the table's column."""
-
-    name: str
-    spec: dict
-    family: str
-
-    @classmethod
-    def from_npz(cls, path: str | os.PathLike, family: str = "features") -> DataSource:
-        p = Path(path).resolve()
-        return cls(name=p.stem, spec={"data": str(p)}, family=family)
-
-    @classmethod
-    def from_dataset(
-        cls,
-        name: str,
-        data_dir: str | os.PathLike,
-        family: str,
-        backbone: str | None = None,
-        weights: str | None = None,
-    ) -> DataSource:
-        spec: dict[str, Any] = {"dataset": name, "data_dir": str(Path(data_dir).resolve())}
-        if backbone is not None:
-            spec["backbone"] = backbone
-        if weights is not None:
-            spec["weights"] = str(Path(weights).resolve()) if Path(weights).exists() else weights
-        return cls(name=name, spec=spec, family=family)
-
-
-@dataclass
-class Run:
-    """One training run of a sweep. ``role`` is 'groups' for an XRM run that only provides inferred groups;
-    ``needs`` is the run directory whose ``results.json`` must exist first."""
-
-    dataset: str
-    method: str
-    comb: int
-    seed: int
-    run_dir: Path
-    spec: dict
-    role: str = "sweep"
-    needs: Path | None = None
-
-    @property
-    def done(self) -> bool:
-        return (self.run_dir / RESULTS).is_file()
-
-    def rel(self, root: Path) -> str:
-        return _rel(self.run_dir, root)
-
-
-def _rel(path: Path, root: Path) -> str:
-    try:
-        return path.relative_to(root).as_posix()
-    except ValueError:
-        return str(path)
-
-
-def run_dir_name(comb: int, seed: int) -> str:
-    return f"comb{comb}_seed{seed}"
-
-
-def plan_sweep(
-    sources: Sequence[DataSource],
-    methods: Sequence[str],
-    n_hparams: int,
-    seeds: Sequence[int],
-    out: str | os.PathLike,
-    *,
-    selection: str = "auto",
-    device: str = "cpu",
-    fixed: dict[str, Any] | None = None,
-    inferred_groups: bool = True,
-    xrm_comb: int = 0,
-    checkpoint_every: int | None = None,
-) -> list[Run]:
-    """Every run of the sweep, XRM group-inference runs first, then combination by combination (so that a
-    partial sweep already covers every method and seed). ``checkpoint_every`` (epochs) goes into each spec when
-    given (the runner's default is time-based). Writes nothing."""
-    if not sources:
-        raise ConfigError("a sweep needs at least one dataset")
-    if not methods:
-        raise ConfigError("a sweep needs at least one method")
-    for m in methods:
-        check_method(m)
-    if len(set(methods)) != len(methods):
-        raise ConfigError(f"--methods lists a method twice: {','.join(methods)}")
-    if n_hparams < 1:
-        raise ConfigError(f"--n-hparams must be >= 1, got {n_hparams}")
-    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
-        raise ConfigError(f"seeds must be distinct and >= 0, got {list(seeds)}")
-    if xrm_comb < 0:
-        raise ConfigError(f"--xrm-comb must be >= 0, got {xrm_comb}")
-    if checkpoint_every is not None and checkpoint_every < 1:
-        raise ConfigError(f"--checkpoint-every must be >= 1, got {checkpoint_every}")
-    names = [s.name for s in sources]
-    if len(set(names)) != len(names):
-        raise ConfigError(f"two datasets of one sweep have the same name: {', '.join(names)}")
-    out = Path(out).resolve()
-    runs: list[Run] = []
-    for src in sources:
-        root = out if len(sources) == 1 else out / src.name
-        make = functools.partial(_make_run, src, root, selection, device, fixed, checkpoint_every)
-
-        groups = inferred_groups and any(needs_inferred_groups(m) for m in methods)
-        xrm_dirs: dict[int, Path] = {}
-        if groups:
-            role = "sweep" if "xrm" in methods and xrm_comb < n_hparams else "groups"
-            for seed in seeds:
-                r = make("xrm", xrm_comb, seed, role)
-                xrm_dirs[seed] = r.run_dir
-                runs.append(r)
-        for comb in range(n_hparams):
-            for seed in seeds:
-                for method in methods:
-                    if method == "xrm" and groups and comb == xrm_comb:
-                        continue  # already planned above
-                    needs = xrm_dirs.get(seed) if needs_inferred_groups(method) else None
-                    runs.append(make(method, comb, seed, needs=needs))
-    return runs
-
-
-def _make_run(
-    src: DataSource,
-    root: Path,
-    selection: str,
-    device: str,
-    fixed: dict[str, Any] | None,
-    checkpoint_every: int | None,
-    method: str,
-    comb: int,
-    seed: int,
-    role: str = "sweep",
-    needs: Path | None = None,
-) -> Run:
-    hparams = sample_hparams(method, src.family, comb, seed, dataset=src.spec.get("dataset"), fixed=fixed)
-    spec: dict[str, Any] = {
-        "method": method,
-        **src.spec,
-        "seed": int(seed),
-        "comb": int(comb),
-        "hparams": hparams,
-        "selection": selection,
-        "device": device,
-    }
-    if needs is not None:
-        spec["inferred_groups"] = str(needs / "inferred_groups.npz")
-    if checkpoint_every is not None:
-        spec["checkpoint_every"] = int(checkpoint_every)
-    folder = method.replace(":", "--")  # a user's module:Class reference makes a portable folder name
-    return Run(src.name, method, comb, seed, root / folder / run_dir_name(comb, seed), spec, role, needs)
-
-
-def _spec_difference(old: dict, new: dict, prefix: str = "") -> str | None:
-    """The first key where two specs differ (ignoring IGNORED_SPEC_KEYS at the top level), or None."""
-    keys = sorted(set(old) | set(new))
-    for k in keys:
-        if not prefix and k in IGNORED_SPEC_KEYS:
-            continue
-        a, b = old.get(k, "<absent>"), new.get(k, "<absent>")
-        if isinstance(a, dict) and isinstance(b, dict):
-            diff = _spec_difference(a, b, f"{prefix}{k}.")
-            if diff:
-                return diff
-        elif a != b:
-            return f"{prefix}{k}: {a!r} there, {b!r} now"
-    return None
-
-
-def check_specs(runs: Iterable[Run]) -> None:
-    """Raises ``ConfigError`` when a run directory already holds the spec of a different run."""
-    for r in runs:
-        path = r.run_dir / SPEC
-        if not path.is_file():
-            continue
-        try:
-            old = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue  # unreadable: rewritten below
-        diff = _spec_difference(old, json.loads(json.dumps(r.spec)))
-        if diff:
-            raise ConfigError(
-                f"{path} was written for a different run ({diff}); use another --out or delete that directory"
-            )
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# The scheduler.
+from .plan import SCHEMA, Run, check_specs, relative_path
 
 
 @dataclass
@@ -281,7 +63,7 @@ def make_batches(runs: Sequence[Run], vectorized: bool) -> list[list[Run]]:
     return list(groups.values())
 
 
-class _Manifest:
+class Manifest:
     """DIR/sweep.json: merged with what an earlier invocation left, rewritten atomically as runs finish."""
 
     def __init__(self, out: Path, runs: Sequence[Run], info: dict[str, Any]) -> None:
@@ -384,16 +166,16 @@ def run_sweep(
     summary = SweepSummary(total=len(runs), already_done=len(runs) - len(todo))
     backend: Any = None
     if todo and executor == "local":
-        backend = _Inline(execute, vectorized) if jobs == 1 else _LocalPool(jobs, execute, vectorized)
+        backend = InlineExecutor(execute, vectorized) if jobs == 1 else LocalPoolExecutor(jobs, execute, vectorized)
     elif todo:
         opts = slurm or SlurmOptions()
         folder = Path(opts.folder) if opts.folder else out / "submitit"
         cluster = "slurm" if executor == "slurm" else "local"
-        backend = _Submitit(cluster, opts, folder, jobs, execute, vectorized)
+        backend = SubmititExecutor(cluster, opts, folder, jobs, execute, vectorized)
     for r in todo:
         if not (r.run_dir / SPEC).is_file():
             write_json(r.run_dir / SPEC, r.spec)
-    manifest = _Manifest(out, runs, info or {})
+    manifest = Manifest(out, runs, info or {})
     manifest.write()
     summary.manifest = manifest.path
     log = log or (lambda line: print(line, file=sys.stderr))
@@ -413,11 +195,11 @@ def run_sweep(
             return "ok"
         if (r.needs / RESULTS).is_file():
             if r.spec.get("inferred_groups") and not Path(r.spec["inferred_groups"]).is_file():
-                return f"blocked: {_rel(r.needs, out)} wrote no inferred_groups.npz"
+                return f"blocked: {relative_path(r.needs, out)} wrote no inferred_groups.npz"
             return "ok"
         s = status.get(r.needs)
         if s in ("failed", "busy") or s and s.startswith("blocked"):
-            return f"blocked: its XRM run {_rel(r.needs, out)} did not finish"
+            return f"blocked: its XRM run {relative_path(r.needs, out)} did not finish"
         return "wait"
 
     def finish(r: Run, outcome: dict) -> None:
@@ -506,17 +288,3 @@ def describe(summary: SweepSummary, out: Path) -> str:
     else:
         lines.append("  run the same command again to resume (finished runs are skipped)")
     return "\n".join(lines)
-
-
-__all__ = [
-    "DataSource",
-    "Run",
-    "SlurmOptions",
-    "SweepSummary",
-    "plan_sweep",
-    "run_sweep",
-    "run_batch",
-    "make_batches",
-    "check_specs",
-    "describe",
-]

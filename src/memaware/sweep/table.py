@@ -29,13 +29,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import ConfigError, DataError, MemawareError
-from .evallog import FILENAME as EVAL_LOG
-from .evallog import EvalLog
+from ..errors import ConfigError, DataError, MemawareError
+from ..evallog import FILENAME as EVAL_LOG
+from ..evallog import EvalLog
+from ..methods import method_class
+from ..metrics import report_from_counts
+from ..selection import get_criterion, select
 from .hparams import uses_train_groups
-from .methods import method_class
-from .metrics import report_from_counts
-from .selection import get_criterion, select
 
 PROTOCOLS = ("per-seed", "first-seed")
 
