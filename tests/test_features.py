@@ -12,7 +12,7 @@ from memaware.cli import main
 from memaware.data import load_npz
 from memaware.data.datasets import open_dataset
 from memaware.errors import ConfigError
-from memaware.experiments.features_cmd import embed
+from memaware.experiments.features import embed
 
 CASES = {
     "waterbirds": (make_waterbirds, "tiny-cnn"),

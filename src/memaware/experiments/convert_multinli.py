@@ -1,17 +1,11 @@
-"""Convert MultiNLI's pickled GLUE feature caches, once, into the plain arrays that `memaware features` reads.
-
-The caches of the standard release (multinli_bert_features.tar.gz, extracted into DATA_DIR/multinli/glue_data/MNLI/:
-cached_train_bert-base-uncased_128_mnli, cached_dev_bert-base-uncased_128_mnli and ..._mnli-mm) are lists of
-utils_glue.InputFeatures objects written with torch.save, i.e. Python pickles. This command is the only place
-memaware unpickles anything, and it reads only those three files under the --data-dir you give. Its unpickler is
-restricted: InputFeatures become plain attribute holders and every other class or function a file names is refused,
-so a tampered file cannot run code. It writes DATA_DIR/multinli/features_bert_128.npz (input_ids int32, input_mask
-and segment_ids int8, each (N, 128), and label_id int64 (N,), rows in the order train, dev-matched, dev-mismatched)
-atomically; the MultiNLI loader reads only that file."""
+"""MultiNLI's pickled GLUE feature caches (``cached_{train,dev}_bert-base-uncased_128_mnli[-mm]``, lists of
+``utils_glue.InputFeatures`` written with torch.save) converted, once, into the plain arrays that ``memaware features``
+reads (``memaware convert-multinli``). This is the only place memaware unpickles anything: through a restricted
+unpickler that turns InputFeatures into plain attribute holders and refuses every other class or function a file
+names, so a tampered file cannot run code. ``convert`` writes DATA_DIR/multinli/features_bert_128.npz atomically."""
 
 from __future__ import annotations
 
-import argparse
 import collections
 import pickle
 import types
@@ -23,7 +17,7 @@ import torch
 
 from ..artifacts import atomic_writer
 from ..data.datasets.common import check_root
-from ..data.datasets.multinli import GLUE_FILES, NAME, features_path, glue_paths
+from ..data.datasets.multinli import GLUE_FILES, features_path, glue_paths
 from ..errors import DataError
 
 CHUNK = 20_000  # rows converted at a time: bounds the transient memory of Python lists -> arrays
@@ -162,22 +156,4 @@ def convert(data_dir: str | Path) -> dict[str, Any]:
     }
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--data-dir",
-        required=True,
-        help=f"dataset root holding {NAME}/glue_data/MNLI/ (the output goes to {NAME}/features_bert_128.npz)",
-    )
-    p.add_argument("--quiet", action="store_true", help="print nothing")
-
-
-def run(args: argparse.Namespace) -> int:
-    res = convert(args.data_dir)
-    if not args.quiet:
-        train, dev, dev_mm = res["file_rows"].values()
-        print(
-            f"converted {res['rows']:,} rows (train {train:,} + dev-matched {dev:,} + dev-mismatched {dev_mm:,}; "
-            f"{res['length']} tokens each) from the pickled GLUE caches into {res['out']} "
-            f"({res['bytes'] / 2**20:.1f} MiB); `memaware features --dataset {NAME}` reads only that file"
-        )
-    return 0
+__all__ = ["convert", "unpickle_cache", "features_to_arrays", "RestrictedUnpickler", "InputFeatures"]

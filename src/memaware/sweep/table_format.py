@@ -1,11 +1,10 @@
-"""Paper Table 1 as text (Markdown, CSV, LaTeX, JSON) and as a bar chart, from a ``table.Table``; the list of runs
-without results. Formatting only: which run and which evaluation each cell reports is decided in ``table``."""
+"""Paper Table 1 as text (Markdown, CSV, LaTeX, JSON) from a ``table.Table``; the list of runs without results.
+Formatting only: which run and which evaluation each cell reports is decided in ``table``; the bar chart is
+``memaware.plots.table``."""
 
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 from ..errors import ConfigError
 from .table import Table, method_label
@@ -170,57 +169,3 @@ def missing_text(t: Table, limit: int = 10) -> str | None:
     if len(t.missing) > limit:
         lines.append(f"  ... and {len(t.missing) - limit} more")
     return "\n".join(lines)
-
-
-def plot_table(t: Table, path: str | os.PathLike) -> Path:
-    """Bar chart of test worst-group accuracy (mean, error bar = std over seeds), one group of bars per dataset."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ..artifacts import save_figure
-
-    n_m, n_d = max(1, len(t.methods)), max(1, len(t.datasets))
-    width = 0.8 / n_m
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * n_d * max(1.0, n_m / 3) + 1.5), 3.6))
-    cmap = plt.get_cmap("tab10")
-    for i, m in enumerate(t.methods):
-        xs, ys, es, labels = [], [], [], []
-        for j, ds in enumerate(t.datasets):
-            cell = t.cells[(ds, m)]
-            stat = cell.stat("worst")
-            if stat is None:
-                continue
-            xs.append(j - 0.4 + width * (i + 0.5))
-            ys.append(100 * stat[0])
-            es.append(100 * stat[1] if cell.n_seeds > 1 else float("nan"))
-            labels.append(f"{100 * stat[0]:.1f}" + ("*" if cell.partial else ""))
-        bars = ax.bar(xs, ys, width * 0.92, color=cmap(i % 10), label=method_label(m))
-        ax.errorbar(xs, ys, yerr=es, fmt="none", ecolor="black", capsize=3, lw=1)
-        for b, text in zip(bars, labels, strict=True):
-            ax.text(
-                b.get_x() + b.get_width() / 2,
-                1.5,
-                text,
-                ha="center",
-                va="bottom",
-                fontsize=7,
-                rotation=90,
-                color="white",
-            )
-    ax.set_xlim(-0.5, n_d - 0.5)
-    ax.set_xticks(range(len(t.datasets)))
-    ax.set_xticklabels(t.datasets)
-    ax.set_ylim(0, 105)
-    ax.set_ylabel("test worst-group accuracy (%)")
-    partial = any(c.partial for c in t.cells.values())
-    title = f"selection: {t.criterion} ({t.protocol}); error bars: std over seeds"
-    ax.set_title(title + ("\n* fewer seeds than planned" if partial else ""), fontsize=9)
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8, ncols=min(len(t.methods), 4), loc="upper center", bbox_to_anchor=(0.5, -0.12), frameon=False)
-    fig.tight_layout()
-    try:
-        return save_figure(fig, path)
-    finally:
-        plt.close(fig)

@@ -179,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
         checkpoint_every=args.checkpoint_every,
     )
     if args.dry_run:
-        print(_plan_text(runs, out.resolve()))
+        print(plan_summary(runs, out.resolve()))
         return 0
     if not args.quiet:
         done = sum(r.done for r in runs)
@@ -202,7 +202,7 @@ def run(args: argparse.Namespace) -> int:
         mem_gb=args.mem_gb,
         folder=args.slurm_dir,
     )
-    summary = run_sweep(
+    swept = run_sweep(
         runs,
         out,
         executor=args.executor,
@@ -212,12 +212,13 @@ def run(args: argparse.Namespace) -> int:
         info=info,
         progress=not args.quiet,
     )
-    if not args.quiet or not summary.complete:
-        print(describe(summary, out), file=sys.stdout if summary.complete else sys.stderr)
-    return 0 if summary.complete else 1
+    if not args.quiet or not swept.complete:
+        print(describe(swept, out), file=sys.stdout if swept.complete else sys.stderr)
+    return 0 if swept.complete else 1
 
 
-def _plan_text(runs: list[Run], root: Path) -> str:
+def plan_summary(runs: list[Run], root: Path) -> str:
+    """The dry run's listing: each run's directory, whether it is done, its hyper-parameters."""
     lines = [f"{len(runs)} runs (dry run: nothing written)"]
     for r in runs:
         hp = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in r.spec["hparams"].items())

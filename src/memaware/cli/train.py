@@ -7,13 +7,14 @@ A checkpoint in DIR is written every epoch; --resume continues an interrupted ru
 from __future__ import annotations
 
 import argparse
-import shutil
+import json
 from pathlib import Path
 
 from ..engine import SELECTIONS, TrainConfig
 from ..errors import ConfigError
+from ..experiments.train import run_training
 from ..methods import METHODS, classifiers, is_reference, method_class
-from ..runner import checkpoints, execute
+from .common import add_common, hidden_widths
 
 DEFAULTS = TrainConfig()  # the library's defaults are the command's
 
@@ -56,8 +57,6 @@ def add_method_flags(p: argparse.ArgumentParser) -> None:
 
 def method_hparams(args: argparse.Namespace) -> dict:
     """The hyper-parameters given for ``args.method``: its declared flags that were set, then --method-param."""
-    import json
-
     cls = method_class(args.method)
     out = {k: getattr(args, f"hp_{k}") for k in cls.hparams if getattr(args, f"hp_{k}", None) is not None}
     for key, raw in args.method_param:
@@ -74,8 +73,6 @@ def method_hparams(args: argparse.Namespace) -> dict:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from ..cli import add_common, hidden_widths
-
     src = p.add_argument_group("data (one of --data or --dataset)")
     src.add_argument("--data", help=".npz file with x (n, d), y (n,), split (n,) and optional a (n,)")
     src.add_argument("--dataset", help="real dataset read from --data-dir: waterbirds, celeba, multinli, civilcomments")
@@ -136,12 +133,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if (args.data is None) == (args.dataset is None):
         raise ConfigError("give exactly one of --data FILE.npz and --dataset NAME (with --data-dir)")
-    out = Path(args.out)
-    if not args.resume:  # a fresh run: stale state from an earlier run in --out must not leak in
-        for path in (*checkpoints(out), out / "results.json"):
-            path.unlink(missing_ok=True)
-    elif (out / "results.json").exists():
-        shutil.move(out / "results.json", out / "results.previous.json")
     hparams = {
         "epochs": args.epochs,
         "max_steps": args.max_steps,
@@ -172,7 +163,8 @@ def run(args: argparse.Namespace) -> int:
         "inferred_groups": args.inferred_groups,
         "save_model": True,
     }
-    res = execute(spec, out, progress=not args.quiet)
+    out = Path(args.out)
+    res = run_training(spec, out, resume=args.resume, progress=not args.quiet)
     if not args.quiet:
         print(summary(res, out))
     return 0

@@ -1,5 +1,5 @@
 """Paper Fig. 2 for any estimator: per-group score distributions, methods side by side (left), and the
-proportion of each group's examples per score interval (right). Matplotlib (Agg) is imported lazily."""
+proportion of each group's examples per score interval (right)."""
 
 from __future__ import annotations
 
@@ -7,21 +7,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..artifacts import save_figure
-from .audit import group_ids, group_roles
+from ..memorization.audit import group_ids, group_roles
+from . import pyplot, save
 
 INTERVAL_EDGES = (-np.inf, 0.1, 0.3, 0.5, 0.7, 0.9, np.inf)
 INTERVAL_LABELS = ("<0.1", "0.1-0.3", "0.3-0.5", "0.5-0.7", "0.7-0.9", ">=0.9")
 COLOURS = ("#3A7BC2", "#EE944F", "#4C9A2A", "#B8336A", "#7D5BA6", "#8C6D31", "#5F9EA0", "#C0504D")
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def plot_fig2(
@@ -34,7 +25,7 @@ def plot_fig2(
 ) -> Path:
     """One row per method (``scores``: {method: (n,) scores}); left: per-group histograms (density), minority
     groups dashed; right: fraction of each group's examples in each score interval. Same axes across methods."""
-    plt = _pyplot()
+    plt = pyplot()
     g, names = group_ids(y, a, num_attrs)
     roles = group_roles(np.asarray(y), g)
     order = sorted(names, key=lambda i: (i < 0, i))
@@ -80,6 +71,4 @@ def plot_fig2(
         axes[row, 0].set_ylim(0, ymax * 1.6 if ymax > 0 else 1)
         axes[row, 0].set_xlim(lo, hi)
     fig.tight_layout()
-    out = save_figure(fig, path)
-    plt.close(fig)
-    return out
+    return save(fig, path)

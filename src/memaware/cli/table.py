@@ -12,9 +12,10 @@ import sys
 from pathlib import Path
 
 from ..errors import MemawareError
+from ..plots.table import plot_table
 from ..selection import criterion_names, get_criterion
 from ..sweep.table import PROTOCOLS, build_table, collect_runs
-from ..sweep.table_format import format_table, missing_text, plot_table
+from ..sweep.table_format import format_table, missing_text
 
 FORMATS = ("md", "csv", "latex", "json")
 

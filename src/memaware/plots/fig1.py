@@ -1,4 +1,4 @@
-"""Matplotlib figures (Agg backend, imported lazily so that the CLI starts fast)."""
+"""Paper Fig. 1: accuracy curves and decision boundaries of the Setup 2.1 runs (``experiments.fig1``)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .artifacts import save_figure
+from . import pyplot, save
 
 CURVES = (  # (history split, key, label, colour, line style)
     ("train", "majority", "Majority train", "k", "-"),
@@ -18,22 +18,13 @@ CURVES = (  # (history split, key, label, colour, line style)
 )
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_fig1(res: dict[str, Any], fitted: dict[str, Any], path: str | Path, titles: list[str]) -> Path:
     """One column per run: accuracy curves (top), decision boundary in the (x_y, gamma x_a) plane (bottom)."""
-    plt = _pyplot()
+    plt = pyplot()
     from matplotlib.colors import LinearSegmentedColormap
     from matplotlib.lines import Line2D
 
-    from .data import TRAIN
+    from ..data import TRAIN
 
     cmap = LinearSegmentedColormap.from_list("memaware", ["#5CA0D4", "white", "#F6B66A"], N=100)
     keys = list(res["runs"])
@@ -86,6 +77,4 @@ def plot_fig1(res: dict[str, Any], fitted: dict[str, Any], path: str | Path, tit
         ]
         ax.legend(handles=handles, fontsize=8, loc="center right", framealpha=0.85)
     fig.tight_layout()
-    out = save_figure(fig, path)
-    plt.close(fig)
-    return out
+    return save(fig, path)

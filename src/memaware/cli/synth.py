@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from ..data import make_setup21
+from ..data import GroupData, make_setup21
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -39,8 +40,12 @@ def run(args: argparse.Namespace) -> int:
     )
     path = data.save_npz(args.out)
     if not args.quiet:
-        print(
-            f"wrote {path}: {len(data)} examples x {data.dim} features, {data.num_classes} classes, "
-            f"{data.num_attrs} attribute values"
-        )
+        print(summary(data, path))
     return 0
+
+
+def summary(data: GroupData, path: Path) -> str:
+    return (
+        f"wrote {path}: {len(data)} examples x {data.dim} features, {data.num_classes} classes, "
+        f"{data.num_attrs} attribute values"
+    )

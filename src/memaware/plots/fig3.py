@@ -1,4 +1,4 @@
-"""Figures of the regression experiments (paper Fig. 3 and the sigma sweep); Agg backend, imported lazily."""
+"""Paper Fig. 3 (good, bad and ugly memorization in regression) and its sigma sweep (``experiments.fig3``)."""
 
 from __future__ import annotations
 
@@ -7,15 +7,14 @@ from typing import Any
 
 import numpy as np
 
-from .artifacts import save_figure
-from .plots import _pyplot
+from . import pyplot, save
 
 TITLES = {"good": "Good memorization", "bad": "Bad memorization", "ugly": "Ugly memorization"}
 
 
 def plot_fig3(res: dict[str, Any], problems: list, curves: dict[str, Any], path: str | Path) -> Path:
     """Three panels: training points, the true f (dashed) and the learned g on the clean sweep."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(13.5, 4.3), sharey=True)
     for ax, (name, run), p in zip(axes, res["runs"].items(), problems, strict=True):
         xs = p.x_sweep[:, 0].numpy()
@@ -42,14 +41,12 @@ def plot_fig3(res: dict[str, Any], problems: list, curves: dict[str, Any], path:
     axes[0].set_ylabel("target / prediction")
     axes[0].legend(frameon=False, fontsize=9, loc="upper left")
     fig.tight_layout()
-    out = save_figure(fig, path)
-    plt.close(fig)
-    return out
+    return save(fig, path)
 
 
 def plot_fig3_sweep(res: dict[str, Any], path: str | Path) -> Path:
     """test MSE and noise reliance against sigma (mean and min-max over seeds); sigma = 0 drawn at the left."""
-    plt = _pyplot()
+    plt = pyplot()
     sigmas = res["sigmas"]
     positive = [s for s in sigmas if s > 0]
     zero_at = min(positive) / 10 if positive else 1e-7
@@ -79,6 +76,4 @@ def plot_fig3_sweep(res: dict[str, Any], path: str | Path) -> Path:
     axes[0].set_title("ugly (sigma = 0) -> good -> bad as input noise grows", fontsize=11)
     axes[1].set_title("how much the fit at a training point rides on its noise", fontsize=11)
     fig.tight_layout()
-    out = save_figure(fig, path)
-    plt.close(fig)
-    return out
+    return save(fig, path)

@@ -8,22 +8,17 @@ from __future__ import annotations
 import argparse
 import sys
 import textwrap
-import time
-from pathlib import Path
 
-import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from ..backbones import BACKBONES, batch_to, make_backbone
-from ..data.datasets import DATASETS, MODALITIES, RealDataset, open_dataset
-from ..data.groups import GroupData
+from ..backbones import BACKBONES
+from ..data.datasets import DATASETS, MODALITIES
 from ..errors import ConfigError
+from ..experiments.features import Features, extract_features
+from .common import add_common
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from ..cli import add_common
-
     p.add_argument("--dataset", required=True, choices=list(DATASETS), help="dataset layout to read")
     p.add_argument("--data-dir", required=True, help="dataset root (e.g. holding waterbirds/ or metadata_*.csv)")
     p.add_argument(
@@ -45,31 +40,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
 
 
-@torch.no_grad()
-def embed(
-    dataset: RealDataset,
-    backbone: torch.nn.Module,
-    feature_dim: int,
-    batch_size: int = 64,
-    device: str = "cpu",
-    progress: bool = False,
-) -> np.ndarray:
-    """(n, feature_dim) float32 features of every row of ``dataset``, in row order (eval mode, no gradients)."""
-    n = len(dataset)
-    out = np.empty((n, feature_dim), dtype=np.float32)
-    backbone.eval().to(device)
-    bar = tqdm(total=n, desc=f"{dataset.name} features", unit="row", disable=not progress, leave=False)
-    for start in range(0, n, batch_size):
-        rows = torch.arange(start, min(start + batch_size, n))
-        feats = backbone(batch_to(dataset.load(rows), device))
-        if feats.ndim != 2 or feats.shape[1] != feature_dim:
-            raise ConfigError(f"backbone returned features of shape {tuple(feats.shape)}, expected (b, {feature_dim})")
-        out[start : start + len(rows)] = feats.float().cpu().numpy()
-        bar.update(len(rows))
-    bar.close()
-    return out
-
-
 def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
@@ -81,26 +51,19 @@ def run(args: argparse.Namespace) -> int:
             f"{MODALITIES[args.dataset]}; choose from "
             f"{', '.join(b for b, m in BACKBONES.items() if m == MODALITIES[args.dataset])}"
         )
-    t0 = time.perf_counter()
-    dataset = open_dataset(args.dataset, args.data_dir, image_size=args.image_size)
-    backbone, dim = make_backbone(args.backbone, args.weights, seed=args.seed, max_length=args.max_length)
-    feats = embed(dataset, backbone, dim, args.batch_size, args.device, progress=not args.quiet and sys.stderr.isatty())
-    meta = dataset.data
-    out = GroupData.from_arrays(
-        feats, meta.y, meta.split, meta.a, source=f"{args.backbone} features", num_classes=meta.num_classes
-    )
-    path = out.save_npz(args.out)
+    res = extract_features(
+        args.dataset, args.data_dir, args.backbone, args.out, weights=args.weights, seed=args.seed,
+        batch_size=args.batch_size, image_size=args.image_size, max_length=args.max_length, device=args.device,
+        progress=not args.quiet and sys.stderr.isatty(),
+    )  # fmt: skip
     if not args.quiet:
-        weights = getattr(backbone, "weights_path", None)
-        described = (
-            f"{args.backbone} (weights {weights})" if weights else f"{args.backbone} (random init, seed {args.seed})"
-        )
-        print(summary(dataset, described, out, path, time.perf_counter() - t0))
+        print(summary(res))
     return 0
 
 
-def summary(dataset: RealDataset, backbone: str, out: GroupData, path: Path, seconds: float) -> str:
+def summary(res: Features) -> str:
     """One paragraph: what was embedded, with what, into what, groups, caveats and the next command."""
+    dataset, backbone, out, path, seconds = res.dataset, res.backbone, res.data, res.path, res.seconds
     sizes = ", ".join(f"{k} {v:,}" for k, v in dataset.split_sizes().items())
     text = (
         f"Embedded {len(out):,} rows of {dataset.name} ({dataset.modality}; {sizes}) with {backbone} "

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 from ..data.benchmarks import BENCHMARKS, build_benchmark, parse_option
 from ..data.benchmarks._common import default_cache_dir, group_counts
+from ..data.groups import GroupData
 
 
 def _epilog() -> str:
@@ -52,10 +54,14 @@ def run(args: argparse.Namespace) -> int:
     data = build_benchmark(args.name, seed=args.seed, source=args.source, cache_dir=args.cache_dir, **opts)
     path = data.save_npz(args.out)
     if not args.quiet:
-        counts = group_counts(data)
-        print(
-            f"wrote {path}: {args.name}, {len(data)} examples x {data.dim} features, groups (y,a) = "
-            f"(0,0) (0,1) (1,0) (1,1): train {counts['train']}, val {counts['val']}, test {counts['test']} "
-            f"({time.perf_counter() - t0:.1f} s)"
-        )
+        print(summary(args.name, data, path, time.perf_counter() - t0))
     return 0
+
+
+def summary(name: str, data: GroupData, path: Path, seconds: float) -> str:
+    counts = group_counts(data)
+    return (
+        f"wrote {path}: {name}, {len(data)} examples x {data.dim} features, groups (y,a) = "
+        f"(0,0) (0,1) (1,0) (1,1): train {counts['train']}, val {counts['val']}, test {counts['test']} "
+        f"({seconds:.1f} s)"
+    )

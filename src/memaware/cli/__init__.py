@@ -1,0 +1,109 @@
+"""The ``memaware`` command: a thin argparse layer over the library. Each subcommand lives in its own module,
+``memaware.cli.<name>``, exposing ``add_arguments(parser)``, ``run(args) -> int`` and a human ``summary(...)``; it
+validates its arguments and calls the library (``experiments``, ``sweep``, ``data``, ...), nothing more. This file
+only wires them up, imports only the module of the command that runs (each pulls in torch, matplotlib, ... as it
+needs), and turns bad input into one line on stderr and exit code 2. Shared flags and classes: ``cli.common``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from ..errors import MemawareError
+from .common import Formatter, Parser, add_common, hidden_widths
+
+# (name, module, one-line help)
+COMMANDS: list[tuple[str, str, str]] = [
+    (
+        "reproduce",
+        "memaware.cli.reproduce",
+        "run the paper reproduction (fig1, fig3, theorem) into --out",
+    ),
+    (
+        "fig1",
+        "memaware.cli.fig1",
+        "reproduce paper Fig. 1: ERM vs MAT on Setup 2.1 (noiseless / noisy)",
+    ),
+    ("synth", "memaware.cli.synth", "write a Setup 2.1 dataset as an .npz interchange file"),
+    ("train", "memaware.cli.train", "train a method (MAT, ERM, GroupDRO, ...) on an .npz or real data"),
+    (
+        "fig3",
+        "memaware.cli.fig3",
+        "reproduce paper Fig. 3: good / bad / ugly memorization in regression",
+    ),
+    ("theorem", "memaware.cli.theorem", "Theorem 2.2 phase diagram: exact ERM vs fixed point"),
+    (
+        "memorization",
+        "memaware.cli.memorization",
+        "memorization audit per group, ERM vs MAT (Fig. 2)",
+    ),
+    (
+        "features",
+        "memaware.cli.features",
+        "embed a real dataset (Waterbirds, CelebA, MultiNLI, CivilComments) with a backbone into an .npz",
+    ),
+    (
+        "convert-multinli",
+        "memaware.cli.convert_multinli",
+        "convert MultiNLI's pickled GLUE feature caches into plain arrays, once",
+    ),
+    (
+        "sweep",
+        "memaware.cli.sweep",
+        "random hyper-parameter search over methods and seeds (Table 1)",
+    ),
+    (
+        "table",
+        "memaware.cli.table",
+        "Table 1 from sweep directories: mean +- std over seeds, bar chart",
+    ),
+    (
+        "prepare",
+        "memaware.cli.prepare",
+        "build an offline real-data benchmark (fashionbirds, adult-sex, finefoods-negation) into an .npz",
+    ),
+]
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; only ``command``'s module is imported (each pulls in torch, matplotlib, ... as it needs)."""
+    parser = Parser(
+        prog="memaware",
+        description="Memorization-aware training and the experiments of 'The Pitfalls of Memorization'.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, module, help_text in COMMANDS:
+        if name != command:
+            sub.add_parser(name, help=help_text)
+            continue
+        mod = importlib.import_module(module)
+        p = sub.add_parser(
+            name,
+            help=help_text,
+            description=(mod.__doc__ or help_text).strip(),
+            formatter_class=Formatter,
+        )
+        mod.add_arguments(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    names = {name for name, _, _ in COMMANDS}
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(command if command in names else None)
+    args = parser.parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except MemawareError as e:
+        print(f"memaware {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"memaware {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+__all__ = ["COMMANDS", "build_parser", "main", "add_common", "hidden_widths"]

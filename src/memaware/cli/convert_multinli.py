@@ -1,0 +1,43 @@
+"""Convert MultiNLI's pickled GLUE feature caches, once, into the plain arrays that `memaware features` reads.
+
+The caches of the standard release (multinli_bert_features.tar.gz, extracted into DATA_DIR/multinli/glue_data/MNLI/:
+cached_train_bert-base-uncased_128_mnli, cached_dev_bert-base-uncased_128_mnli and ..._mnli-mm) are lists of
+utils_glue.InputFeatures objects written with torch.save, i.e. Python pickles. This command is the only place
+memaware unpickles anything, and it reads only those three files under the --data-dir you give. Its unpickler is
+restricted: InputFeatures become plain attribute holders and every other class or function a file names is refused,
+so a tampered file cannot run code. It writes DATA_DIR/multinli/features_bert_128.npz (input_ids int32, input_mask
+and segment_ids int8, each (N, 128), and label_id int64 (N,), rows in the order train, dev-matched, dev-mismatched)
+atomically; the MultiNLI loader reads only that file."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ..data.datasets.multinli import NAME
+from ..experiments.convert_multinli import convert
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--data-dir",
+        required=True,
+        help=f"dataset root holding {NAME}/glue_data/MNLI/ (the output goes to {NAME}/features_bert_128.npz)",
+    )
+    p.add_argument("--quiet", action="store_true", help="print nothing")
+
+
+def run(args: argparse.Namespace) -> int:
+    res = convert(args.data_dir)
+    if not args.quiet:
+        print(summary(res))
+    return 0
+
+
+def summary(res: dict[str, Any]) -> str:
+    train, dev, dev_mm = res["file_rows"].values()
+    return (
+        f"converted {res['rows']:,} rows (train {train:,} + dev-matched {dev:,} + dev-mismatched {dev_mm:,}; "
+        f"{res['length']} tokens each) from the pickled GLUE caches into {res['out']} "
+        f"({res['bytes'] / 2**20:.1f} MiB); `memaware features --dataset {NAME}` reads only that file"
+    )

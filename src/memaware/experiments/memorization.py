@@ -1,0 +1,103 @@
+"""Memorization audit (paper Appendix B.2, Fig. 2; ``memaware memorization``): per-example memorization scores of
+the training split for each method, summarised per group; writes scores.npz, memorization.json and fig2.png."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..artifacts import atomic_writer, write_json
+from ..data import TRAIN
+from ..engine import TrainConfig
+from ..memorization.audit import gap_change, group_ids, summarize, warnings_for
+from ..memorization.estimate import estimate
+from ..memorization.scores import MemorizationScores
+from ..plots.memorization import plot_fig2
+
+SCHEMA = "memaware.memorization/1"
+LINEAR_DEFAULT_WD = 1e-3
+LINEAR_ESTIMATORS = ("newton", "loo", "influence")  # L2-logistic heads: need weight decay > 0
+
+
+def audit_config(
+    estimator: str,
+    epochs: int = 1000,
+    lr: float = 1e-2,
+    optimizer: str = "sgd",
+    momentum: float = 0.0,
+    weight_decay: float | None = None,
+    batch_size: int = 0,
+    seed: int = 0,
+) -> TrainConfig:
+    """The training configuration of the audit's models; ``weight_decay`` None: 0, or ``LINEAR_DEFAULT_WD`` for the
+    estimators on L2-logistic heads."""
+    if weight_decay is None:
+        weight_decay = LINEAR_DEFAULT_WD if estimator in LINEAR_ESTIMATORS else 0.0
+    return TrainConfig(epochs=epochs, lr=lr, optimizer=optimizer, momentum=momentum, weight_decay=weight_decay,
+                       batch_size=batch_size, seed=seed, selection="last")
+
+
+def run_audit(data, methods: tuple[str, ...], estimator: str, cfg: TrainConfig, out: str | Path,
+              source: str, warn_gap: float = 0.1, progress: bool = False, **kwargs: Any) -> dict[str, Any]:
+    """Scores every method, writes scores.npz, memorization.json and fig2.png into ``out``; returns the JSON."""
+    t0 = time.perf_counter()
+    out = Path(out)
+    idx = data.indices(TRAIN)
+    y, a = data.y[idx].numpy(), data.a[idx].numpy()
+    results: dict[str, MemorizationScores] = {}
+    for m in methods:
+        results[m] = estimate(data, m, estimator, cfg, progress=progress, **kwargs)
+    per_method, warnings = {}, []
+    for m, r in results.items():
+        summ = summarize(r.scores, y, a, data.num_attrs)
+        entry = {**r.describe(), **summ}
+        if r.baseline is not None:
+            base = summarize(r.baseline, y, a, data.num_attrs)
+            entry["baseline_1_minus_p"] = {"overall_mean": base["overall"]["mean"],
+                                           "group_means": {g: s["mean"] for g, s in base["groups"].items()}}
+        per_method[m] = entry
+        warnings += warnings_for(m, summ, warn_gap)
+    first = next(iter(results.values()))
+    result = {
+        "schema": SCHEMA, "estimator": estimator, "target": first.target, "units": first.units,
+        "data": {"source": source, "n_train": len(idx), "dim": data.dim, "num_classes": data.num_classes,
+                 "num_attrs": data.num_attrs},
+        "methods": per_method,
+        "audit": {"warnings": warnings, "warn_gap": warn_gap, "gap_change": gap_change(per_method),
+                  "no_attributes": bool((a < 0).all()),
+                  "most_memorized": {m: max(e["groups"], key=lambda g, e=e: e["groups"][g].get("mean", -np.inf))
+                                     for m, e in per_method.items()}},
+    }
+    _write_scores(out / "scores.npz", results, idx.numpy(), y, a, data.num_attrs)
+    plot_fig2({m: r.scores for m, r in results.items()}, y, a, data.num_attrs, out / "fig2.png",
+              xlabel=f"{estimator} score")
+    result["seconds"] = time.perf_counter() - t0
+    write_json(out / "memorization.json", result)
+    return result
+
+
+def _write_scores(path: Path, results: dict[str, MemorizationScores], index: np.ndarray, y: np.ndarray,
+                  a: np.ndarray, num_attrs: int) -> None:
+    arrays: dict[str, np.ndarray] = {"index": index.astype(np.int64), "y": y, "a": a,
+                                     "group": group_ids(y, a, num_attrs)[0].astype(np.int64),
+                                     "estimator": np.array(next(iter(results.values())).estimator)}
+    for m, r in results.items():
+        arrays[f"score_{m}"] = r.scores.astype(np.float64)
+        if r.se is not None:
+            arrays[f"se_{m}"] = r.se.astype(np.float64)
+        if r.baseline is not None:
+            arrays[f"baseline_{m}"] = r.baseline.astype(np.float64)
+        for k, v in r.extra.items():
+            arrays[f"{k}_{m}"] = np.asarray(v, dtype=np.float64)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+
+    atomic_writer(path, write, ".npz")
+
+
+__all__ = ["SCHEMA", "LINEAR_DEFAULT_WD", "audit_config", "run_audit"]
