@@ -36,7 +36,7 @@ def train_hparam_defaults() -> dict[str, Any]:
     linear head without bias, as ``build_model``); a method's own follow from its declaration."""
     cfg = TrainConfig()
     keys = ("epochs", "max_steps", "lr", "optimizer", "momentum", "weight_decay", "batch_size", "class_balanced",
-            "eval_every", "schedule", "warmup_fraction")  # fmt: skip
+            "eval_every", "schedule", "warmup_fraction", "decay_rule")  # fmt: skip
     return {**{k: getattr(cfg, k) for k in keys}, "hidden": [], "bias": False}
 
 
@@ -101,6 +101,7 @@ def train_config(
         eval_every=int(hp["eval_every"]),
         schedule=str(hp["schedule"]),
         warmup_fraction=float(hp["warmup_fraction"]),
+        decay_rule=str(hp["decay_rule"]),
         # end to end, an evaluation batch runs the backbone: keep it to what a training batch costs
         eval_batch_size=max(64, 2 * int(hp["batch_size"])) if end_to_end else 8192,
         device=device,

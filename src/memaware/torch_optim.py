@@ -16,7 +16,13 @@ Schedules (``make_schedule``) are ``LambdaLR`` multipliers of the base learning 
 ``optimizer.step()``; optimiser step t (0-based) runs with ``lr * f(t)``, where, for w warm-up and T total steps,
 ``linear``: f(t) = t / w for t < w, then (T - t) / (T - w) down to 0 at t = T (Hugging Face's
 ``get_linear_schedule_with_warmup``); ``cosine``: the same warm-up, then 0.5 * (1 + cos(pi * (t - w) / (T - w))).
-Both stay 0 after T.
+Both stay 0 after T. ``xrm``: the authors' BERT schedule (facebookresearch/XRM, ``networks.py``), offered for
+fidelity: with w = T // 3 + 1, f(t) = 1 - t / w for t < w, then 1 - (t - w) / T: a linear fall to 0 over the first
+third, a jump back to the base rate, a linear fall to 0 at t = w + T (no warm-up at all, despite its name there).
+
+Decay rules (``decay_groups(..., rule)``): ``standard`` is the one above; ``authors`` is the authors' grouping,
+which decays exactly the parameters whose name contains ``bias`` or ``LayerNorm.weight`` and leaves every other
+weight undecayed (the inverse of the BERT recipe; offered to reproduce their numbers, never the default).
 """
 
 from __future__ import annotations
@@ -33,7 +39,8 @@ if TYPE_CHECKING:
     from torch.optim.lr_scheduler import LRScheduler
 
 TORCH_OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("constant", "linear", "cosine")
+SCHEDULES = ("constant", "linear", "cosine", "xrm")
+DECAY_RULES = ("standard", "authors")
 
 
 def is_norm_layer(module: nn.Module) -> bool:
@@ -42,12 +49,20 @@ def is_norm_layer(module: nn.Module) -> bool:
     return isinstance(module, norm_types) or "Norm" in type(module).__name__
 
 
-def decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+def decay_groups(model: nn.Module, weight_decay: float, rule: str = "standard") -> list[dict]:
     """torch.optim parameter groups: ``{'params', 'weight_decay': weight_decay}`` for decayed weights and
     ``{'params', 'weight_decay': 0.0}`` for biases and norm parameters (module docstring); empty groups are left
     out, frozen (``requires_grad=False``) parameters too."""
     if not weight_decay >= 0:
         raise ConfigError(f"weight_decay must be >= 0, got {weight_decay}")
+    if rule not in DECAY_RULES:
+        raise ConfigError(f"unknown weight-decay rule '{rule}', choose from {', '.join(DECAY_RULES)}")
+    if rule == "authors":
+        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        authors = [p for n, p in named if "bias" in n or "LayerNorm.weight" in n]
+        rest = [p for n, p in named if not ("bias" in n or "LayerNorm.weight" in n)]
+        groups = [{"params": authors, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
+        return [g for g in groups if g["params"]]
     decay: list[nn.Parameter] = []
     no_decay: list[nn.Parameter] = []
     seen: set[int] = set()
@@ -63,9 +78,9 @@ def decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 
 def make_torch_optimizer(
-    name: str, model: nn.Module, lr: float, momentum: float = 0.0, weight_decay: float = 0.0
+    name: str, model: nn.Module, lr: float, momentum: float = 0.0, weight_decay: float = 0.0, rule: str = "standard"
 ) -> Optimizer:
-    """'sgd' (momentum, coupled L2) | 'adam' (coupled L2) | 'adamw' (decoupled) over ``decay_groups(model)``.
+    """'sgd' (momentum, coupled L2) | 'adam' (coupled L2) | 'adamw' (decoupled) over ``decay_groups(model, rule)``.
     ``momentum`` is SGD's; Adam and AdamW use torch's default betas (0.9, 0.999) and eps 1e-8."""
     import torch.optim
 
@@ -75,7 +90,7 @@ def make_torch_optimizer(
         raise ConfigError(f"lr must be > 0, got {lr}")
     if not 0 <= momentum < 1:
         raise ConfigError(f"momentum must be in [0, 1), got {momentum}")
-    groups = decay_groups(model, weight_decay)
+    groups = decay_groups(model, weight_decay, rule)
     if not groups:
         raise ConfigError(f"{type(model).__name__} has no trainable parameters to optimise")
     if name == "sgd":
@@ -89,6 +104,9 @@ def schedule_factor(kind: str, step: int, total_steps: int, warmup_steps: int = 
     """The multiplier f(step) of the base learning rate (module docstring); 1.0 for 'constant'."""
     if kind == "constant":
         return 1.0
+    if kind == "xrm":
+        w = total_steps // 3 + 1
+        return 1.0 - step / w if step < w else max(0.0, 1.0 - (step - w) / total_steps)
     if step < warmup_steps:
         return step / warmup_steps
     decay_len = total_steps - warmup_steps
@@ -109,9 +127,9 @@ def make_schedule(optimizer: Optimizer, kind: str, total_steps: int, warmup_step
         raise ConfigError(f"warmup_steps must be >= 0, got {warmup_steps}")
     if warmup_steps > total_steps:
         raise ConfigError(f"warmup_steps ({warmup_steps}) exceeds total_steps ({total_steps})")
+    if kind in ("constant", "xrm") and warmup_steps:
+        raise ConfigError(f"schedule '{kind}' takes no warm-up, got warmup_steps={warmup_steps}")
     if kind == "constant":
-        if warmup_steps:
-            raise ConfigError(f"schedule 'constant' takes no warm-up, got warmup_steps={warmup_steps}")
         return None
     from torch.optim.lr_scheduler import LambdaLR
 

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 from ..engine import SELECTIONS, TrainConfig
+from ..engine.config import DECAY_RULES, SCHEDULES
 from ..errors import ConfigError
 from ..experiments.train import run_training
 from ..methods import METHODS, classifiers, is_reference, method_class
@@ -110,13 +111,28 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--hidden", type=hidden_widths, default=(), help="MLP hidden widths, e.g. 256,256 (default: linear)")
     p.add_argument("--bias", action="store_true", help="give the output heads a bias (the paper's model has none)")
+    tune = p.add_argument_group("end-to-end fine-tuning (--dataset: torch.optim with decay groups)")
+    tune.add_argument(
+        "--schedule", choices=SCHEDULES, default=DEFAULTS.schedule,
+        help="learning-rate schedule over the run's steps: linear/cosine warm-up then decay; xrm = the authors' BERT "
+        "schedule",
+    )  # fmt: skip
+    tune.add_argument(
+        "--warmup-fraction", type=float, default=DEFAULTS.warmup_fraction,
+        help="share of the steps spent warming up (linear, cosine)",
+    )  # fmt: skip
+    tune.add_argument(
+        "--decay-rule", choices=DECAY_RULES, default=DEFAULTS.decay_rule,
+        help="standard = decay weights, not biases or normalisation layers (BERT recipe); authors = their inverted "
+        "grouping",
+    )  # fmt: skip
     add_method_flags(p)
     p.add_argument(
         "--selection",
-        choices=SELECTIONS,
         default="auto",
-        help="checkpoint criterion on validation; auto = worst-group accuracy with true groups if "
-        "validation has attributes, else with XRM-inferred groups (every criterion is reported anyway)",
+        help=f"checkpoint criterion on validation: {', '.join(SELECTIONS)}, or a criterion registered with "
+        "memaware.selection (package.module:Class); auto = worst-group accuracy with true groups when computable, "
+        "else with XRM-inferred groups (every criterion is reported anyway, and any can be applied later)",
     )
     p.add_argument(
         "--inferred-groups",
@@ -146,6 +162,9 @@ def run(args: argparse.Namespace) -> int:
         "eval_every": args.eval_every,
         "hidden": list(args.hidden),
         "bias": args.bias,
+        "schedule": args.schedule,
+        "warmup_fraction": args.warmup_fraction,
+        "decay_rule": args.decay_rule,
         **method_hparams(args),
     }
     spec = {

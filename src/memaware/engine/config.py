@@ -6,9 +6,11 @@ from dataclasses import dataclass
 
 from ..errors import ConfigError
 
+# the built-in criteria (memaware.selection registers them); "auto" resolves at the first evaluation
 SELECTIONS = ("auto", "val_wga", "val_gi_wga", "val_worst_class", "val_avg", "last")
 OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("constant", "linear", "cosine")  # torch_optim.make_schedule
+SCHEDULES = ("constant", "linear", "cosine", "xrm")  # torch_optim.make_schedule
+DECAY_RULES = ("standard", "authors")  # torch_optim.decay_groups
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,7 @@ class TrainConfig:
     # end-to-end fine-tuning (a backbone): learning-rate schedule over the run's steps and its warm-up share
     schedule: str = "constant"
     warmup_fraction: float = 0.0
+    decay_rule: str = "standard"  # which parameters weight decay applies to (torch_optim.DECAY_RULES)
     device: str = "cpu"
     progress: bool = False
     progress_label: str = ""
@@ -49,16 +52,28 @@ class TrainConfig:
             raise ConfigError(f"batch_size must be >= 0 (0 = full batch), got {self.batch_size}")
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got '{self.optimizer}'")
-        if self.selection not in SELECTIONS:
-            raise ConfigError(f"selection must be one of {', '.join(SELECTIONS)}, got '{self.selection}'")
+        if self.selection not in SELECTIONS:  # a registered or module:Class criterion, never the test oracle
+            from ..selection import get_criterion  # lazy: selection imports torch-heavy report code
+
+            try:
+                oracle = get_criterion(self.selection).oracle
+            except ConfigError:
+                raise ConfigError(
+                    f"selection must be one of {', '.join(SELECTIONS)} or a registered criterion, "
+                    f"got '{self.selection}'"
+                ) from None
+            if oracle:
+                raise ConfigError(f"selection '{self.selection}' reads the test split: use it in tables only")
         if self.eval_every < 1:
             raise ConfigError(f"eval_every must be >= 1, got {self.eval_every}")
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"schedule must be one of {', '.join(SCHEDULES)}, got '{self.schedule}'")
         if not 0 <= self.warmup_fraction <= 1:
             raise ConfigError(f"warmup_fraction must be in [0, 1], got {self.warmup_fraction}")
-        if self.schedule == "constant" and self.warmup_fraction > 0:
-            raise ConfigError("warmup_fraction needs a schedule to warm up: use schedule 'linear' or 'cosine'")
+        if self.schedule in ("constant", "xrm") and self.warmup_fraction > 0:
+            raise ConfigError(f"schedule '{self.schedule}' takes no warm-up: use 'linear' or 'cosine' with it")
+        if self.decay_rule not in DECAY_RULES:
+            raise ConfigError(f"decay_rule must be one of {', '.join(DECAY_RULES)}, got '{self.decay_rule}'")
         for s in self.history_splits:
             if s not in ("val", "test"):
                 raise ConfigError(f"history_splits may hold 'val' and 'test', got '{s}'")

@@ -297,7 +297,9 @@ def _single_run_steps(
         weights = None
     schedule = None
     if model_factory is not None:  # a backbone trains end to end: torch.optim with decay groups and a schedule
-        optimizer = make_torch_optimizer(cfg.optimizer, model, cfg.lr, cfg.momentum, cfg.weight_decay)
+        optimizer = make_torch_optimizer(
+            cfg.optimizer, model, cfg.lr, cfg.momentum, cfg.weight_decay, cfg.decay_rule
+        )
         total = cfg.max_steps or cfg.epochs * -(-pool // bs)
         schedule = make_schedule(optimizer, cfg.schedule, total, warmup_steps_for(cfg.warmup_fraction, total))
     else:  # heads on features: the same update rules without torch.optim's import cost (engine.optim)
