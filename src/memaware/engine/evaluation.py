@@ -9,12 +9,12 @@ from typing import Any
 
 import torch
 
-from .. import selection
 from ..data.groups import TEST, TRAIN, VAL, GroupData, group_name
 from ..errors import ConfigError
 from ..evallog import EvalLog
 from ..methods import Method
 from ..models import all_logits
+from ..selection import get_criterion, improves, reports, resolve, val_wga_computable
 
 
 def start_log(data: GroupData) -> EvalLog:
@@ -30,12 +30,12 @@ def start_log(data: GroupData) -> EvalLog:
 def check_criterion(criterion: str, data: GroupData, log: EvalLog) -> None:
     """Refuses, before any training, a criterion that cannot be computed on ``data``: one line saying why."""
     if criterion not in ("auto", "last"):
-        selection.get_criterion(criterion)  # an unknown name is a one-line ConfigError
+        get_criterion(criterion)  # an unknown name is a one-line ConfigError
     if criterion != "val_wga":
         return
     if not data.has_attrs(VAL):
         raise ConfigError("selection 'val_wga' needs validation attributes (field 'a' >= 0 on split 1)")
-    if not selection.val_wga_computable(log):
+    if not val_wga_computable(log):
         train_g = data.group[data.indices(TRAIN)]
         val_g = data.group[data.indices(VAL)]
         missing = sorted(set(train_g[train_g >= 0].tolist()) - set(val_g[val_g >= 0].tolist()))
@@ -86,16 +86,16 @@ class OnlineSelection:
         test_pred = method.predict_logits(all_logits(model, self.x_test, batch_size, device).cpu()).argmax(dim=1)
         self.log.append(epoch, step, val_pred, test_pred, inferred if method.infers_groups else None)
         if self.criterion is None:
-            self.criterion = selection.resolve(self.requested, self.log, self.external)
-        score = selection.get_criterion(self.criterion).score(self.log, len(self.log) - 1, self.external)
-        if selection.improves(score, self.best_score):
+            self.criterion = resolve(self.requested, self.log, self.external)
+        score = get_criterion(self.criterion).score(self.log, len(self.log) - 1, self.external)
+        if improves(score, self.best_score):
             self.best_score, self.best_epoch = score, epoch
             self.inferred = inferred if inferred is not None else self.external
             self.best_state = copy.deepcopy(model.state_dict())
 
     def reports(self) -> dict[str, dict[str, Any]]:
         """{criterion: {"epoch", "val_score", "val", "test"}} for every validation criterion computable."""
-        return {} if self.log is None or not len(self.log) else selection.reports(self.log, self.external)
+        return {} if self.log is None or not len(self.log) else reports(self.log, self.external)
 
     def state_dict(self) -> dict[str, Any]:
         keys = ("criterion", "best_score", "best_epoch", "best_state", "inferred")
