@@ -17,11 +17,11 @@ import numpy as np
 import torch
 
 from memaware.data import GroupData, make_setup21
+from memaware.engine import TrainConfig
 from memaware.memorization import estimate, fit_logistic, loo_margins, self_influence, split_half_reliability
 from memaware.memorization.fitting import train_full_models
 from memaware.memorization.subsample import held_in_minus_out, subsample_probs
 from memaware.memorization.trak_adapter import traker_available, traker_self_influence
-from memaware.train import TrainConfig
 
 
 def pearson(a: np.ndarray, b: np.ndarray) -> float:
@@ -48,7 +48,7 @@ def label_noise_data(n: int = 500, d: int = 20, flip: float = 0.1, seed: int = 0
 
 def gaps(seeds: int, out: Path | None, only: list[str] | None = None) -> None:
     """Minority minus majority mean score, ERM vs MAT, on Setup 2.1 (sigma = 0.5), several seeds."""
-    from memaware.experiments.memorization_cmd import run_audit
+    from memaware.experiments.memorization import run_audit
 
     runs = [("subsample", 1000, {}), ("subsample", 2000, {}), ("newton", 1000, {"weight_decay": 1e-3}),
             ("loo", 1000, {"weight_decay": 1e-3}), ("trak", 1000, {})]

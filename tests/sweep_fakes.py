@@ -1,4 +1,4 @@
-"""Stand-ins for memaware.runner.execute in the sweep tests (imported by pool workers and submitit jobs by name).
+"""Stand-ins for memaware.sweep.runner.execute in the sweep tests (imported by pool workers and submitit jobs by name).
 
 ``fake_execute`` advances a JSON "checkpoint.pt" one step at a time (``epochs`` steps, MEMAWARE_FAKE_STEP_S seconds
 each), so a killed run resumes from it, and writes a results.json whose numbers depend only on the spec (never on

@@ -7,12 +7,12 @@ import pytest
 import torch
 from layout_fixtures import make_celeba, make_civilcomments, make_multinli, make_waterbirds
 
-from memaware.backbones import BACKBONES, EndToEndNet, make_backbone, resnet50_weights_path
 from memaware.cli import main
 from memaware.data import load_npz
 from memaware.data.datasets import open_dataset
 from memaware.errors import ConfigError
 from memaware.experiments.features import embed
+from memaware.models.backbones import BACKBONES, EndToEndNet, make_backbone, resnet50_weights_path
 
 CASES = {
     "waterbirds": (make_waterbirds, "tiny-cnn"),

@@ -53,8 +53,10 @@ def test_draws_in_range(method, family):
             assert 1 <= hp["T"] < hp["epochs"] and hp["lambda_up"] in (5, 10, 20, 50, 100)
         extra = {"mat": {"temperature"}, "groupdro": {"eta"}, "jtt": {"T", "lambda_up"}}.get(method, set())
         base = {"lr", "weight_decay", "batch_size", "epochs", "optimizer", "momentum", "hidden", "bias"}
-        base |= {"class_balanced"}
+        base |= {"class_balanced"} | ({"schedule", "warmup_fraction"} if family == "text" else set())
         assert set(hp) == base | extra
+        if family == "text":  # BERT's recipe: linear warm-up then linear decay
+            assert hp["schedule"] == "linear" and hp["warmup_fraction"] == 0.1
     assert len({hp["lr"] for hp in draws}) == len(draws)  # a real search, not one point
     if method == "mat":
         assert {hp["temperature"] for hp in draws} == {0.001, 0.01, 0.1}

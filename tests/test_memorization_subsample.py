@@ -6,10 +6,10 @@ import torch
 from test_memorization_linear import _designed
 
 from memaware.data import make_setup21
+from memaware.engine import TrainConfig
 from memaware.errors import ConfigError
 from memaware.memorization import split_half_reliability, subsample_probs, subsample_scores
 from memaware.memorization.subsample import balanced_design, held_in_minus_out
-from memaware.train import TrainConfig
 
 
 def test_balanced_design_holds_each_example_in_exactly_half_the_time():
@@ -47,9 +47,9 @@ def test_known_cases_mislabeled_high_duplicate_near_zero():
 def test_batched_and_looped_half_models_agree():
     data = make_setup21(n_train=60, n_val=10, n_test=10, noise_dim=80, seed=0)
     cfg = TrainConfig(epochs=50, lr=1e-2, selection="last")
-    for method in ("erm", "mat"):
-        pb, mb = subsample_probs(data, method, cfg, 4, batched=True)
-        pl, ml = subsample_probs(data, method, cfg, 4, batched=False)
+    for method, model_kwargs in (("erm", None), ("mat", None), ("mat", {"hidden": (3,)})):  # MLP + MAT batched too
+        pb, mb = subsample_probs(data, method, cfg, 4, model_kwargs, batched=True)
+        pl, ml = subsample_probs(data, method, cfg, 4, model_kwargs, batched=False)
         assert torch.equal(mb, ml)
         assert torch.allclose(pb, pl, atol=1e-4)
 
@@ -73,5 +73,5 @@ def test_bad_config():
         subsample_scores(data, "erm", TrainConfig(epochs=5), num_models=2)
     with pytest.raises(ConfigError, match="supports methods"):
         subsample_scores(data, "xrm", TrainConfig(epochs=5, selection="last"), num_models=2)
-    with pytest.raises(ConfigError, match="batched"):
-        subsample_probs(data, "mat", TrainConfig(epochs=5, selection="last"), 2, {"hidden": (3,)}, batched=True)
+    with pytest.raises(ConfigError, match="batched half-models train full batch"):
+        subsample_probs(data, "mat", TrainConfig(epochs=5, selection="last", batch_size=4), 2, batched=True)

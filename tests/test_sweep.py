@@ -327,13 +327,13 @@ def test_sigkill_then_rerun_equals_uninterrupted_sweep(tmp_path):
 
 def _has_runner() -> bool:
     try:
-        from memaware import runner  # noqa: F401
+        from memaware.sweep import runner  # noqa: F401
     except ImportError:
         return False
     return True
 
 
-@pytest.mark.skipif(not _has_runner() or not Path("/proc/self/task").is_dir(), reason="needs memaware.runner")
+@pytest.mark.skipif(not _has_runner() or not Path("/proc/self/task").is_dir(), reason="needs memaware.sweep.runner")
 def test_real_runs_sigkill_then_rerun_equal_uninterrupted(tmp_path):
     """`memaware sweep` (a pool of 2) is SIGKILLed once a run has finished and another has a checkpoint; its workers
     die with it; the re-run (here in this process) resumes; every results.json equals a straight sweep's."""

@@ -39,7 +39,7 @@ def _write_run(root: Path, dataset: str, key: tuple, nums: tuple, layout: str = 
         "val_avg": {"epoch": 4, "val_score": 1 - val, "val": _report(val, val), "test": _report(1 - avg, 1 - worst)},
     }
     res = {"spec": spec, "method": method, "uses_train_groups": method == "groupdro", "seconds": 1.0}
-    if layout == "criteria":  # memaware.runner
+    if layout == "criteria":  # memaware.sweep.runner
         res.update(selection="val_wga", criteria=crit)
     else:  # the first draft: selection = {criterion: ...}
         res.update(selection=crit)

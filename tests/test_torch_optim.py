@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from memaware.backbones import EndToEndNet, make_backbone
 from memaware.errors import ConfigError
+from memaware.models.backbones import EndToEndNet, make_backbone
 from memaware.torch_optim import SCHEDULES, decay_groups, make_schedule, make_torch_optimizer, warmup_steps_for
 
 
@@ -146,7 +146,16 @@ def test_cosine_schedule_and_constant():
     assert lrs[20] == pytest.approx(0.5) and lrs[25] == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.75)))
     assert lrs[30] == pytest.approx(0.0, abs=1e-12)
     assert make_schedule(make_torch_optimizer("sgd", nn.Linear(2, 2), 0.1), "constant", 10) is None
-    assert SCHEDULES == ("constant", "linear", "cosine")
+    assert SCHEDULES == ("constant", "linear", "cosine", "xrm")
+
+
+def test_the_authors_xrm_schedule():
+    # facebookresearch/XRM networks.py: w = T // 3 + 1; 1 - t / w, then 1 - (t - w) / T
+    lrs = run_schedule("xrm", 9, 0, 1.0)  # w = 4
+    assert lrs[:4] == pytest.approx([1.0, 0.75, 0.5, 0.25])
+    assert lrs[4:] == pytest.approx([1.0, 1 - 1 / 9, 1 - 2 / 9, 1 - 3 / 9, 1 - 4 / 9, 1 - 5 / 9])
+    with pytest.raises(ConfigError, match="takes no warm-up"):
+        make_schedule(make_torch_optimizer("sgd", nn.Linear(2, 2), 0.1), "xrm", 10, 2)
 
 
 def test_schedule_and_optimizer_resume_from_state_dicts():

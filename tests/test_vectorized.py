@@ -1,190 +1,444 @@
-"""``vectorized.train_many``: many runs in one batched program give the results ``runner.execute`` gives one at a
-time (the same batches, flips and initial weights; GEMMs blocked differently, so equal up to float rounding)."""
+"""The batched mode of the engine (``memaware.vectorized``): many members trained at once equal each member trained
+alone by ``engine.fit`` (on float64 data: the same selected epoch, criterion, reports and evaluation log, weights
+within 1e-9), for every built-in method, a plug-in method through the autograd path, and the spec-level API."""
 
+from __future__ import annotations
+
+import dataclasses
 import json
-import statistics
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from memaware.data import make_setup21
+from memaware.engine import TrainConfig, fit
 from memaware.errors import ConfigError
-from memaware.metrics import group_report
-from memaware.runner import execute
-from memaware.vectorized import _Reports, execute_many, group_key, supported, train_many
+from memaware.evallog import FILENAME, EvalLog
+from memaware.methods import MAT, Batch, HParam, LogUniform, Method, make_method
+from memaware.sweep import runner
+from memaware.vectorized import Member, execute_many, fast_path, group_key, supported, train_many, train_members
 
-METHOD_HPARAMS = {
+HPARAMS = {
     "mat": [{"temperature": 0.1}, {"temperature": 0.01}],
     "groupdro": [{"eta": 0.01}, {"eta": 0.1}],
     "jtt": [{"T": 2, "lambda_up": 5}, {"T": 3, "lambda_up": 20}],
 }
-COMPARED = ("selection", "selected_epoch", "val", "test", "criteria", "epochs_run")
+SHAPES = {
+    "adam": {"optimizer": "adam", "batch_size": 32},
+    "sgd-full": {"optimizer": "sgd", "batch_size": 0, "epochs": 8},
+    "mlp": {"optimizer": "adamw", "batch_size": 32, "hidden": (8,), "class_balanced": True, "max_steps": 23,
+            "eval_every": 2},
+}  # fmt: skip
+
+
+class Focal(Method):
+    """A plug-in method (as a user writes one, tests/test_plugin_method.py): no fast path."""
+
+    name = "focal"
+    hparams = {"gamma": HParam(2.0, "focusing exponent", search={"*": LogUniform(-1, 0.5)}, low=0.0)}
+
+    def loss(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+        logp = F.log_softmax(logits[:, 0], dim=1).gather(1, batch.y[:, None]).squeeze(1)
+        return (-((1 - logp.exp()) ** self.gamma) * logp).mean()
+
+
+class Jitter(Method):
+    """A plug-in with per-example state changed in ``after_step`` from the run's generator, that may stop early."""
+
+    name = "jitter"
+    hparams = {"stop_after": HParam(0, "steps before asking to stop (0: never)", low=0, low_inclusive=True)}
+
+    def prepare(self, ctx, earlier) -> None:
+        self.generator = ctx.generator
+        self.w = torch.ones(len(ctx.train_idx), dtype=torch.float64)
+        self.steps = 0
+
+    def should_stop(self) -> bool:
+        return 0 < self.stop_after <= self.steps
+
+    def loss(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+        w = self.w[batch.pos].to(logits.dtype)
+        return (F.cross_entropy(logits[:, 0], batch.y, reduction="none") * w).sum() / w.sum()
+
+    @torch.no_grad()
+    def after_step(self, logits: torch.Tensor, batch: Batch, model) -> None:
+        noise = torch.rand(len(batch.pos), generator=self.generator, dtype=torch.float64)
+        self.w[batch.pos] = 0.5 * self.w[batch.pos] + noise
+        self.steps += 1
+
+    def state_dict(self) -> dict:
+        return {"w": self.w.clone()}
 
 
 @pytest.fixture(scope="module")
-def problem(tmp_path_factory):
-    """A small Setup 2.1 problem (paper Sec. 2) saved as a features file."""
+def data64():
+    """A small Setup 2.1 problem (paper Sec. 2) in float64: both paths then agree to the last bits that matter."""
     data = make_setup21(n_train=160, n_val=160, n_test=200, noise_dim=60, sigma=0.5, rho_train=0.9, seed=3)
-    path = tmp_path_factory.mktemp("vec") / "setup21.npz"
-    data.save_npz(path)
-    return data, str(path)
+    return dataclasses.replace(data, x=data.x.double())
 
 
-def _specs(method: str, path: str, seeds=(0, 1), **shape) -> list[dict]:
-    """2 hyper-parameter combinations x ``seeds``, with lr, weight decay and method hparams differing."""
+def _members(method: str | type, shape: str = "adam", seeds=(0, 1)) -> list[Member]:
+    """2 hyper-parameter combinations x ``seeds``: lr, weight decay, momentum and the method's own differ."""
+    kw = {"epochs": 6, **SHAPES[shape]}
+    model_kwargs = {"hidden": kw.pop("hidden", ()), "bias": True}
+    out = []
+    for i, (lr, wd) in enumerate([(1e-2, 1e-4), (3e-3, 0.0)]):
+        hp = HPARAMS.get(method, [{}, {}])[i] if isinstance(method, str) else {}
+        for s in seeds:
+            cfg = TrainConfig(lr=lr, weight_decay=wd, seed=s, momentum=0.9 * (i == 0), **kw)
+            m = make_method(method, **hp) if isinstance(method, str) else method()
+            out.append(Member(m, cfg, dict(model_kwargs)))
+    return out
+
+
+def _assert_same_run(batched, alone, data) -> None:
+    """The run trained batched equals the run trained alone."""
+    assert (batched.selection, batched.selected_epoch, batched.epochs_run) == (
+        alone.selection, alone.selected_epoch, alone.epochs_run,
+    )  # fmt: skip
+    assert batched.selection_reports == alone.selection_reports
+    for split in ("val", "test"):
+        assert batched.evaluate(data, split) == alone.evaluate(data, split)
+    ours, theirs = batched.model.state_dict(), alone.model.state_dict()
+    assert set(ours) == set(theirs)
+    assert max(float((ours[k] - theirs[k]).abs().max()) for k in ours) <= 1e-9
+    assert (batched.val_inferred_groups is None) == (alone.val_inferred_groups is None)
+    if alone.val_inferred_groups is not None:
+        assert torch.equal(batched.val_inferred_groups, alone.val_inferred_groups)
+    _assert_close(batched.method.describe(), alone.method.describe())  # GroupDRO's q, JTT's error set, ...
+    if alone.evaluations is not None:
+        a, b = batched.evaluations.arrays(), alone.evaluations.arrays()
+        assert set(a) == set(b) and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def _assert_close(a, b) -> None:
+    """Equal, floats within 1e-12 (float64 state such as GroupDRO's q)."""
+    if isinstance(a, float) and isinstance(b, float):
+        assert a == pytest.approx(b, rel=1e-12, abs=1e-12)
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys()
+        for k in a:
+            _assert_close(a[k], b[k])
+    elif isinstance(a, list | tuple):
+        assert len(a) == len(b)
+        for x, y in zip(a, b, strict=True):
+            _assert_close(x, y)
+    else:
+        assert a == b
+
+
+def _check_against_fit(data, members) -> None:
+    for member, res in zip(members, train_members(data, members), strict=True):
+        alone = fit(data, member.method, member.config, model_kwargs=member.model_kwargs,
+                    val_inferred_groups=member.external_groups)  # fmt: skip
+        _assert_same_run(res, alone, data)
+        for name, phase in alone.phases.items():
+            _assert_same_run(res.phases[name], phase, data)
+
+
+@pytest.mark.parametrize("method", ["erm", "groupdro", "rwg", "subg", "jtt", "xrm", "mat"])
+def test_every_method_equals_fit_minibatch_adam(data64, method):
+    _check_against_fit(data64, _members(method))
+
+
+@pytest.mark.parametrize("method", ["erm", "groupdro", "subg", "jtt", "xrm", "mat"])
+def test_every_method_equals_fit_full_batch_sgd_momentum(data64, method):
+    _check_against_fit(data64, _members(method, "sgd-full"))
+
+
+@pytest.mark.parametrize("method", ["xrm", "jtt", "rwg", "groupdro", "mat"])
+def test_mlp_class_balance_max_steps_eval_every_adamw_equal_fit(data64, method):
+    _check_against_fit(data64, _members(method, "mlp", seeds=(4,)))
+
+
+@pytest.mark.parametrize("plugin", [Focal, Jitter])
+def test_plugin_method_through_the_autograd_path_equals_fit(data64, plugin):
+    members = _members(plugin) + _members(plugin, "sgd-full", seeds=(2,))[:1]
+    assert fast_path(members[0].method) is None
+    _check_against_fit(data64, members[:4])
+    _check_against_fit(data64, members[4:])
+
+
+def test_members_that_ask_to_stop_end_where_fit_ends(data64):
+    """A method's ``should_stop`` ends its member alone (evaluated at that epoch, as fit does); the others go on."""
+    cfg = TrainConfig(epochs=6, batch_size=40, lr=0.05, eval_every=4)
+    members = [Member(Jitter(stop_after=k), dataclasses.replace(cfg, seed=k % 2), {}) for k in (5, 9, 0)]
+    _check_against_fit(data64, members)
+    assert [r.epochs_run for r in train_members(data64, members)] == [2, 3, 6]
+
+
+def test_single_run_mat_and_per_member_epochs_and_selections(data64):
+    """Single-run MAT (no fast path: its own loss through autograd); members with their own epochs (the program
+    runs to the longest, each ends at its own) and criteria; external inferred groups."""
+    single = [Member(MAT(mode="single-run", temperature=t), TrainConfig(epochs=4, batch_size=40, lr=0.05, seed=s),
+                     {"bias": True}) for t, s in ((0.1, 0), (0.01, 1))]  # fmt: skip
+    _check_against_fit(data64, single)
+    external = fit(data64, "xrm", TrainConfig(epochs=3, batch_size=40, lr=0.05)).val_inferred_groups
+    mixed = []
+    for i, (epochs, selection) in enumerate([(3, "val_gi_wga"), (5, "last"), (4, "val_worst_class"), (5, "auto")]):
+        cfg = TrainConfig(epochs=epochs, batch_size=40, lr=0.05, seed=i % 2, selection=selection)
+        mixed.append(Member(make_method("erm"), cfg, {"bias": False}, external_groups=external))
+    _check_against_fit(data64, mixed)
+
+
+def test_members_of_different_kinds_or_shapes_are_refused(data64):
+    a, b = _members("erm")[:2]
+    with pytest.raises(ConfigError, match="one method class"):
+        train_members(data64, [a, dataclasses.replace(b, config=dataclasses.replace(b.config, batch_size=16))])
+    with pytest.raises(ConfigError, match="one method class"):
+        train_members(data64, [a, dataclasses.replace(b, method=make_method("rwg"))])
+    no_groups = dataclasses.replace(data64, a=torch.where(data64.split == 0, -1, data64.a))
+    with pytest.raises(ConfigError, match="training group labels"):
+        train_members(no_groups, _members("groupdro")[:1])
+    assert train_members(data64, []) == []
+
+
+# ---- the spec-level API: the same dicts and files as runner.execute --------------------------------------------
+@pytest.fixture
+def spec_data(data64, tmp_path, monkeypatch):
+    """Specs of a features file whose loading gives the float64 data (for runner.execute and execute_many)."""
+    path = str(tmp_path / "s21.npz")
+    data64.save_npz(path)
+    monkeypatch.setattr(runner, "load_spec_data", lambda spec: (data64, None))
+    return data64, path
+
+
+def _specs(method: str, path: str, seeds=(0, 1), **extra) -> list[dict]:
     specs = []
     for i, (lr, wd) in enumerate([(1e-2, 1e-4), (3e-3, 0.0)]):
-        extra = METHOD_HPARAMS.get(method, [{}, {}])[i]
-        hp = {"epochs": 6, "batch_size": 32, "optimizer": "adam", "lr": lr, "weight_decay": wd, "bias": True, **extra,
-              **shape}  # fmt: skip
-        if hp["optimizer"] == "sgd":
-            hp["momentum"] = 0.9 if i == 0 else 0.0
+        hp = {"epochs": 5, "batch_size": 32, "optimizer": "adam", "lr": lr, "weight_decay": wd, "bias": True,
+              **HPARAMS.get(method, [{}, {}])[i], **extra}  # fmt: skip
         specs += [{"method": method, "data": path, "seed": s, "hparams": hp} for s in seeds]
     return specs
 
 
-def _one_by_one(specs: list[dict], tmp_path) -> list[dict]:
-    return [execute(s, tmp_path / f"run{i}") for i, s in enumerate(specs)]
+def _without_time(record: dict) -> dict:
+    return {k: v for k, v in json.loads(json.dumps(record)).items() if k not in ("seconds", "vectorized")}
 
 
-def _check_close(vec: list[dict], one: list[dict]) -> None:
-    """Mostly identical, always close: selected test worst-group accuracy per run, and its mean over runs."""
-    identical = sum(all(v[k] == o[k] for k in COMPARED) for v, o in zip(vec, one, strict=True))
-    assert identical >= 0.75 * len(vec), f"only {identical}/{len(vec)} runs identical"
-    vw = [v["test"]["worst_group_acc"] for v in vec]
-    ow = [o["test"]["worst_group_acc"] for o in one]
-    assert max(abs(a - b) for a, b in zip(vw, ow, strict=True)) <= 0.1
-    assert abs(statistics.mean(vw) - statistics.mean(ow)) <= 0.02
-    for v, o in zip(vec, one, strict=True):
-        assert v["vectorized"] and set(o) <= set(v)
-        assert v["spec"] == o["spec"] and v["method"] == o["method"] and v["data"] == o["data"]
-        assert v["uses_train_groups"] == o["uses_train_groups"] and v["uses_val_groups"] == o["uses_val_groups"]
-        assert v["resumed_from"] is None and v["seconds"] > 0
-        assert set(v["hparams"]) == set(o["hparams"])
-        for key, value in o["hparams"].items():
-            if key == "group_weights":  # GroupDRO's q: float64, equal up to the logits' rounding
-                assert v["hparams"][key] == pytest.approx(value, abs=1e-4)
-            else:
-                assert v["hparams"][key] == value, key
-
-
-@pytest.mark.parametrize("method", ["erm", "xrm", "mat", "groupdro", "rwg", "subg", "jtt"])
-def test_minibatch_adam_matches_one_at_a_time(problem, tmp_path, method):
-    data, path = problem
+@pytest.mark.parametrize("method", ["mat", "groupdro", "test_vectorized:Focal"])
+def test_train_many_gives_runner_execute_results(spec_data, tmp_path, method):
+    data, path = spec_data
     specs = _specs(method, path)
-    _check_close(train_many(data, specs), _one_by_one(specs, tmp_path))
+    assert all(supported(s) for s in specs) and len({group_key(s) for s in specs}) == 1
+    many = train_many(data, specs)
+    for i, (spec, rec) in enumerate(zip(specs, many, strict=True)):
+        assert rec["vectorized"] and rec["seconds"] > 0
+        _assert_close(_without_time(rec), _without_time(runner.execute(spec, tmp_path / f"one{i}")))
 
 
-@pytest.mark.parametrize("method", ["erm", "xrm", "mat", "groupdro", "subg", "jtt"])
-def test_full_batch_sgd_with_momentum_matches(problem, tmp_path, method):
-    data, path = problem
-    specs = _specs(method, path, batch_size=0, optimizer="sgd", epochs=8)
-    _check_close(train_many(data, specs), _one_by_one(specs, tmp_path))
-
-
-@pytest.mark.parametrize("method", ["xrm", "jtt", "rwg"])
-def test_mlp_class_balance_max_steps_eval_every_adamw(problem, tmp_path, method):
-    data, path = problem
-    shape = {"optimizer": "adamw", "hidden": [8], "class_balanced": True, "max_steps": 23, "eval_every": 2}
-    specs = _specs(method, path, seeds=(4,), **shape)
-    vec = train_many(data, specs)
-    _check_close(vec, _one_by_one(specs, tmp_path))
-    assert all(v["epochs_run"] == 5 for v in vec)  # 5 steps per epoch: max_steps stops the loop in epoch 5
-
-
-def test_distribution_over_seeds(problem, tmp_path):
-    """Identical in distribution: over 6 seeds, per-run and mean selected test worst-group accuracy agree."""
-    data, path = problem
-    specs = [
-        {"method": "mat", "data": path, "seed": s, "hparams": {"epochs": 5, "lr": 1e-2, "batch_size": 64}}
-        for s in range(6)
-    ]
-    _check_close(train_many(data, specs), _one_by_one(specs, tmp_path))
-
-
-def test_selection_criteria_and_inferred_groups(problem, tmp_path):
-    """val_gi_wga with an XRM run's inferred groups (a dict, or the spec's file), 'last' and val_worst_class."""
-    data, path = problem
-    xrm = _specs("xrm", path, seeds=(0,))[:1]
-    ((xrm_res, groups, state),) = train_many(data, xrm, with_inferred_groups=True, keep_models=True)
-    one = execute(xrm[0], tmp_path / "xrm")
-    assert xrm_res["test"] == one["test"]
-    with np.load(tmp_path / "xrm" / "inferred_groups.npz") as f:
-        assert np.array_equal(f["val_groups"], groups.numpy())
-    assert state["heads.linear.weight"].shape == (4, data.dim)  # two heads x two classes
-
-    specs, groups_file = [], str(tmp_path / "xrm" / "inferred_groups.npz")
-    for selection in ("val_gi_wga", "last", "val_worst_class"):
-        for s in _specs("erm", path, seeds=(0,)):
-            specs.append({**s, "selection": selection, "inferred_groups": groups_file})
-    vec = train_many(data, specs)
-    assert [v["selection"] for v in vec] == ["val_gi_wga"] * 2 + ["last"] * 2 + ["val_worst_class"] * 2
-    _check_close(vec, _one_by_one(specs, tmp_path))
-    # the same groups passed as a {seed: groups} dict instead of the spec's file
-    plain = [{k: v for k, v in s.items() if k != "inferred_groups"} for s in specs[:2]]
-    from_dict = train_many(data, plain, inferred_groups={0: groups})
-    assert [r["criteria"] for r in from_dict] == [r["criteria"] for r in vec[:2]]
-    # without any inferred groups val_gi_wga falls back to val_avg, as tracking.Selector does
-    assert {r["selection"] for r in train_many(data, plain)} == {"val_avg"}
-
-
-def test_execute_many_writes_what_execute_writes(problem, tmp_path):
-    data, path = problem
+def test_execute_many_writes_what_execute_writes(spec_data, tmp_path):
+    data, path = spec_data
     specs = _specs("xrm", path, seeds=(0,)) + _specs("erm", path, seeds=(1,))
     specs[0]["save_model"] = True
-    unsupported = {**specs[2], "hparams": {**specs[2]["hparams"], "hidden": [4, 4]}}  # two hidden layers
+    unsupported = {**specs[2], "hparams": {**specs[2]["hparams"], "no_such": 1}}  # one at a time: it fails
     assert not supported(unsupported)
-    dirs = [tmp_path / "vec" / f"r{i}" for i in range(5)]
-    results = execute_many(specs + [unsupported], dirs)
-    assert len(results) == 5 and all((d / "results.json").is_file() for d in dirs)
-    assert [r.get("vectorized", False) for r in results] == [True] * 4 + [False]
-    assert (dirs[0] / "inferred_groups.npz").is_file() and (dirs[0] / "model.pt").is_file()
-    assert not (dirs[2] / "inferred_groups.npz").exists()  # ERM without external groups infers none
-    ref = execute(specs[0], tmp_path / "ref")
-    saved = json.loads((dirs[0] / "results.json").read_text())
-    assert saved["test"] == json.loads(json.dumps(ref["test"]))
+    dirs = [tmp_path / "vec" / f"r{i}" for i in range(4)]
+    results = execute_many(specs, dirs)
+    assert [r["vectorized"] for r in results] == [True] * 4
+    for i, spec in enumerate(specs):
+        one = tmp_path / "one" / f"r{i}"
+        ref = runner.execute(spec, one)
+        _assert_close(_without_time(json.loads((dirs[i] / "results.json").read_text())), _without_time(ref))
+        ours, theirs = EvalLog.load(dirs[i] / FILENAME).arrays(), EvalLog.load(one / FILENAME).arrays()
+        assert all(np.array_equal(ours[k], theirs[k]) for k in theirs)
+        assert (dirs[i] / "inferred_groups.npz").exists() == (one / "inferred_groups.npz").exists()
     model = torch.load(dirs[0] / "model.pt", weights_only=True)
-    assert set(model) == {"heads.linear.weight", "heads.linear.bias"}
-    # finished runs are read back, not trained again
-    again = execute_many(specs[:1], dirs[:1])
-    assert again[0]["seconds"] == saved["seconds"]
+    assert set(model) == {"heads.linear.weight", "heads.linear.bias"} and model["heads.linear.weight"].shape[0] == 4
+    again = execute_many(specs[:1], dirs[:1])  # finished runs are read back, not trained again
+    assert again[0]["seconds"] == results[0]["seconds"]
+    with pytest.raises(ConfigError, match="no_such"):
+        execute_many([unsupported], [tmp_path / "bad"])
 
 
-def test_group_key_and_supported(problem):
-    data, path = problem
+def test_sweep_vectorized_trains_a_plugin_method_batched(spec_data, tmp_path):
+    from memaware.cli import main
+
+    _, path = spec_data
+    argv = ["sweep", "--data", path, "--methods", "erm,test_vectorized:Focal", "--n-hparams", "2", "--seeds", "2"]
+    assert (
+        main([*argv, "--set", "epochs=3", "--vectorized", "--jobs", "1", "--out", str(tmp_path / "sw"), "--quiet"]) == 0
+    )
+    records = [json.loads(p.read_text()) for p in (tmp_path / "sw").rglob("results.json")]
+    assert sum(r["method"] == "test_vectorized:Focal" for r in records) == 4 and all(r["vectorized"] for r in records)
+
+
+def test_inferred_groups_from_a_dict_or_the_specs_file(spec_data, tmp_path):
+    data, path = spec_data
+    ((xrm, groups, state),) = train_many(data, _specs("xrm", path, seeds=(0,))[:1], with_inferred_groups=True,
+                                         keep_models=True)  # fmt: skip
+    assert groups is not None and state["heads.linear.weight"].shape == (4, data.dim)
+    file = tmp_path / "inferred_groups.npz"
+    np.savez(file, val_groups=groups.numpy())
+    specs = [{**s, "selection": "val_gi_wga"} for s in _specs("erm", path, seeds=(0,))]
+    from_dict = train_many(data, specs, inferred_groups={0: groups})
+    from_file = train_many(data, [{**s, "inferred_groups": str(file)} for s in specs])
+    assert [r["criteria"] for r in from_dict] == [r["criteria"] for r in from_file]
+    assert {r["selection"] for r in from_dict} == {"val_gi_wga"}
+    assert {r["selection"] for r in train_many(data, specs)} == {"val_avg"}  # no inferred groups anywhere
+
+
+def test_group_key_and_supported(spec_data):
+    data, path = spec_data
     a, b = _specs("erm", path)[0], _specs("erm", path)[-1]
     assert group_key(a) == group_key(b)  # seeds, lr and weight decay may differ
     assert group_key(a) != group_key({**a, "hparams": {**a["hparams"], "batch_size": 64}})
     assert group_key(a) != group_key({**a, "method": "rwg"})
-    assert supported(a) and not supported({**a, "method": "mat", "hparams": {"mode": "single-run"}})
+    mat = _specs("mat", path)[0]
+    single = {**mat, "hparams": {**mat["hparams"], "mode": "single-run"}}
+    assert supported(single) and group_key(single) != group_key(mat)  # autograd path, three heads
+    assert supported({**a, "hparams": {**a["hparams"], "hidden": [4, 4]}})  # any MLP (vmap)
+    assert not supported({**single, "hparams": {**single["hparams"], "hidden": [4]}})  # its own forward
     assert not supported({"method": "erm", "dataset": "waterbirds", "data_dir": "x"})
     assert not supported({**a, "hparams": {"no_such": 1}})
+    assert not supported({**a, "method": "mse"})
     with pytest.raises(ConfigError, match="one method, data and shape"):
         train_many(data, [a, {**a, "hparams": {**a["hparams"], "epochs": 3}}])
-    with pytest.raises(ConfigError, match="training group labels"):
-        no_groups = type(data)(data.x, data.y, torch.where(data.split == 0, -1, data.a), data.split, 2, 2)
-        train_many(no_groups, [{**a, "method": "groupdro"}])
     assert train_many(data, []) == []
 
 
-def test_reports_equal_group_report():
+# ---- each fast path is pinned to autograd of its method's own loss and to its after_step ----------------------
+FAST_CASES = {  # method, per-slot hyper-parameters (slot j of every stream)
+    "erm": ("erm", [{}, {}]),
+    "jtt": ("jtt", [{"lambda_up": 5}, {"lambda_up": 20}]),
+    "mat": ("mat", [{"temperature": 0.1}, {"temperature": 0.01}]),
+    "xrm": ("xrm", [{}, {}]),
+    "groupdro": ("groupdro", [{"eta": 0.01}, {"eta": 0.3}]),
+}
+
+
+def _prepared(data, name: str, hp: dict, seed: int, rows: torch.Tensor | None) -> Method:
+    from memaware.methods import TrainContext
+
+    train_idx = data.indices(0) if rows is None else data.indices(0)[rows]
+    n = len(train_idx)
+    extra = {"mat": {"heldout_logits": torch.randn(n, 2, generator=torch.Generator().manual_seed(seed))},
+             "jtt": {"errors": torch.arange(n) % 7 == seed}}.get(name, {})  # fmt: skip
+    method = make_method(name, **hp, **extra)
+    method.prepare(TrainContext(data, train_idx, TrainConfig(seed=seed), torch.Generator().manual_seed(seed)), {})
+    return method
+
+
+@pytest.mark.parametrize("case", sorted(FAST_CASES))
+@pytest.mark.parametrize("batching", ["minibatch", "whole-pool-weighted", "subsets"])
+def test_fast_path_equals_autograd_of_the_methods_loss_and_its_after_step(data64, case, batching):
+    from memaware.methods.base import MemberStack, StackedBatch
+
+    name, hps = FAST_CASES[case]
+    n, S, M, g = int((data64.split == 0).sum()), 2, 2, torch.Generator().manual_seed(0)
+    y_all = data64.y[data64.indices(0)]
+    rows = [None, None]
+    if batching == "subsets":  # two streams on their own training positions (the memorization audit's halves)
+        perm = torch.randperm(n, generator=g)
+        rows = [perm[: n // 2].sort().values, perm[n // 2 :].sort().values]
+    seeds = (3, 8)
+    grid = [[_prepared(data64, name, hps[j], seeds[s], rows[s]) for j in range(M)] for s in range(S)]
+    refs = [[_prepared(data64, name, hps[j], seeds[s], rows[s]) for j in range(M)] for s in range(S)]
+    stack = MemberStack(grid, [[True] * M] * S, rows, n, "cpu", torch.float64)
+    fast = fast_path(grid[0][0])(stack)
+    H = grid[0][0].num_heads
+    if batching == "minibatch":
+        b = 24
+        pos = torch.stack([torch.randperm(n, generator=g)[:b] for _ in range(S)])
+        batch_kw = {"pos": pos, "flat": (pos + torch.arange(S).view(-1, 1) * n).reshape(-1), "y": y_all[pos]}
+        weight = None
+    else:
+        b = n
+        batch_kw = {"pos": None, "flat": None, "y": y_all.expand(S, n)}
+        weight = torch.rand(S, n, M, generator=g, dtype=torch.float64) + 0.5 if batching != "subsets" else None
+    present = None
+    if batching == "subsets":
+        present = torch.zeros(S, n, M, dtype=torch.bool)
+        for s in range(S):
+            present[s, rows[s]] = True
+    uniforms = torch.full((S, b), 2.0, dtype=torch.float64)
+    for s in range(S):  # each stream's draws, from its members' generator as their after_step draws them
+        gen = torch.Generator()
+        gen.set_state(refs[s][0].twins.generator.get_state() if name == "xrm" else g.get_state())
+        count = b if rows[s] is None else len(rows[s])
+        u = torch.rand(count, generator=gen)
+        uniforms[s] = u if rows[s] is None else uniforms[s].index_copy(0, rows[s], u.double())
+    batch = StackedBatch(n=n, weight=weight, present=present, uniforms=uniforms.float(), **batch_kw)
+    z = torch.randn(H, 2, S, b, M, generator=g, dtype=torch.float64) * 3
+    dz = fast.grad(z, batch)
+    fast.after_step(z, batch)
+    fast.store()
+    for s in range(S):
+        for j in range(M):
+            own = rows[s] if rows[s] is not None else slice(None)
+            logits = z[:, :, s, :, j].permute(2, 0, 1)[own].clone().requires_grad_(True)  # (b_c, H, K)
+            pos = batch_kw["pos"][s] if batch_kw["pos"] is not None else torch.arange(len(logits))
+            w = None if weight is None else weight[s, :, j]
+            ref_batch = Batch(pos, batch_kw["y"][s][own], w)
+            refs[s][j].loss(logits, ref_batch).backward()
+            ours = dz[:, :, s, :, j].permute(2, 0, 1)
+            assert torch.allclose(ours[own], logits.grad, rtol=1e-10, atol=1e-13)
+            if rows[s] is not None:
+                outside = torch.ones(n, dtype=torch.bool).index_fill_(0, rows[s], False)
+                assert not ours[outside].any()  # a member's loss never touches others' examples
+            refs[s][j].after_step(logits.detach(), ref_batch, None)
+            _assert_close(
+                {k: v.tolist() for k, v in grid[s][j].state_dict().items()},
+                {k: v.tolist() for k, v in refs[s][j].state_dict().items()},
+            )
+
+
+def test_optimisers_with_per_member_tensors_equal_torch_optim():
+    """engine.optim with (members, 1) hyper-parameter tensors = torch.optim run member by member (float64)."""
+    from memaware.engine.optim import make_optimizer
+
     g = torch.Generator().manual_seed(0)
-    y, a = torch.randint(0, 3, (500,), generator=g), torch.randint(-1, 2, (500,), generator=g)
-    pred = torch.randint(0, 3, (4, 500), generator=g)
-    pred[3] = y  # a perfect member
-    reports = _Reports(pred, y, a, 3, 2)
-    for c in range(4):
-        assert reports[c] == group_report(pred[c], y, a, 3, 2)
+    x, y = torch.randn(40, 5, generator=g, dtype=torch.float64), torch.randint(0, 3, (40,), generator=g)
+    lr = torch.tensor([[0.1], [0.03], [0.01]], dtype=torch.float64)
+    mom = torch.tensor([[0.9], [0.0], [0.5]], dtype=torch.float64)
+    wd = torch.tensor([[0.0], [0.01], [0.1]], dtype=torch.float64)
+    for name in ("sgd", "adam", "adamw"):
+        w0 = torch.randn(3, 15, generator=g, dtype=torch.float64)
+        stacked = w0.clone().requires_grad_(True)
+        ours = make_optimizer(name, [stacked], lr, mom, wd)
+        singles = [w0[c].clone().view(3, 5).requires_grad_(True) for c in range(3)]
+        theirs = []
+        for c, w in enumerate(singles):
+            kw = {"lr": float(lr[c]), "weight_decay": float(wd[c])}
+            cls = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[name]
+            theirs.append(cls([w], momentum=float(mom[c]), **kw) if name == "sgd" else cls([w], **kw))
+        for _ in range(20):
+            ours.zero_grad()
+            sum(F.cross_entropy(x @ stacked[c].view(3, 5).t(), y) for c in range(3)).backward()
+            ours.step()
+            for w, opt in zip(singles, theirs, strict=True):
+                opt.zero_grad()
+                F.cross_entropy(x @ w.t(), y).backward()
+                opt.step()
+        for c in range(3):
+            assert torch.allclose(stacked[c].view(3, 5), singles[c], rtol=0, atol=1e-12), name
 
 
-def test_argmax_by_comparisons_and_flip_uniforms_drawn_per_epoch():
-    from memaware.vectorized import _argmax
+@pytest.mark.parametrize("case", sorted(FAST_CASES))
+def test_shift_invariant_fast_paths_see_logits_through_softmax_only(data64, case):
+    """What licenses the two-class path (z_1 - z_0 alone): the same gradient and state for z + c per head, and a
+    gradient that sums to 0 over the classes."""
+    from memaware.methods.base import MemberStack, StackedBatch
 
-    t = torch.randint(0, 3, (5, 4, 3, 50)).float()  # many ties: the first maximum wins, as torch.argmax
-    for dim in (1, 2):
-        assert torch.equal(_argmax(t, dim), t.argmax(dim))
-    # XRM's per-step torch.rand draws equal one per-epoch draw split at the batch boundaries (what train_many uses)
-    g1, g2 = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
-    per_step = torch.cat([torch.rand(b, generator=g1) for b in (128, 128, 44)])
-    assert torch.equal(per_step, torch.rand(300, generator=g2))
+    name, hps = FAST_CASES[case]
+    n, g = int((data64.split == 0).sum()), torch.Generator().manual_seed(1)
+    grids = [[[_prepared(data64, name, hps[j], 5, None) for j in range(2)]] for _ in range(2)]
+    fasts = [
+        fast_path(grid[0][0])(MemberStack(grid, [[True, True]], [None], n, "cpu", torch.float64)) for grid in grids
+    ]
+    assert fasts[0].shift_invariant
+    pos = torch.randperm(n, generator=g)[:30].view(1, -1)
+    batch = StackedBatch(pos, pos.reshape(-1), data64.y[data64.indices(0)][pos], n, uniforms=torch.rand(1, 30))
+    z = torch.randn(grids[0][0][0].num_heads, 2, 1, 30, 2, generator=g, dtype=torch.float64)
+    shifted = z + torch.randn(z.shape[0], 1, 1, 30, 2, generator=g, dtype=torch.float64) * 5
+    dz, dz_shifted = fasts[0].grad(z, batch), fasts[1].grad(shifted, batch)
+    assert torch.allclose(dz, dz_shifted, atol=1e-12) and bool(dz.sum(dim=1).abs().max() < 1e-15)
+    for fast, logits in zip(fasts, (z, shifted), strict=True):
+        fast.after_step(logits, batch)
+        fast.store()
+    for a, b in zip(grids[0][0], grids[1][0], strict=True):
+        _assert_close(
+            {k: v.tolist() for k, v in a.state_dict().items()}, {k: v.tolist() for k, v in b.state_dict().items()}
+        )

@@ -13,7 +13,7 @@ def __getattr__(name: str):
     lazy = {
         "open_dataset": "memaware.data.datasets",
         "build_benchmark": "memaware.data.benchmarks",
-        "execute": "memaware.runner",
+        "execute": "memaware.sweep.runner",
         "sample_hparams": "memaware.sweep.hparams",
         "train_many": "memaware.vectorized",
     }

@@ -11,10 +11,10 @@ import textwrap
 
 import torch
 
-from ..backbones import BACKBONES
 from ..data.datasets import DATASETS, MODALITIES
 from ..errors import ConfigError
 from ..experiments.features import Features, extract_features
+from ..models.backbones import BACKBONES
 from .common import add_common
 
 

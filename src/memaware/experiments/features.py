@@ -12,10 +12,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..backbones import batch_to, make_backbone
 from ..data.datasets import RealDataset, open_dataset
 from ..data.groups import GroupData
 from ..errors import ConfigError
+from ..models.backbones import batch_to, make_backbone
 
 
 @dataclass(frozen=True)

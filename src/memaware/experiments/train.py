@@ -1,5 +1,6 @@
 """One training run from the command line's point of view (``memaware train``): a fresh run clears what an earlier
-run left in its directory, a resumed one continues from its checkpoint; the run itself is ``memaware.runner``'s."""
+run left in its directory, a resumed one continues from its checkpoint; the run itself is
+``memaware.sweep.runner``'s."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from ..runner import checkpoints, execute
+from ..sweep.runner import checkpoints, execute
 
 
 def run_training(spec: dict[str, Any], out: str | Path, resume: bool = False, progress: bool = False) -> dict[str, Any]:

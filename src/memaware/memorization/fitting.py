@@ -1,5 +1,5 @@
-"""The trained predictors an audit scores: M full-data models of a method (batched for linear heads, ``fit``
-otherwise), each with the logit shift its training loss used (MAT) so that estimators can tell the training
+"""The trained predictors an audit scores: M full-data models of a method (full batch: one batched program, else
+``fit`` per model), each with the logit shift its training loss used (MAT) so that estimators can tell the training
 loss's probability p~_i (with shift) from the predictor's p(y_i | x_i) (without)."""
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ import torch
 from torch import nn
 
 from ..data.groups import GroupData
+from ..engine import TrainConfig, fit
 from ..errors import ConfigError
 from ..methods.mat import mat_log_shift
-from ..train import TrainConfig, fit
-from .batched import train_erm_stacked, train_heads
+from .batched import train_subset_models
 from .scores import check_method, train_arrays
 
 
@@ -56,21 +56,15 @@ def train_full_models(
     if num_models < 1:
         raise ConfigError(f"need at least one model, got {num_models}")
     model_kwargs = dict(model_kwargs or {})
-    x, y = train_arrays(data)
     seeds = [cfg.seed + m for m in range(num_models)]
-    if not model_kwargs.get("hidden") and cfg.batch_size == 0:
-        masks = torch.ones(num_models, len(y), dtype=torch.bool)
-        heads = train_heads(method, x, y, masks, cfg, seeds, data.num_classes, bool(model_kwargs.get("bias")),
-                            temperature)
-        shifts = [None] * num_models if heads.shift is None else list(heads.shift)
-        return [ScoredModel(m, 0, s) for m, s in zip(heads.to_models(), shifts, strict=True)]
-    if method == "erm" and cfg.batch_size == 0:
-        masks = torch.ones(num_models, len(y), dtype=torch.bool)
-        return [ScoredModel(m) for m in train_erm_stacked(x, y, masks, cfg, seeds, data.num_classes, model_kwargs)]
-    out = []
     kwargs = {"temperature": temperature} if method == "mat" else {}
-    for s in seeds:
-        res = fit(data, method, dataclasses.replace(cfg, seed=s), model_kwargs=model_kwargs, **kwargs)
+    if cfg.batch_size == 0:  # full batch: all M models as members of one batched program
+        results = train_subset_models(data, method, None, cfg, seeds, model_kwargs, **kwargs)
+    else:
+        results = [fit(data, method, dataclasses.replace(cfg, seed=s), model_kwargs=model_kwargs, **kwargs)
+                   for s in seeds]  # fmt: skip
+    out = []
+    for res in results:
         shift = getattr(res.method, "shift", None) if method == "mat" else None
         out.append(ScoredModel(res.model.eval(), res.model.heads.num_heads - 1 if method == "mat" else 0, shift))
     return out

@@ -10,8 +10,9 @@ With p_k(i) = p_{S_k}(y_i | x_i) the probability the k-th predictor gives exampl
 This targets memorization at training-set size n/2 (each S_k is a different training set), not one
 leave-one-out retraining. For MAT every half-model runs the whole MAT procedure on its half: XRM on S_k gives
 held-out logits for S_k only, the shift's p(y | yho) is computed over S_k, f_k is trained with that shift, and
-p_k(i) is f_k's prediction alone (the quantity MAT deploys). Linear heads train all K models in one batched
-program (``batched.py``), MLPs too for ERM (``vmap``); MLP + MAT loops over ``memaware.train.fit`` per half.
+p_k(i) is f_k's prediction alone (the quantity MAT deploys). Full batch, all K models train at once as members of
+one batched program, each on its own half (``batched.py``: the engine's batched mode, any model and method);
+otherwise one ``memaware.engine.fit`` per half.
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data.groups import TRAIN, GroupData
+from ..engine import TrainConfig, fit
 from ..errors import ConfigError
-from ..train import TrainConfig, fit
-from .batched import train_erm_stacked, train_heads
+from .batched import train_subset_models
 from .scores import MemorizationScores, check_method, train_arrays, true_label_prob
 
 
@@ -95,7 +96,7 @@ def subsample_probs(
     """Trains the K half-models; returns (p_k(y_i | x_i) (K, n), held-in masks (K, n)) over the training split.
 
     Model k has seed ``config.seed + k``; the design is drawn from ``config.seed``. ``batched`` (default: when
-    the model is a linear head trained full-batch) trains all K heads in one program; otherwise K ``fit`` calls.
+    trained full batch) trains all K models in one batched program; otherwise K ``fit`` calls (the same models).
     """
     check_method(method)
     cfg = config or TrainConfig(selection="last")
@@ -105,28 +106,22 @@ def subsample_probs(
     x, y = train_arrays(data)
     masks = balanced_design(len(y), num_models, torch.Generator().manual_seed(cfg.seed))
     seeds = [cfg.seed + k for k in range(num_models)]
-    hidden = bool(model_kwargs.get("hidden"))
-    # linear heads: ERM and MAT batched by hand; other networks: ERM batched with vmap, MAT one fit per half
-    can_batch = cfg.batch_size == 0 and (not hidden or method == "erm")
+    kwargs = {"temperature": temperature} if method == "mat" else {}
+    # full batch: every half-model steps together, each on its own half (engine's batched mode)
+    can_batch = cfg.batch_size == 0
     if batched is None:
         batched = can_batch
     if batched and not can_batch:
-        raise ConfigError("batched training needs batch_size=0, and ERM when the model has hidden layers")
-    if batched and not hidden:
-        heads = train_heads(method, x, y, masks, cfg, seeds, data.num_classes, bool(model_kwargs.get("bias")),
-                            temperature)
-        return true_label_prob(heads.logits(x), y), masks
+        raise ConfigError("batched half-models train full batch; use batch_size=0 (or batched=False)")
     if batched:
-        nets = train_erm_stacked(x, y, masks, cfg, seeds, data.num_classes, model_kwargs)
-        with torch.no_grad():
-            return torch.stack([true_label_prob(m(x)[:, 0], y) for m in nets]), masks
-    kwargs = {"temperature": temperature} if method == "mat" else {}
-    probs = torch.empty(num_models, len(y))
-    for k in tqdm(range(num_models), desc=f"{method} half-models", disable=not progress, leave=False):
-        res = fit(_subset(data, masks[k]), method, dataclasses.replace(cfg, seed=seeds[k], progress=False),
-                  model_kwargs=model_kwargs, **kwargs)
-        probs[k] = true_label_prob(res.predict_logits(x), y)
-    return probs, masks
+        results = train_subset_models(data, method, masks, cfg, seeds, model_kwargs, progress, **kwargs)
+    else:
+        results = [
+            fit(_subset(data, masks[k]), method, dataclasses.replace(cfg, seed=seeds[k], progress=False),
+                model_kwargs=model_kwargs, **kwargs)
+            for k in tqdm(range(num_models), desc=f"{method} half-models", disable=not progress, leave=False)
+        ]  # fmt: skip
+    return torch.stack([true_label_prob(r.predict_logits(x), y) for r in results]), masks
 
 
 def subsample_scores(

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from .base import Batch, Method, TrainContext
+from .base import Batch, CrossEntropyGrad, Method, TrainContext
 from .registry import register
 
 
@@ -37,7 +37,7 @@ class RWG(Method):
     rank = 3
     summary = "training examples sampled with weight 1/|group|"
     needs_train_groups = True
-    batched_loss = "ce"
+    batched_loss = CrossEntropyGrad
 
     def prepare(self, ctx: TrainContext, earlier: dict) -> None:
         self.example_weights = inverse_frequency_weights(ctx.group_train)
@@ -55,7 +55,7 @@ class SUBG(Method):
     rank = 2
     summary = "every training group subsampled to the smallest"
     needs_train_groups = True
-    batched_loss = "ce"
+    batched_loss = CrossEntropyGrad
 
     def prepare(self, ctx: TrainContext, earlier: dict) -> None:
         self.active_positions = subsample_to_smallest(ctx.group_train, ctx.generator)

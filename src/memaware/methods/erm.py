@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import Batch, Method
+from .base import Batch, CrossEntropyGrad, Method
 from .registry import register
 
 
@@ -13,7 +13,7 @@ class ERM(Method):
     name = "erm"
     rank = 0
     summary = "empirical risk minimisation"
-    batched_loss = "ce"
+    batched_loss = CrossEntropyGrad
 
     def loss(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
         return self.ce(logits[:, 0], batch)

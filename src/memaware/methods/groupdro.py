@@ -8,7 +8,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .base import Batch, Method, TrainContext
+from .base import Batch, BatchedLoss, MemberStack, Method, StackedBatch, TrainContext
 from .registry import register
 from .space import HParam, LogUniform
 
@@ -26,6 +26,55 @@ def exponentiated_step(q: torch.Tensor, group_losses: torch.Tensor, present: tor
     return q / q.sum()
 
 
+class GroupDROGrad(BatchedLoss):
+    """GroupDRO's fast path for many members: with the batch's group means l_g and counts n_g of each member,
+    q_g <- q_g exp(eta l_g) (groups in the batch), renormalised (``exponentiated_step``), and L = sum_g q_g l_g,
+    so dL/dz_i = q_{g(i)} / n_{g(i)} (softmax(z_i) - e_{y_i}); ``after_step`` keeps the new q (Alg. 1)."""
+
+    shift_invariant = True
+
+    def __init__(self, members: MemberStack):
+        super().__init__(members)
+        self.groups = members.per_stream(lambda m: m.groups)  # (S, n): a stream's members share their examples
+        self.q = members.per_member(lambda m: m.q, torch.float64)  # (S, M, G)
+        self.eta = members.per_member(lambda m: float(m.eta), torch.float64).unsqueeze(-1)  # (S, M, 1)
+        self.ids = torch.arange(members.first.num_groups, device=members.device)
+        self._next_q: tuple | None = None
+
+    def grad(self, z: torch.Tensor, batch: StackedBatch) -> torch.Tensor:
+        logp = z[0].log_softmax(dim=0)  # (K, S, b, M)
+        classes = torch.arange(z.shape[1], device=z.device).view(-1, 1, 1, 1)
+        onehot = (batch.y.unsqueeze(0).unsqueeze(-1) == classes).to(logp.dtype)
+        ce = -(logp * onehot).sum(dim=0)  # (S, b, M)
+        dz = logp.exp_().sub_(onehot)  # softmax - onehot
+        in_group = (batch.take(self.groups).unsqueeze(-1) == self.ids).to(ce.dtype)  # (S, b, G)
+        if batch.present is None:
+            counts = in_group.sum(dim=1).unsqueeze(1)  # (S, 1, G)
+            sums = torch.bmm(ce.transpose(1, 2), in_group)  # (S, M, G)
+        else:
+            present = batch.present.to(ce.dtype)
+            counts = torch.einsum("sbm,sbg->smg", present, in_group)
+            sums = torch.einsum("sbm,sbg->smg", ce * present, in_group)
+        size = counts.clamp_min(1.0)
+        means = sums / size
+        q = self.q * torch.exp(self.eta * means.double() * (counts > 0))
+        q = q / q.sum(dim=-1, keepdim=True)
+        self._next_q = (batch, q)
+        w = torch.bmm(in_group, (q.to(ce.dtype) / size).transpose(1, 2))  # (S, b, M): q_g(i) / n_g(i)
+        if batch.present is not None:
+            w = w * batch.present
+        return dz.mul_(w).unsqueeze(0)
+
+    @torch.no_grad()
+    def after_step(self, z: torch.Tensor, batch: StackedBatch) -> None:
+        if self._next_q is None or self._next_q[0] is not batch:
+            self.grad(z, batch)
+        self.q, self._next_q = self._next_q[1], None
+
+    def store(self) -> None:
+        self.members.store_per_member(self.q, lambda m, v: setattr(m, "q", v))
+
+
 @register
 class GroupDRO(Method):
     name = "groupdro"
@@ -33,7 +82,7 @@ class GroupDRO(Method):
     display_name = "GroupDRO"
     summary = "GroupDRO, exponentiated-gradient group weights (Sagawa et al.)"
     needs_train_groups = True
-    batched_loss = "groupdro"
+    batched_loss = GroupDROGrad
     hparams = {
         "eta": HParam(0.01, "GroupDRO step size of the group weights", search={"*": LogUniform(-3, -1)}, low=0.0),
     }

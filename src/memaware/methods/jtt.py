@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from .base import Batch, Method, Phase, TrainContext
+from .base import Batch, CrossEntropyGrad, Method, Phase, TrainContext
 from .erm import ERM
 from .registry import register
 from .space import Choice, EpochFraction, HParam
@@ -25,7 +25,7 @@ class JTT(Method):
     name = "jtt"
     rank = 4
     summary = "Just Train Twice: ERM for T epochs, then its errors upweighted"
-    batched_loss = "ce"
+    batched_loss = CrossEntropyGrad
     hparams = {
         # T is searched as a fraction of the run's epochs (comb 0: a fifth)
         "T": HParam(

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError
-from .base import Batch, Method, Phase, TrainContext
+from .base import Batch, CrossEntropyGrad, MemberStack, Method, Phase, StackedBatch, TrainContext
 from .registry import register
 from .space import Choice, HParam
 from .xrm import XRM, TwinHeads, cross_mistake_groups, heldout_logits_pass, rows
@@ -58,13 +58,29 @@ def mat_log_shift(
     return torch.log(p_heldout @ cond + SHIFT_EPS)
 
 
+class ShiftedCrossEntropyGrad(CrossEntropyGrad):
+    """Two-phase MAT's fast path: ``Method.ce`` of head 0 on the shifted logits z_i + log(p_ho(. | x_i) + 1e-6)
+    (eq. 7; each member's own ``shift``), so dL/dz_i = w_i (softmax(z_i + s_i) - e_{y_i}) as for ERM."""
+
+    def __init__(self, members: MemberStack):
+        super().__init__(members)
+        self.shifts = members.per_example(lambda m: m.shift, dtype=members.dtype)  # (S, n, M, K)
+
+    @classmethod
+    def applies(cls, method: Method) -> bool:
+        return getattr(method, "mode", "") == "two-phase"
+
+    def shift(self, batch: StackedBatch) -> torch.Tensor:
+        return batch.take(self.shifts).permute(3, 0, 1, 2)
+
+
 @register
 class MAT(Method):
     name = "mat"
     rank = 6
     summary = "memorization-aware training on XRM's held-out logits"
     infers_groups = True
-    batched_loss = "ce"
+    batched_loss = ShiftedCrossEntropyGrad
     plain_linear_forward = True  # forward() returns model.heads(x) when the backbone is the identity
     hparams = {
         "temperature": HParam(

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from ..models import all_logits
-from .base import Batch, Method, TrainContext
+from .base import Batch, BatchedLoss, MemberStack, Method, StackedBatch, TrainContext, softmax_grad
 from .registry import register
 
 
@@ -103,6 +103,47 @@ def heldout_logits_pass(model, ctx: TrainContext, heads: tuple[int, int], twins:
     return twins.heldout(logits[:, list(heads)], torch.arange(len(ctx.train_idx))).float().cpu()
 
 
+class XRMGrad(BatchedLoss):
+    """XRM's fast path for many members: each example's loss is taken by the head that holds it in,
+    L_m = sum_k mean_{i in batch, label_i = k} CE(z_{head(i), i}, label_i) (``class_balanced_ce``), so
+    dL_m/dz_{head(i), i} = (softmax - e_{label_i}) / |{j in batch : label_j = label_i}| and 0 on the other head;
+    after the step each label flips to the held-out head's argmax with probability (p_ho - 1/K) K / (K - 1)
+    (``flip_labels``) against the stream's uniforms."""
+
+    draws_uniforms = True
+    shift_invariant = True
+
+    def __init__(self, members: MemberStack):
+        super().__init__(members)
+        self.held_in = members.per_example(lambda m: m.twins.held_in).bool()  # (S, n, M): head 1 holds i in
+        self.labels = members.per_example(lambda m: m.twins.labels)  # (S, n, M) current (flipped) labels
+        self.num_classes = members.first.twins.num_classes
+        self._step: tuple | None = None
+
+    def grad(self, z: torch.Tensor, batch: StackedBatch) -> torch.Tensor:
+        sel, labels = batch.take(self.held_in), batch.take(self.labels)  # (S, b, M)
+        self._step = (batch, sel, labels)
+        dz, onehot = softmax_grad(torch.where(sel, z[1], z[0]), labels)  # (K, S, b, M)
+        if batch.present is not None:
+            onehot = onehot * batch.present
+        w = (onehot / onehot.sum(dim=2, keepdim=True).clamp_min_(1.0)).sum(dim=0)  # (S, b, M): 1 / count(label)
+        held_in = torch.stack([~sel, sel]).to(dz.dtype).unsqueeze(1)  # (2, 1, S, b, M): head h holds i in
+        return dz.mul_(w).unsqueeze(0) * held_in
+
+    @torch.no_grad()
+    def after_step(self, z: torch.Tensor, batch: StackedBatch) -> None:
+        if self._step is None or self._step[0] is not batch:
+            self._step = (batch, batch.take(self.held_in), batch.take(self.labels))
+        _, sel, labels = self._step
+        p_max, y_ho = torch.where(sel, z[0], z[1]).softmax(dim=0).max(dim=0)  # the held-out head, (S, b, M)
+        flip = batch.uniforms.unsqueeze(-1) < flip_probability(p_max, self.num_classes)
+        self.labels = batch.put(self.labels, torch.where(flip, y_ho, labels))
+        self._step = None
+
+    def store(self) -> None:
+        self.members.store_per_example(self.labels, lambda m, v: setattr(m.twins, "labels", v))
+
+
 @register
 class XRM(Method):
     name = "xrm"
@@ -110,7 +151,7 @@ class XRM(Method):
     summary = "cross-risk minimisation: twin nets, label flipping, inferred groups"
     num_heads = 2
     infers_groups = True
-    batched_loss = "xrm"
+    batched_loss = XRMGrad
 
     def prepare(self, ctx: TrainContext, earlier: dict) -> None:
         self.twins = TwinHeads(ctx)

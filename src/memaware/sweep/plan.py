@@ -1,8 +1,8 @@
 """Random hyper-parameter search (paper Table 1): methods x combinations x seeds, one directory per run.
 
 Layout: ``DIR/<method>/comb<k>_seed<s>/`` (``DIR/<dataset>/<method>/...`` when one sweep covers several datasets).
-``spec.json`` (what ``memaware.runner.execute`` trains) is written before any run starts and ``results.json`` by the
-run when it ends, so a directory with ``results.json`` is finished and skipped: running the same sweep again
+``spec.json`` (what ``memaware.sweep.runner.execute`` trains) is written before any run starts and ``results.json``
+by the run when it ends, so a directory with ``results.json`` is finished and skipped: running the same sweep again
 resumes it, and a run that was killed resumes from its ``checkpoint.pt``. Methods that infer no groups of their own
 (ERM, GroupDRO, SUBG, RWG, JTT) point ``inferred_groups`` at the XRM run of their seed (combination ``xrm_comb``,
 default 0), which runs first, so that every run can also be selected by ``val_gi_wga``.

@@ -1,213 +1,137 @@
-"""``train_many`` / ``execute_many``: group specs, build programs, run their phases, write results."""
+"""``train_many`` / ``execute_many``: run specs (``memaware.sweep.runner``'s) trained as members of one batched program.
+
+Specs that share a ``group_key`` (method, data, device, the shape hyper-parameters ``SHAPE_KEYS`` and the program
+kind: heads and fast path) train together through ``members.train_members``; the results are the dicts (and files)
+``runner.execute`` writes for the same specs.
+"""
 
 from __future__ import annotations
 
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from ..data.groups import TEST, TRAIN, VAL, GroupData
+from ..data.groups import GroupData
+from ..engine import FitResult
 from ..errors import ConfigError
+from ..evallog import FILENAME as EVALUATIONS
 from ..methods import Method, make_method
-from ..methods.balancing import inverse_frequency_weights
-from ..methods.jtt import upweight
-from ..methods.mat import mat_log_shift
-from ..methods.xrm import cross_mistake_groups
-from ..tracking import CRITERIA, Selector
-from ..train import TrainConfig
-from ._common import DATA_KEYS, SHAPE_KEYS, SUPPORTED_METHODS
-from .program import _Member, _Program, _Shape
-from .selection import _argmax, _predict, _Reports, _Selection
+from .members import Member, fast_path, train_members, trainable
+
+# hyper-parameters every member of one program shares (they fix the program's shape and schedule)
+SHAPE_KEYS = ("batch_size", "epochs", "max_steps", "optimizer", "hidden", "bias", "class_balanced", "eval_every")
+DATA_KEYS = ("data", "dataset", "data_dir", "backbone", "weights", "image_size")
 
 
-# ---- which specs can share a program ---------------------------------------------------------------------------
 def _hparams(spec: dict[str, Any]) -> dict[str, Any]:
-    from ..runner import resolve_hparams  # lazy: runner imports train, keep this module importable on its own
+    from ..sweep.runner import resolve_hparams  # lazy: the runner imports the engine; keep this module light to import
 
     return resolve_hparams(spec.get("method", ""), spec.get("hparams"))
 
 
+def _method(spec: dict[str, Any], hp: dict[str, Any]) -> Method:
+    from ..sweep.runner import method_hparam_defaults
+
+    name = spec["method"]
+    return make_method(name, **{k: hp[k] for k in method_hparam_defaults(name)})
+
+
+def _model_kwargs(hp: dict[str, Any]) -> dict[str, Any]:
+    return {"hidden": tuple(int(h) for h in hp["hidden"]), "bias": bool(hp["bias"])}
+
+
 def group_key(spec: dict[str, Any]) -> tuple:
     """What specs must share to be trained by one ``train_many`` call: method, data, device, shape hyper-parameters
-    (``SHAPE_KEYS``) and MAT's mode. Seeds, lr, weight decay, momentum and method hyper-parameters may differ."""
-    method = spec.get("method")
+    (``SHAPE_KEYS``) and program kind (number of heads, fast path). Seeds, lr, weight decay, momentum and method
+    hyper-parameters may differ."""
     try:
         hp = _hparams(spec)
-    except ConfigError:
-        hp = dict(spec.get("hparams") or {})
+        method = _method(spec, hp)
+        kind = (method.num_heads, getattr(fast_path(method), "__qualname__", "autograd"))
+    except (ConfigError, KeyError, TypeError):
+        hp, kind = dict(spec.get("hparams") or {}), None
     shape = tuple(json.dumps(hp.get(k), sort_keys=True) for k in SHAPE_KEYS)
     data = tuple(json.dumps(spec.get(k)) for k in DATA_KEYS)
-    return (method, data, spec.get("device") or "cpu", shape, hp.get("mode"))
+    return (spec.get("method"), data, spec.get("device") or "cpu", shape, kind)
 
 
 def supported(spec: dict[str, Any]) -> bool:
-    """Whether ``train_many`` can train ``spec``: a supported method on a features file (``data``), a linear head
-    or one hidden layer, MAT in two-phase form without given held-out logits, valid hyper-parameters, an available
-    device. Anything else goes through ``runner.execute``."""
-    method = spec.get("method")
-    if method not in SUPPORTED_METHODS or spec.get("dataset") is not None:
+    """Whether ``train_many`` can train ``spec``: a classification method the batched mode trains (a fast path, or
+    the plain forward: ``members.trainable``), a head on a features file (``data``), valid hyper-parameters and an
+    available device. Anything else goes through ``runner.execute``."""
+    if not spec.get("method") or spec.get("dataset") is not None:
         return False
     try:
         hp = _hparams(spec)
-    except ConfigError:
+        method = _method(spec, hp)
+    except (ConfigError, KeyError, TypeError):
         return False
-    hidden = hp.get("hidden") or []
-    if not isinstance(hidden, list | tuple) or len(hidden) > 1:
-        return False
-    if method == "mat" and hp.get("mode", "two-phase") != "two-phase":
+    if not isinstance(hp.get("hidden"), list | tuple) or not trainable(method, _model_kwargs(hp)):
         return False
     device = spec.get("device") or "cpu"
     return device == "cpu" or (device.startswith("cuda") and torch.cuda.is_available())
 
 
-@dataclass
-class _Run:
-    spec: dict[str, Any]
-    hp: dict[str, Any]
-    cfg: TrainConfig
-    method: Method
-    selector: Selector  # shared by the runs with the same criterion: only its resolved criterion and groups are read
-    external: torch.Tensor | None  # (n_val,) XRM-inferred validation groups for val_gi_wga, or None
-
-
-def _config(spec: dict[str, Any], hp: dict[str, Any]) -> TrainConfig:
-    """The TrainConfig ``runner.execute`` builds for ``spec`` (its checks included)."""
-    from ..runner import train_config
-
-    return train_config(spec, hp)
-
-
-def _make_run(
-    data: GroupData,
-    spec: dict[str, Any],
-    inferred_groups: dict[int, torch.Tensor] | None,
-    selectors: dict[str, Selector],
-) -> _Run:
-    from ..runner import SPEC_KEYS, method_hparam_defaults
-    from ..runner import inferred_groups as read_inferred_groups
+def _member(data: GroupData, spec: dict[str, Any], inferred_groups: dict[int, torch.Tensor] | None) -> Member:
+    """The member ``runner.execute`` would train for ``spec`` (its checks included)."""
+    from ..sweep.runner import SPEC_KEYS, train_config
+    from ..sweep.runner import inferred_groups as read_inferred_groups
 
     unknown = sorted(set(spec) - SPEC_KEYS)
     if unknown:
         raise ConfigError(f"run spec has unknown key(s) {', '.join(unknown)}")
-    name = spec.get("method")
     hp = _hparams(spec)
-    cfg = _config(spec, hp)
-    method = make_method(name, **{k: hp[k] for k in method_hparam_defaults(name)})
-    if method.needs_train_groups and not data.has_attrs(TRAIN):
-        raise ConfigError(f"method '{name}' needs training group labels (field 'a' >= 0 on split 0), the data has none")
+    cfg = train_config(spec, hp)
     if inferred_groups is not None and cfg.seed in inferred_groups:
         external = torch.as_tensor(inferred_groups[cfg.seed]).long()
     else:
         external = read_inferred_groups(spec.get("inferred_groups"), data)
-    # the Selector's checks and its resolution of "auto", once per criterion (building one copies the splits)
-    if cfg.selection not in selectors:
-        selectors[cfg.selection] = Selector(cfg.selection, data)
-    selector = selectors[cfg.selection]
-    n_val = len(selector.y)
-    if selector.criterion != "last" and external is not None and len(external) != n_val:
-        raise ConfigError(f"inferred validation groups have {len(external)} entries, the validation split {n_val}")
-    return _Run(spec, hp, cfg, method, selector, external)
+    return Member(_method(spec, hp), cfg, _model_kwargs(hp), external_groups=external)
 
 
-def _shape_of(run: _Run) -> _Shape:
-    cfg, hp = run.cfg, run.hp
-    return _Shape(
-        epochs=cfg.epochs,
-        max_steps=cfg.max_steps,
-        optimizer=cfg.optimizer,
-        batch_size=cfg.batch_size,
-        class_balanced=cfg.class_balanced,
-        eval_every=cfg.eval_every,
-        hidden=tuple(int(h) for h in hp["hidden"]),
-        bias=bool(hp["bias"]),
-        device=cfg.device,
-    )
+def _record(spec: dict[str, Any], result: FitResult, data: GroupData, seconds: float) -> dict[str, Any]:
+    """results.json's dict for a trained spec, as ``runner.execute`` builds it (plus ``"vectorized": True``)."""
+    from ..sweep.runner import describe_data
+
+    criteria = result.selection_reports
+    chosen = criteria.get(result.selection)
+    return {
+        "spec": spec,
+        "method": spec["method"],
+        "uses_train_groups": bool(result.method.needs_train_groups),
+        "uses_val_groups": result.selection == "val_wga",
+        "selection": result.selection,
+        "selected_epoch": result.selected_epoch,
+        "val": chosen["val"] if chosen else result.evaluate(data, "val"),
+        "test": chosen["test"] if chosen else result.evaluate(data, "test"),
+        "criteria": criteria,
+        "hparams": {**_hparams(spec), **result.method.describe()},
+        "data": describe_data(spec, data, None),
+        "epochs_run": result.epochs_run,
+        "resumed_from": None,
+        "seconds": seconds,
+        "vectorized": True,
+    }
 
 
-def _phase1_keys(runs: list[_Run]) -> tuple[list[tuple], list[int]]:
-    """Distinct (seed, lr, weight decay, momentum) of the runs and each run's index into them: runs that differ only
-    in method hyper-parameters train the same first phase (MAT's XRM, JTT's ERM)."""
-    keys: dict[tuple, int] = {}
-    index = []
-    for r in runs:
-        key = (r.cfg.seed, r.cfg.lr, r.cfg.weight_decay, r.cfg.momentum)
-        index.append(keys.setdefault(key, len(keys)))
-    return list(keys), index
-
-
-def _member(key: tuple, **extra: Any) -> _Member:
-    seed, lr, wd, mom = key
-    return _Member(seed=seed, lr=lr, weight_decay=wd, momentum=mom, **extra)
-
-
-def _mat_phase1(data: GroupData, shape: _Shape, runs: list[_Run], progress: bool) -> None:
-    """XRM to the end for every distinct (seed, lr, wd, momentum), as ``MAT._run_phase1``; sets each run's
-    ``heldout_logits``, ``val_inferred_groups`` and ``shift`` (paper eq. 7, per member temperature)."""
-    keys, index = _phase1_keys(runs)
-    prog = _Program(data, shape, [_member(k) for k in keys], "xrm", prepare="xrm", num_heads=2)
-    prog.run(label="XRM phase 1 (vectorized)", progress=progress)
-    train_idx, val_idx = data.indices(TRAIN), data.indices(VAL)
-    logits = prog.logits(data.x[train_idx]).cpu()  # (C1, 2, K, n)
-    val_logits = prog.logits(data.x[val_idx]).cpu()
-    held_out = 1 - prog.held_in.cpu()  # (S, n) per stream
-    rows = torch.arange(len(train_idx))
-    y = data.y[train_idx]
-    for c, run in enumerate(runs):
-        i = index[c]
-        s = int(prog.slot[i]) // prog.M
-        run.method.heldout_logits = logits[i].permute(2, 0, 1)[rows, held_out[s]].float()  # heldout_logits_pass
-        run.method.val_inferred_groups = cross_mistake_groups(val_logits[i].permute(2, 0, 1), data.y[val_idx])
-        run.method.shift = mat_log_shift(run.method.heldout_logits, y, run.method.temperature, data.num_classes)
-
-
-def _jtt_phase1(data: GroupData, shape: _Shape, runs: list[_Run], progress: bool) -> None:
-    """ERM for T_c epochs per run (one program to the largest T; each run's error set read off at its own T, or
-    where max_steps stops the loop first), as ``JTT.prepare``; sets each run's ``errors``."""
-    keys, index = _phase1_keys(runs)
-    wanted: dict[int, set[int]] = {}
-    for c, run in enumerate(runs):
-        wanted.setdefault(index[c], set()).add(run.method.T)
-    prog = _Program(data, shape, [_member(k) for k in keys], "ce")
-    train_idx = data.indices(TRAIN)
-    y = data.y[train_idx]
-    errors: dict[tuple[int, int], torch.Tensor] = {}
-
-    def snapshot(epoch: int, last: bool) -> None:
-        due = [(i, t) for i, ts in wanted.items() for t in ts if t == epoch or (last and t > epoch)]
-        if not due:
-            return
-        wrong = _argmax(prog.logits(data.x[train_idx])[:, 0], dim=1).cpu() != y  # (C1, n)
-        for i, t in due:
-            errors[(i, t)] = wrong[i].clone()
-
-    epochs = max(r.method.T for r in runs)
-    prog.run(epochs=epochs, on_epoch=snapshot, label="JTT identification (vectorized)", progress=progress)
-    for c, run in enumerate(runs):
-        run.method.errors = errors[(index[c], run.method.T)]
-
-
-def _main_members(data: GroupData, runs: list[_Run]) -> list[_Member]:
-    members = []
-    group_train = data.group[data.indices(TRAIN)]
-    for r in runs:
-        m = _member((r.cfg.seed, r.cfg.lr, r.cfg.weight_decay, r.cfg.momentum))
-        name = r.method.name
-        if name == "rwg":  # Idrissi et al. 2022: draw with probability 1 / |group|
-            m.example_weights = inverse_frequency_weights(group_train)
-        elif name == "jtt":  # Liu et al. 2021: the error set upweighted by lambda_up
-            m.example_weights = upweight(r.method.errors, r.method.lambda_up)
-        elif name == "groupdro":
-            m.eta = float(r.method.eta)
-        elif name == "mat":
-            m.shift = r.method.shift
-        members.append(m)
-    return members
+def _train(
+    data: GroupData, specs: list[dict[str, Any]], inferred_groups: dict[int, torch.Tensor] | None, progress: bool
+) -> list[tuple[dict[str, Any], FitResult]]:
+    t0 = time.perf_counter()
+    for spec in specs:
+        if not supported(spec):
+            raise ConfigError(f"train_many cannot train spec {json.dumps(spec, sort_keys=True)[:200]}")
+    if len({group_key(s) for s in specs}) != 1:
+        raise ConfigError("train_many needs specs of one method, data and shape (see vectorized.group_key)")
+    members = [_member(data, spec, inferred_groups) for spec in specs]
+    results = train_members(data, members, with_outputs=False, progress=progress)
+    seconds = (time.perf_counter() - t0) / len(specs)
+    return [(_record(spec, res, data, seconds), res) for spec, res in zip(specs, results, strict=True)]
 
 
 def train_many(
@@ -226,119 +150,50 @@ def train_many(
     seconds = the batch's wall time / len(specs)) plus ``"vectorized": True``. ``inferred_groups`` maps a seed to
     (n_val,) XRM-inferred validation groups for the ``val_gi_wga`` criterion of methods that infer none (else a
     spec's ``inferred_groups`` file is read, as the runner does). With ``with_inferred_groups`` each item is
-    (result, val_inferred_groups (n_val,) or None, model state dict or None (``keep_models``: the selected
-    checkpoint as a ``MultiHeadNet`` state dict)), the extra outputs ``runner.execute`` writes to files.
+    (result, val_inferred_groups (n_val,) or None, the selected checkpoint's ``MultiHeadNet`` state dict with
+    ``keep_models``, else None), what ``runner.execute`` writes to files.
     """
     if not specs:
         return []
-    t0 = time.perf_counter()
-    for spec in specs:
-        if not supported(spec):
-            raise ConfigError(f"train_many cannot train spec {json.dumps(spec, sort_keys=True)[:200]}")
-    keys = {group_key(s) for s in specs}
-    if len(keys) != 1:
-        raise ConfigError("train_many needs specs of one method, data and shape (see vectorized.group_key)")
-    selectors: dict[str, Selector] = {}
-    runs = [_make_run(data, spec, inferred_groups, selectors) for spec in specs]
-    name, shape = runs[0].method.name, _shape_of(runs[0])
-    if name == "mat":
-        _mat_phase1(data, shape, runs, progress)
-    elif name == "jtt":
-        _jtt_phase1(data, shape, runs, progress)
-    loss = {"xrm": "xrm", "groupdro": "groupdro"}.get(name, "ce")
-    prepare = {"xrm": "xrm", "subg": "subg"}.get(name)
-    prog = _Program(data, shape, _main_members(data, runs), loss, prepare, num_heads=2 if name == "xrm" else 1)
-    selection = _Selection(data, runs, name, keep_models)
-    phase1 = [r.method.val_inferred_groups for r in runs] if name == "mat" else None
-    epoch = prog.run(
-        on_eval=lambda e: selection.update(e, prog, phase1),
-        label=f"{name} x{len(runs)} (vectorized)",
-        progress=progress,
-    )
-    return _results(data, runs, prog, selection, phase1, epoch, t0, with_inferred_groups, keep_models)
+    trained = _train(data, list(specs), inferred_groups, progress)
+    if not with_inferred_groups:
+        return [rec for rec, _ in trained]
+    return [
+        (rec, res.val_inferred_groups, _state(res) if keep_models else None) for rec, res in trained
+    ]  # fmt: skip
 
 
-def _results(
-    data: GroupData,
-    runs: list[_Run],
-    prog: _Program,
-    selection: _Selection,
-    phase1: list[torch.Tensor | None] | None,
-    epoch: int,
-    t0: float,
-    with_inferred_groups: bool,
-    keep_models: bool,
-) -> list:
-    from ..runner import describe_data
+def _state(result: FitResult) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu() for k, v in result.model.state_dict().items()}
 
-    name = runs[0].method.name
-    k, a = data.num_classes, data.num_attrs
-    final: dict[str, Any] = {}
 
-    def final_eval() -> dict[str, Any]:  # the last epoch's model, for runs without a chosen checkpoint
-        if not final:
-            for split, idx in (("val", data.indices(VAL)), ("test", data.indices(TEST))):
-                logits = prog.logits(data.x[idx])
-                final[split + "_logits"] = logits
-                final[split] = _Reports(_predict(name, logits).cpu(), data.y[idx], data.a[idx], k, a)
-        return final
+def _write(run_dir: Path, spec: dict[str, Any], record: dict[str, Any], result: FitResult) -> None:
+    """The files ``runner.execute`` writes for a finished run."""
+    from ..artifacts import atomic_writer, write_json
+    from ..sweep.runner import checkpoints
 
-    seconds = (time.perf_counter() - t0) / len(runs)
-    out = []
-    for c, run in enumerate(runs):
-        criterion = selection.criteria[c]
-        reports = {crit: selection.best[c][crit] for crit in CRITERIA if crit in selection.best[c]}
-        chosen = reports.get(criterion)
-        if name == "groupdro":
-            run.method.q = prog.member_q(c)
-        elif name == "subg":
-            s = int(prog.slot[c]) // prog.M
-            run.method.active_positions = prog.streams[s].active
-        res = {
-            "spec": run.spec,
-            "method": name,
-            "uses_train_groups": bool(run.method.needs_train_groups),
-            "uses_val_groups": criterion == "val_wga",
-            "selection": criterion,
-            "selected_epoch": selection.best_epoch[c] or epoch,
-            "val": chosen["val"] if chosen else final_eval()["val"][c],
-            "test": chosen["test"] if chosen else final_eval()["test"][c],
-            "criteria": reports,
-            "hparams": {**run.hp, **run.method.describe()},
-            "data": describe_data(run.spec, data, None),
-            "epochs_run": epoch,
-            "resumed_from": None,
-            "seconds": seconds,
-            "vectorized": True,
-        }
-        if not with_inferred_groups:
-            out.append(res)
-            continue
-        inferred = selection.inferred[c]
-        has_best = selection.best_epoch[c] is not None
-        if inferred is None and name == "xrm":  # fit: infer from the model it ends with
-            logits = final_eval()["val_logits"][c] if not has_best else None
-            y_val = data.y[data.indices(VAL)]
-            inferred = None if logits is None else cross_mistake_groups(logits.cpu().permute(2, 0, 1), y_val)
-        if inferred is None and phase1 is not None:
-            inferred = phase1[c]
-        state = None
-        if keep_models:
-            state = selection.best_state[c] if has_best else prog.member_state(c)
-        out.append((res, inferred, state))
-    return out
+    if result.val_inferred_groups is not None:
+        groups = result.val_inferred_groups.cpu().numpy().astype(np.int64)
+        atomic_writer(run_dir / "inferred_groups.npz", lambda p: np.savez(p, val_groups=groups), ".npz")
+    if result.evaluations is not None:  # every evaluation: any criterion, even a later one, selects from it
+        result.evaluations.save(run_dir / EVALUATIONS)
+    if spec.get("save_model"):
+        state = _state(result)
+        atomic_writer(run_dir / "model.pt", lambda p: torch.save(state, p), ".pt")
+    write_json(run_dir / "results.json", record)
+    for ckpt in checkpoints(run_dir):
+        ckpt.unlink(missing_ok=True)
 
 
 # ---- files: the counterpart of runner.execute for many runs ---------------------------------------------------
 def execute_many(
     specs: Sequence[dict[str, Any]], run_dirs: Sequence[str | Path], progress: bool = False
 ) -> list[dict[str, Any]]:
-    """Trains every run ``specs[i]`` into ``run_dirs[i]`` like ``runner.execute`` (results.json, inferred_groups.npz,
-    model.pt with ``save_model``), the supported ones batched by ``group_key`` through ``train_many``, the others one
-    at a time. Runs whose results.json exists are returned as they are. Every batch is attempted; the first error is
-    raised at the end."""
-    from ..artifacts import atomic_writer, write_json
-    from ..runner import checkpoints, execute, load_spec_data
+    """Trains every run ``specs[i]`` into ``run_dirs[i]`` like ``runner.execute`` (results.json, evaluations.npz,
+    inferred_groups.npz, model.pt with ``save_model``), the supported ones batched by ``group_key`` through
+    ``train_many``, the others one at a time. Runs whose results.json exists are returned as they are. Every batch
+    is attempted; the first error is raised at the end."""
+    from ..sweep.runner import execute, load_spec_data
 
     if len(specs) != len(run_dirs):
         raise ConfigError(f"{len(specs)} specs but {len(run_dirs)} run directories")
@@ -363,30 +218,13 @@ def execute_many(
             source = json.dumps([spec0.get(k) for k in DATA_KEYS])
             if source not in cache:
                 cache[source] = load_spec_data(spec0)[0]
-            trained = train_many(
-                cache[source],
-                [specs[i] for i in idx],
-                progress=progress,
-                with_inferred_groups=True,
-                keep_models=any(specs[i].get("save_model") for i in idx),
-            )
+            trained = _train(cache[source], [specs[i] for i in idx], None, progress)
         except Exception as e:  # the other batches still train
             error = error or e
             continue
-        for i, (res, inferred, state) in zip(idx, trained, strict=True):
-            d = dirs[i]
-            if inferred is not None:
-                groups = inferred.numpy().astype(np.int64)
-                atomic_writer(d / "inferred_groups.npz", lambda p, g=groups: np.savez(p, val_groups=g), ".npz")
-            if specs[i].get("save_model") and state is not None:
-                atomic_writer(d / "model.pt", lambda p, s=state: torch.save(s, p), ".pt")
-            write_json(d / "results.json", res)
-            for ckpt in checkpoints(d):
-                ckpt.unlink(missing_ok=True)
-            results[i] = res
+        for i, (record, result) in zip(idx, trained, strict=True):
+            _write(dirs[i], specs[i], record, result)
+            results[i] = record
     if error is not None:
         raise error
     return [r for r in results if r is not None]
-
-
-__all__ = ["train_many", "execute_many", "group_key", "supported", "SHAPE_KEYS", "SUPPORTED_METHODS"]

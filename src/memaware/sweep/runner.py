@@ -23,12 +23,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from .artifacts import atomic_writer, write_json
-from .data.groups import VAL, GroupData, load_npz
-from .engine import TrainConfig, fit
-from .errors import ConfigError
-from .evallog import FILENAME as EVALUATIONS
-from .methods import make_method, method_class
+from ..artifacts import atomic_writer, write_json
+from ..data.groups import VAL, GroupData, load_npz
+from ..engine import TrainConfig, fit
+from ..errors import ConfigError
+from ..evallog import FILENAME as EVALUATIONS
+from ..methods import make_method, method_class
 
 
 def train_hparam_defaults() -> dict[str, Any]:
@@ -74,7 +74,7 @@ def load_spec_data(spec: dict[str, Any]) -> tuple[GroupData, Any]:
         return load_npz(spec["data"]), None
     if not spec.get("data_dir"):
         raise ConfigError(f"--dataset {spec['dataset']} needs --data-dir (the folder holding its files)")
-    from .data.datasets import open_dataset
+    from ..data.datasets import open_dataset
 
     dataset = open_dataset(spec["dataset"], spec["data_dir"], image_size=int(spec.get("image_size") or 224))
     return dataset.data, dataset
@@ -114,7 +114,7 @@ def _model_factory(spec: dict[str, Any], dataset: Any, data: GroupData, hp: dict
     """For end-to-end runs: a fresh backbone + heads for a given number of heads, from the spec's seed."""
     if dataset is None:
         return None
-    from .backbones import EndToEndNet, make_backbone
+    from ..models.backbones import EndToEndNet, make_backbone
 
     backbone_name = spec.get("backbone") or ("tiny-cnn" if dataset.modality == "image" else "tiny-text")
 

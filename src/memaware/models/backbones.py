@@ -27,8 +27,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import ConfigError
-from .models import MultiHead, init_linear_
+from ..errors import ConfigError
+from .heads import MultiHead, init_linear_
 
 # backbone name -> the modality of the raw input it takes
 BACKBONES = {"resnet50": "image", "tiny-cnn": "image", "bert": "text", "tiny-text": "text"}
