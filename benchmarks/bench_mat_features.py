@@ -51,8 +51,8 @@ def run_memaware(data) -> float:
 
 
 def run_vectorized(data, path: str) -> float:
-    """The same run through memaware.vectorized (one member: hand-written gradients, no autograd)."""
-    from memaware.vectorized import train_many
+    """The same run through memaware.engine.many (one member: hand-written gradients, no autograd)."""
+    from memaware.engine.many import train_many
 
     hp = {"epochs": 10_000, "max_steps": STEPS, "lr": LR, "weight_decay": WD, "optimizer": "adam",
           "batch_size": BATCH, "bias": True, "temperature": TAU}  # fmt: skip

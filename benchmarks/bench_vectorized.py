@@ -79,8 +79,8 @@ def main() -> None:
     parser.add_argument("--skip-one-by-one", action="store_true", help="time train_many only")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    from memaware.engine.many import train_many
     from memaware.sweep.runner import execute
-    from memaware.vectorized import train_many
 
     data = make_data()
     with tempfile.TemporaryDirectory() as tmp:

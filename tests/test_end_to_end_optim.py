@@ -10,9 +10,9 @@ import torch
 from torch import nn
 
 from memaware import TrainConfig, fit, make_setup21
+from memaware.engine.torch_optim import schedule_factor
 from memaware.errors import ConfigError
 from memaware.models import MultiHeadNet
-from memaware.torch_optim import schedule_factor
 
 
 class Probe(nn.Module):
@@ -39,7 +39,7 @@ def test_decay_groups_and_schedule_reach_the_loop(schedule, warmup):
     data = make_setup21(n_train=200, n_val=50, n_test=50, noise_dim=10, seed=0)
     lr, wd, epochs, bs = 0.1, 0.5, 3, 50
     cfg = TrainConfig(epochs=epochs, lr=lr, optimizer="adamw", weight_decay=wd, batch_size=bs, seed=0,
-                      schedule=schedule, warmup_fraction=warmup)  # fmt: skip
+                      schedule=schedule, warmup_fraction=warmup, selection="last")  # fmt: skip
     res = fit(data, "erm", cfg, model_factory=lambda heads: Probe(data.dim, data.num_classes, heads))
     total = epochs * (200 // bs)
     warm = int(warmup * total + 1e-9)
@@ -53,7 +53,8 @@ def test_decay_groups_and_schedule_reach_the_loop(schedule, warmup):
 
 def test_authors_decay_rule_is_the_inverse():
     data = make_setup21(n_train=100, n_val=50, n_test=50, noise_dim=10, seed=0)
-    cfg = TrainConfig(epochs=1, lr=0.1, optimizer="adamw", weight_decay=0.5, batch_size=50, decay_rule="authors")
+    cfg = TrainConfig(epochs=1, lr=0.1, optimizer="adamw", weight_decay=0.5, batch_size=50, decay_rule="authors",
+                      selection="last")  # fmt: skip
     model = fit(data, "erm", cfg, model_factory=lambda heads: Probe(data.dim, data.num_classes, heads)).model
     assert torch.equal(model.idle.weight, torch.ones(3, 3))  # the authors decay biases and LayerNorm weights only
     assert torch.allclose(model.idle.bias, torch.full((3,), 0.95**2))

@@ -1,4 +1,4 @@
-"""memaware.torch_optim: weight-decay groups, torch.optim optimisers and warm-up schedules for fine-tuning."""
+"""memaware.engine.torch_optim: weight-decay groups, torch.optim optimisers and warm-up schedules for fine-tuning."""
 
 import math
 import subprocess
@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
+from memaware.engine.torch_optim import SCHEDULES, decay_groups, make_schedule, make_torch_optimizer, warmup_steps_for
 from memaware.errors import ConfigError
 from memaware.models.backbones import EndToEndNet, make_backbone
-from memaware.torch_optim import SCHEDULES, decay_groups, make_schedule, make_torch_optimizer, warmup_steps_for
 
 
 class BertLayerNorm(nn.Module):
@@ -210,5 +210,5 @@ def test_errors_are_one_line_config_errors(call, needle):
 
 
 def test_import_does_not_load_dynamo():
-    code = "import sys, memaware.torch_optim; assert 'torch._dynamo' not in sys.modules"
+    code = "import sys, memaware.engine.torch_optim; assert 'torch._dynamo' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)

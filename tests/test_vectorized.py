@@ -1,4 +1,4 @@
-"""The batched mode of the engine (``memaware.vectorized``): many members trained at once equal each member trained
+"""The batched mode of the engine (``memaware.engine.many``): many members trained at once equal each member trained
 alone by ``engine.fit`` (on float64 data: the same selected epoch, criterion, reports and evaluation log, weights
 within 1e-9), for every built-in method, a plug-in method through the autograd path, and the spec-level API."""
 
@@ -14,11 +14,11 @@ import torch.nn.functional as F
 
 from memaware.data import make_setup21
 from memaware.engine import TrainConfig, fit
+from memaware.engine.many import Member, execute_many, fast_path, group_key, supported, train_many, train_members
 from memaware.errors import ConfigError
 from memaware.evallog import FILENAME, EvalLog
 from memaware.methods import MAT, Batch, HParam, LogUniform, Method, make_method
 from memaware.sweep import runner
-from memaware.vectorized import Member, execute_many, fast_path, group_key, supported, train_many, train_members
 
 HPARAMS = {
     "mat": [{"temperature": 0.1}, {"temperature": 0.01}],
@@ -324,7 +324,7 @@ def _prepared(data, name: str, hp: dict, seed: int, rows: torch.Tensor | None) -
 @pytest.mark.parametrize("case", sorted(FAST_CASES))
 @pytest.mark.parametrize("batching", ["minibatch", "whole-pool-weighted", "subsets"])
 def test_fast_path_equals_autograd_of_the_methods_loss_and_its_after_step(data64, case, batching):
-    from memaware.methods.base import MemberStack, StackedBatch
+    from memaware.methods.batched import MemberStack, StackedBatch
 
     name, hps = FAST_CASES[case]
     n, S, M, g = int((data64.split == 0).sum()), 2, 2, torch.Generator().manual_seed(0)
@@ -420,7 +420,7 @@ def test_optimisers_with_per_member_tensors_equal_torch_optim():
 def test_shift_invariant_fast_paths_see_logits_through_softmax_only(data64, case):
     """What licenses the two-class path (z_1 - z_0 alone): the same gradient and state for z + c per head, and a
     gradient that sums to 0 over the classes."""
-    from memaware.methods.base import MemberStack, StackedBatch
+    from memaware.methods.batched import MemberStack, StackedBatch
 
     name, hps = FAST_CASES[case]
     n, g = int((data64.split == 0).sum()), torch.Generator().manual_seed(1)

@@ -15,7 +15,7 @@ def __getattr__(name: str):
         "build_benchmark": "memaware.data.benchmarks",
         "execute": "memaware.sweep.runner",
         "sample_hparams": "memaware.sweep.hparams",
-        "train_many": "memaware.vectorized",
+        "train_many": "memaware.engine.many",
     }
     if name in lazy:
         import importlib

@@ -106,7 +106,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--vectorized",
         action="store_true",
         help="train the runs of a (method, data) together, as members of one batched program "
-        "(memaware.vectorized.execute_many)",
+        "(memaware.engine.many.execute_many)",
     )
     p.add_argument("--dry-run", action="store_true", help="list the runs and their hyper-parameters, train nothing")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary on stdout")

@@ -1,5 +1,5 @@
 """The training engine: one loop (``loop.run_epochs``) that every run goes through, one run at a time (``fit``) or
-many runs of a head at once (``memaware.vectorized``), with data order, optimisers, the Gram-matrix fast path,
+many runs of a head at once (``memaware.engine.many``), with data order, optimisers, the Gram-matrix fast path,
 evaluation history and checkpoint/resume."""
 
 from .batches import epoch_batches, sampling_weights

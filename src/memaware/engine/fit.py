@@ -20,7 +20,6 @@ from ..methods import Method, TrainContext, make_method
 from ..methods.base import checkpoint_for
 from ..metrics import group_report
 from ..models import all_logits, build_model
-from ..torch_optim import make_schedule, make_torch_optimizer, warmup_steps_for
 from .batches import sampling_weights
 from .config import TrainConfig
 from .dual import DualSGD
@@ -29,6 +28,7 @@ from .history import SPLITS, History
 from .loop import run_epochs
 from .optim import make_optimizer
 from .single import SingleRunSteps
+from .torch_optim import make_schedule, make_torch_optimizer, warmup_steps_for
 
 
 @dataclass

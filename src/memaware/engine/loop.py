@@ -1,5 +1,5 @@
 """The one training loop. Every run goes through ``run_epochs``: one model at a time (``engine.single``) or many
-members of a head at once (``memaware.vectorized``); what differs between them is only how one step is taken
+members of a head at once (``memaware.engine.many``); what differs between them is only how one step is taken
 (the ``Steps`` they pass in), never the epoch structure, the step budget, the evaluation cadence or stopping."""
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ Why not ``torch.optim``: constructing any ``torch.optim.Optimizer`` imports ``to
 against ``torch.optim`` in tests/test_methods.py and tests/test_vectorized.py.
 
 Every hyper-parameter (``lr``, ``momentum``, ``weight_decay``) is a Python number (one run: ``engine.fit``) or a
-tensor that broadcasts against every parameter (many runs at once: ``memaware.vectorized`` passes one flat
+tensor that broadcasts against every parameter (many runs at once: ``memaware.engine.many`` passes one flat
 parameter and per-element float64 tensors, so each member has its own lr / momentum / decay). The rules below are
 written once for both; only the arithmetic primitive differs (``alpha=`` scalars vs tensor products), so a
 member's update equals the update of the same run alone up to float rounding.

@@ -1,4 +1,4 @@
-"""The memorization audit's K models, trained at once by the engine's batched mode (``memaware.vectorized``).
+"""The memorization audit's K models, trained at once by the engine's batched mode (``memaware.engine.many``).
 
 Model k trains on the training examples with ``masks[k, i]`` true, with seed ``seeds[k]``: a member with its own
 training positions, equal to ``engine.fit`` on the data with the other training examples removed (same initial
@@ -18,9 +18,9 @@ import torch
 
 from ..data.groups import TRAIN, GroupData
 from ..engine import FitResult, TrainConfig
+from ..engine.many import Member, train_members
 from ..errors import ConfigError
 from ..methods import make_method
-from ..vectorized import Member, train_members
 
 
 def train_subset_models(

@@ -7,7 +7,8 @@ from typing import Any
 
 import torch
 
-from .base import Batch, CrossEntropyGrad, Method, TrainContext
+from .base import Batch, Method, TrainContext
+from .batched import CrossEntropyGrad
 from .registry import register
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from .base import Batch, CrossEntropyGrad, Method
+from .base import Batch, Method
+from .batched import CrossEntropyGrad
 from .registry import register
 
 

@@ -8,7 +8,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .base import Batch, BatchedLoss, MemberStack, Method, StackedBatch, TrainContext
+from .base import Batch, Method, TrainContext
+from .batched import BatchedLoss, MemberStack, StackedBatch
 from .registry import register
 from .space import HParam, LogUniform
 

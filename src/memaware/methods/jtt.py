@@ -9,7 +9,8 @@ from typing import Any
 
 import torch
 
-from .base import Batch, CrossEntropyGrad, Method, Phase, TrainContext
+from .base import Batch, Method, Phase, TrainContext
+from .batched import CrossEntropyGrad
 from .erm import ERM
 from .registry import register
 from .space import Choice, EpochFraction, HParam

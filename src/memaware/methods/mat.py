@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError
-from .base import Batch, CrossEntropyGrad, MemberStack, Method, Phase, StackedBatch, TrainContext
+from .base import Batch, Method, Phase, TrainContext
+from .batched import CrossEntropyGrad, MemberStack, StackedBatch
 from .registry import register
 from .space import Choice, HParam
 from .xrm import XRM, TwinHeads, cross_mistake_groups, heldout_logits_pass, rows

@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from ..models import all_logits
-from .base import Batch, BatchedLoss, MemberStack, Method, StackedBatch, TrainContext, softmax_grad
+from .base import Batch, Method, TrainContext
+from .batched import BatchedLoss, MemberStack, StackedBatch, softmax_grad
 from .registry import register
 
 

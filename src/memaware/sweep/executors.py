@@ -18,7 +18,7 @@ from ..artifacts import atomic_writer
 from ..errors import ConfigError
 
 EXECUTE = "memaware.sweep.runner:execute"  # (spec, run_dir) -> results; a "module:function" so that workers import it
-EXECUTE_MANY = "memaware.vectorized:execute_many"  # (specs, run_dirs) -> results; runs of one (method, data)
+EXECUTE_MANY = "memaware.engine.many:execute_many"  # (specs, run_dirs) -> results; runs of one (method, data)
 EXECUTORS = ("local", "slurm", "submitit-local")
 RESULTS, SPEC, CHECKPOINT, LOCK = "results.json", "spec.json", "checkpoint.pt", ".lock"
 

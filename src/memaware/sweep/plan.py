@@ -13,7 +13,7 @@ Executors: ``local`` (a process pool, spawn context, one intra-op torch thread p
 reaches its time limit is requeued and resumes from its checkpoint) and ``submitit-local`` (the same code path run
 on this machine by submitit's LocalExecutor). The unit of work handed to an executor is a *batch*, a list of runs
 of one (method, data): one run per batch by default; with ``vectorized=True`` every run of a (method, data) forms
-one batch, trained by ``memaware.vectorized.execute_many(specs, run_dirs)`` (``EXECUTE_MANY``).
+one batch, trained by ``memaware.engine.many.execute_many(specs, run_dirs)`` (``EXECUTE_MANY``).
 
 ``DIR/sweep.json`` (written atomically, after every finished run) lists the datasets, methods, seeds and every run
 with its status: done, pending, failed, blocked (its XRM run failed) or busy (locked by another process).

@@ -83,7 +83,7 @@ def load_spec_data(spec: dict[str, Any]) -> tuple[GroupData, Any]:
 def train_config(
     spec: dict[str, Any], hp: dict[str, Any], end_to_end: bool = False, progress: bool = False
 ) -> TrainConfig:
-    """The ``TrainConfig`` of a spec with resolved hyper-parameters ``hp`` (also used by ``memaware.vectorized``)."""
+    """The ``TrainConfig`` of a spec with resolved hyper-parameters ``hp`` (also used by ``memaware.engine.many``)."""
     device = spec.get("device") or "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device {device}: CUDA is not available on this machine")

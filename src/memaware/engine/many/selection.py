@@ -9,11 +9,11 @@ from typing import Any
 
 import torch
 
-from .. import selection
-from ..data.groups import TEST, TRAIN, VAL, GroupData
-from ..engine.evaluation import check_criterion
-from ..errors import ConfigError
-from ..evallog import EvalLog
+from ... import selection
+from ...data.groups import TEST, TRAIN, VAL, GroupData
+from ...errors import ConfigError
+from ...evallog import EvalLog
+from ..evaluation import check_criterion
 
 
 class ManySelection:

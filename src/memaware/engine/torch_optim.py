@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 
 from torch import nn
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 if TYPE_CHECKING:
     from torch.optim import Optimizer

@@ -20,10 +20,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..engine import TrainConfig, sampling_weights
-from ..errors import ConfigError
-from ..methods import Method, TrainContext
-from ..methods.base import MemberStack
+from ...errors import ConfigError
+from ...methods import Method, TrainContext
+from ...methods.batched import MemberStack
+from ..batches import sampling_weights
+from ..config import TrainConfig
 
 
 @dataclass

@@ -21,11 +21,12 @@ from typing import Any
 
 import torch
 
-from ..data.groups import TRAIN, GroupData
-from ..engine import FitResult, TrainConfig, plain_linear_forward
-from ..errors import ConfigError
-from ..methods import Method, TrainContext
-from ..methods.base import BatchedLoss
+from ...data.groups import TRAIN, GroupData
+from ...errors import ConfigError
+from ...methods import Method, TrainContext
+from ...methods.batched import BatchedLoss
+from ..config import TrainConfig
+from ..fit import FitResult, plain_linear_forward
 from .layout import Prepared
 from .program import Program
 

@@ -15,7 +15,7 @@ import copy
 import torch
 from torch.func import functional_call, vmap
 
-from ..models import MultiHeadNet
+from ...models import MultiHeadNet
 
 _EVAL_FLOATS = 1 << 24  # bound an evaluation chunk's (members x outputs x rows) to ~64 MB
 

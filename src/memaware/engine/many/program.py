@@ -12,13 +12,13 @@ import time
 
 import torch
 
-from ..data.groups import TEST, TRAIN, VAL, GroupData
-from ..engine import FitResult
-from ..engine.loop import evaluation_due, run_epochs
-from ..engine.optim import make_optimizer
-from ..methods import Method
-from ..methods.base import BatchedLoss
-from ..models import all_logits, build_model
+from ...data.groups import TEST, TRAIN, VAL, GroupData
+from ...methods import Method
+from ...methods.batched import BatchedLoss
+from ...models import all_logits, build_model
+from ..fit import FitResult
+from ..loop import evaluation_due, run_epochs
+from ..optim import make_optimizer
 from .layout import Layout, Prepared
 from .selection import ManySelection
 from .stacked import StackedNets

@@ -16,11 +16,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data.groups import GroupData
-from ..engine import FitResult
-from ..errors import ConfigError
-from ..evallog import FILENAME as EVALUATIONS
-from ..methods import Method, make_method
+from ...data.groups import GroupData
+from ...errors import ConfigError
+from ...evallog import FILENAME as EVALUATIONS
+from ...methods import Method, make_method
+from ..fit import FitResult
 from .members import Member, fast_path, train_members, trainable
 
 # hyper-parameters every member of one program shares (they fix the program's shape and schedule)
@@ -29,13 +29,13 @@ DATA_KEYS = ("data", "dataset", "data_dir", "backbone", "weights", "image_size")
 
 
 def _hparams(spec: dict[str, Any]) -> dict[str, Any]:
-    from ..sweep.runner import resolve_hparams  # lazy: the runner imports the engine; keep this module light to import
+    from ...sweep.runner import resolve_hparams  # lazy: the runner imports the engine; keep this module light to import
 
     return resolve_hparams(spec.get("method", ""), spec.get("hparams"))
 
 
 def _method(spec: dict[str, Any], hp: dict[str, Any]) -> Method:
-    from ..sweep.runner import method_hparam_defaults
+    from ...sweep.runner import method_hparam_defaults
 
     name = spec["method"]
     return make_method(name, **{k: hp[k] for k in method_hparam_defaults(name)})
@@ -79,8 +79,8 @@ def supported(spec: dict[str, Any]) -> bool:
 
 def _member(data: GroupData, spec: dict[str, Any], inferred_groups: dict[int, torch.Tensor] | None) -> Member:
     """The member ``runner.execute`` would train for ``spec`` (its checks included)."""
-    from ..sweep.runner import SPEC_KEYS, train_config
-    from ..sweep.runner import inferred_groups as read_inferred_groups
+    from ...sweep.runner import SPEC_KEYS, train_config
+    from ...sweep.runner import inferred_groups as read_inferred_groups
 
     unknown = sorted(set(spec) - SPEC_KEYS)
     if unknown:
@@ -96,7 +96,7 @@ def _member(data: GroupData, spec: dict[str, Any], inferred_groups: dict[int, to
 
 def _record(spec: dict[str, Any], result: FitResult, data: GroupData, seconds: float) -> dict[str, Any]:
     """results.json's dict for a trained spec, as ``runner.execute`` builds it (plus ``"vectorized": True``)."""
-    from ..sweep.runner import describe_data
+    from ...sweep.runner import describe_data
 
     criteria = result.selection_reports
     chosen = criteria.get(result.selection)
@@ -169,8 +169,8 @@ def _state(result: FitResult) -> dict[str, torch.Tensor]:
 
 def _write(run_dir: Path, spec: dict[str, Any], record: dict[str, Any], result: FitResult) -> None:
     """The files ``runner.execute`` writes for a finished run."""
-    from ..artifacts import atomic_writer, write_json
-    from ..sweep.runner import checkpoints
+    from ...artifacts import atomic_writer, write_json
+    from ...sweep.runner import checkpoints
 
     if result.val_inferred_groups is not None:
         groups = result.val_inferred_groups.cpu().numpy().astype(np.int64)
@@ -193,7 +193,7 @@ def execute_many(
     inferred_groups.npz, model.pt with ``save_model``), the supported ones batched by ``group_key`` through
     ``train_many``, the others one at a time. Runs whose results.json exists are returned as they are. Every batch
     is attempted; the first error is raised at the end."""
-    from ..sweep.runner import execute, load_spec_data
+    from ...sweep.runner import execute, load_spec_data
 
     if len(specs) != len(run_dirs):
         raise ConfigError(f"{len(specs)} specs but {len(run_dirs)} run directories")

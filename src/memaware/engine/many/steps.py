@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ..engine.batches import epoch_batches
-from ..methods import Batch
-from ..methods.base import BatchedLoss, StackedBatch
+from ...methods import Batch
+from ...methods.batched import BatchedLoss, StackedBatch
+from ..batches import epoch_batches
 from .layout import Layout
 from .stacked import StackedNets
 
