@@ -25,7 +25,7 @@ import torch
 
 from ..artifacts import atomic_writer, write_json
 from ..data.groups import VAL, GroupData, load_npz
-from ..engine import TrainConfig, fit
+from ..engine import FitResult, TrainConfig, fit
 from ..errors import ConfigError
 from ..evallog import FILENAME as EVALUATIONS
 from ..methods import make_method, method_class
@@ -173,11 +173,21 @@ def execute(spec: dict[str, Any], run_dir: str | Path, progress: bool = False) -
         checkpoint=run_dir / "checkpoint.pt",
         checkpoint_every=spec.get("checkpoint_every"),  # default: every 30 s
     )
+    res = run_record(spec, result, data, hp, dataset, time.perf_counter() - t0)
+    write_run_files(run_dir, spec, res, result)
+    return res
+
+
+def run_record(
+    spec: dict[str, Any], result: FitResult, data: GroupData, hp: dict[str, Any], dataset: Any, seconds: float
+) -> dict[str, Any]:
+    """results.json's dict for the finished run of ``spec`` (module docstring): the chosen checkpoint's reports,
+    what every criterion would choose, the resolved hyper-parameters ``hp`` and the method's description."""
     criteria = result.selection_reports
     chosen = criteria.get(result.selection)
-    res = {
+    return {
         "spec": spec,
-        "method": method,
+        "method": spec["method"],
         "uses_train_groups": bool(result.method.needs_train_groups),
         "uses_val_groups": result.selection == "val_wga",
         "selection": result.selection,
@@ -189,20 +199,24 @@ def execute(spec: dict[str, Any], run_dir: str | Path, progress: bool = False) -
         "data": describe_data(spec, data, dataset),
         "epochs_run": result.epochs_run,
         "resumed_from": result.resumed_from,
-        "seconds": time.perf_counter() - t0,
+        "seconds": seconds,
     }
+
+
+def write_run_files(run_dir: Path, spec: dict[str, Any], record: dict[str, Any], result: FitResult) -> None:
+    """A finished run's files: inferred_groups.npz, evaluations.npz, model.pt (``save_model``), then results.json
+    (its existence means "finished") and the checkpoints removed."""
     if result.val_inferred_groups is not None:
-        groups = result.val_inferred_groups.numpy().astype(np.int64)
+        groups = result.val_inferred_groups.cpu().numpy().astype(np.int64)
         atomic_writer(run_dir / "inferred_groups.npz", lambda p: np.savez(p, val_groups=groups), ".npz")
     if result.evaluations is not None:  # every evaluation: any criterion, even a later one, selects from it
         result.evaluations.save(run_dir / EVALUATIONS)
     if spec.get("save_model"):
         state = {k: v.detach().cpu() for k, v in result.model.state_dict().items()}
         atomic_writer(run_dir / "model.pt", lambda p: torch.save(state, p), ".pt")
-    write_json(done, res)
+    write_json(run_dir / "results.json", record)
     for path in checkpoints(run_dir):  # finished: results.json is the record, checkpoints only cost disk
         path.unlink(missing_ok=True)
-    return res
 
 
 def describe_data(spec: dict[str, Any], data: GroupData, dataset: Any) -> dict[str, Any]:

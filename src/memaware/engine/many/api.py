@@ -13,12 +13,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from ...data.groups import GroupData
 from ...errors import ConfigError
-from ...evallog import FILENAME as EVALUATIONS
 from ...methods import Method, make_method
 from ..fit import FitResult
 from .members import Member, fast_path, train_members, trainable
@@ -96,27 +94,9 @@ def _member(data: GroupData, spec: dict[str, Any], inferred_groups: dict[int, to
 
 def _record(spec: dict[str, Any], result: FitResult, data: GroupData, seconds: float) -> dict[str, Any]:
     """results.json's dict for a trained spec, as ``runner.execute`` builds it (plus ``"vectorized": True``)."""
-    from ...sweep.runner import describe_data
+    from ...sweep.runner import run_record
 
-    criteria = result.selection_reports
-    chosen = criteria.get(result.selection)
-    return {
-        "spec": spec,
-        "method": spec["method"],
-        "uses_train_groups": bool(result.method.needs_train_groups),
-        "uses_val_groups": result.selection == "val_wga",
-        "selection": result.selection,
-        "selected_epoch": result.selected_epoch,
-        "val": chosen["val"] if chosen else result.evaluate(data, "val"),
-        "test": chosen["test"] if chosen else result.evaluate(data, "test"),
-        "criteria": criteria,
-        "hparams": {**_hparams(spec), **result.method.describe()},
-        "data": describe_data(spec, data, None),
-        "epochs_run": result.epochs_run,
-        "resumed_from": None,
-        "seconds": seconds,
-        "vectorized": True,
-    }
+    return {**run_record(spec, result, data, _hparams(spec), None, seconds), "vectorized": True}
 
 
 def _train(
@@ -158,31 +138,11 @@ def train_many(
     trained = _train(data, list(specs), inferred_groups, progress)
     if not with_inferred_groups:
         return [rec for rec, _ in trained]
-    return [
-        (rec, res.val_inferred_groups, _state(res) if keep_models else None) for rec, res in trained
-    ]  # fmt: skip
-
-
-def _state(result: FitResult) -> dict[str, torch.Tensor]:
-    return {k: v.detach().cpu() for k, v in result.model.state_dict().items()}
-
-
-def _write(run_dir: Path, spec: dict[str, Any], record: dict[str, Any], result: FitResult) -> None:
-    """The files ``runner.execute`` writes for a finished run."""
-    from ...artifacts import atomic_writer, write_json
-    from ...sweep.runner import checkpoints
-
-    if result.val_inferred_groups is not None:
-        groups = result.val_inferred_groups.cpu().numpy().astype(np.int64)
-        atomic_writer(run_dir / "inferred_groups.npz", lambda p: np.savez(p, val_groups=groups), ".npz")
-    if result.evaluations is not None:  # every evaluation: any criterion, even a later one, selects from it
-        result.evaluations.save(run_dir / EVALUATIONS)
-    if spec.get("save_model"):
-        state = _state(result)
-        atomic_writer(run_dir / "model.pt", lambda p: torch.save(state, p), ".pt")
-    write_json(run_dir / "results.json", record)
-    for ckpt in checkpoints(run_dir):
-        ckpt.unlink(missing_ok=True)
+    out = []
+    for rec, res in trained:
+        state = {k: v.detach().cpu() for k, v in res.model.state_dict().items()} if keep_models else None
+        out.append((rec, res.val_inferred_groups, state))
+    return out
 
 
 # ---- files: the counterpart of runner.execute for many runs ---------------------------------------------------
@@ -193,7 +153,7 @@ def execute_many(
     inferred_groups.npz, model.pt with ``save_model``), the supported ones batched by ``group_key`` through
     ``train_many``, the others one at a time. Runs whose results.json exists are returned as they are. Every batch
     is attempted; the first error is raised at the end."""
-    from ...sweep.runner import execute, load_spec_data
+    from ...sweep.runner import execute, load_spec_data, write_run_files
 
     if len(specs) != len(run_dirs):
         raise ConfigError(f"{len(specs)} specs but {len(run_dirs)} run directories")
@@ -223,7 +183,7 @@ def execute_many(
             error = error or e
             continue
         for i, (record, result) in zip(idx, trained, strict=True):
-            _write(dirs[i], specs[i], record, result)
+            write_run_files(dirs[i], specs[i], record, result)
             results[i] = record
     if error is not None:
         raise error
