@@ -289,3 +289,17 @@ def test_registry_adds_criteria_and_refuses_clashes():
     assert selection.get_criterion("va_gi_wga").val_group_use == "inferred"
     assert [selection.get_criterion(n).val_group_use for n in ("avg", "worst_class", "va_wga")] == ["no", "no", "yes"]
     assert all(math.isfinite(s) for s in selection.scores(log, "avg"))
+
+
+@pytest.mark.parametrize("own", ["always", "never", "some"])
+def test_batched_scores_equal_the_per_evaluation_ones(own):
+    """Each built-in's ``score_all`` (one computation over every evaluation) gives exactly ``score``'s floats."""
+    for seed in range(3):
+        data, gen = _scenario(seed, val_unknown=0.0 if seed else 0.2)
+        n_val = int((data.split == 1).sum())
+        external = torch.randint(0, 4, (n_val,), generator=gen) if seed != 1 else None
+        _, log = _drive(data, gen, own, external)
+        for name in ("val_wga", "val_gi_wga", "val_worst_class", "val_avg", "last", "test_wga"):
+            crit = selection.get_criterion(name)
+            per_t = [crit.score(log, t, external) for t in range(len(log))]
+            assert crit.score_all(log, external) == per_t, name

@@ -51,6 +51,11 @@ class Criterion:
         ``external_groups`` (n_val,): inferred validation groups from another run (an XRM run's)."""
         raise NotImplementedError
 
+    def score_all(self, log: EvalLog, external_groups: torch.Tensor | None = None) -> list[float | None]:
+        """``score`` of every evaluation, (T,). Built-ins override it with one batched computation over T that gives
+        the same floats (selecting is then a few tensor ops per run, not T Python calls per criterion)."""
+        return [self.score(log, t, external_groups) for t in range(len(log))]
+
 
 def _val_correct(log: EvalLog, t: int) -> torch.Tensor:
     """(n_val,) bool: validation predictions of evaluation t that are right."""
@@ -59,6 +64,23 @@ def _val_correct(log: EvalLog, t: int) -> torch.Tensor:
 
 def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
+
+
+def _val_correct_all(log: EvalLog) -> torch.Tensor:
+    """(T, n_val) float32: 1 where evaluation t's validation prediction is right."""
+    return (log.stacked("val_pred").long() == log.val_y).float()
+
+
+def _worst_all(correct: torch.Tensor, groups: torch.Tensor, num_groups: int) -> list[float | None]:
+    """Per row t of ``correct`` (T, n), ``metrics.worst_group_acc`` over ``groups`` ((n,) or (T, n) ids, < 0
+    ignored) with its float32 arithmetic: hit sums of 0/1 values are exact, so the floats are the same."""
+    groups = groups.expand_as(correct)
+    keep = groups >= 0
+    ids = torch.where(keep, groups, torch.zeros_like(groups))
+    hits = torch.zeros(len(correct), num_groups).scatter_add_(1, ids, correct * keep)
+    counts = torch.zeros(len(correct), num_groups).scatter_add_(1, ids, keep.float())
+    ratio = torch.where(counts > 0, hits / counts, torch.full_like(hits, math.inf))
+    return [_finite(v) for v in ratio.min(dim=1).values.tolist()]
 
 
 def val_wga_computable(log: EvalLog) -> bool:
@@ -78,6 +100,11 @@ class ValWGA(Criterion):
         group = log.val_y * log.num_attrs + log.val_a
         return _finite(worst_group_acc(_val_correct(log, t), group, log.num_groups))
 
+    def score_all(self, log: EvalLog, external_groups: torch.Tensor | None = None) -> list[float | None]:
+        if not val_wga_computable(log) or not len(log):
+            return [None] * len(log)
+        return _worst_all(_val_correct_all(log), log.val_y * log.num_attrs + log.val_a, log.num_groups)
+
 
 class ValGIWGA(Criterion):
     name = "val_gi_wga"
@@ -90,6 +117,18 @@ class ValGIWGA(Criterion):
             return None
         return _finite(worst_group_acc(_val_correct(log, t), groups, int(groups.max()) + 1))
 
+    def score_all(self, log: EvalLog, external_groups: torch.Tensor | None = None) -> list[float | None]:
+        rows = [inferred_groups(log, t, external_groups) for t in range(len(log))]
+        have = [t for t, g in enumerate(rows) if g is not None]
+        out: list[float | None] = [None] * len(log)
+        if have:
+            groups = torch.stack([rows[t] for t in have])
+            # a row's own number of groups is its max + 1: larger ids have no examples and change no minimum
+            worst = _worst_all(_val_correct_all(log)[have], groups, int(groups.max()) + 1)
+            for t, v in zip(have, worst, strict=True):
+                out[t] = v
+        return out
+
 
 class ValWorstClass(Criterion):
     name = "val_worst_class"
@@ -98,6 +137,9 @@ class ValWorstClass(Criterion):
     def score(self, log: EvalLog, t: int, external_groups: torch.Tensor | None = None) -> float | None:
         return _finite(worst_class_acc(_val_correct(log, t), log.val_y, log.num_classes))
 
+    def score_all(self, log: EvalLog, external_groups: torch.Tensor | None = None) -> list[float | None]:
+        return _worst_all(_val_correct_all(log), log.val_y, log.num_classes) if len(log) else []
+
 
 class ValAvg(Criterion):
     name = "val_avg"
@@ -105,6 +147,11 @@ class ValAvg(Criterion):
 
     def score(self, log: EvalLog, t: int, external_groups: torch.Tensor | None = None) -> float | None:
         return _finite(float(_val_correct(log, t).float().mean())) if len(log.val_y) else None
+
+    def score_all(self, log: EvalLog, external_groups: torch.Tensor | None = None) -> list[float | None]:
+        if not len(log.val_y) or not len(log):
+            return [None] * len(log)
+        return [_finite(v) for v in _val_correct_all(log).mean(dim=1).tolist()]
 
 
 class Last(Criterion):
@@ -207,8 +254,7 @@ def improves(score: float | None, best: float | None) -> bool:
 
 def scores(log: EvalLog, criterion: str | Criterion, external_groups: torch.Tensor | None = None) -> list[float | None]:
     """The criterion's score of every evaluation, (T,)."""
-    crit = _as_criterion(criterion)
-    return [crit.score(log, t, external_groups) for t in range(len(log))]
+    return _as_criterion(criterion).score_all(log, external_groups)
 
 
 def select(log: EvalLog, criterion: str | Criterion, external_groups: torch.Tensor | None = None) -> int | None:
@@ -256,12 +302,15 @@ def chosen(
     log: EvalLog, criterion: str | Criterion, external_groups: torch.Tensor | None = None
 ) -> dict[str, Any] | None:
     """{"epoch", "val_score", "val", "test"} of the evaluation the criterion chooses, or None."""
-    crit = _as_criterion(criterion)
-    t = select(log, crit, external_groups)
-    if t is None:
+    all_scores = scores(log, criterion, external_groups)
+    best_t, best = None, None
+    for t, value in enumerate(all_scores):
+        if improves(value, best):
+            best_t, best = t, value
+    if best_t is None:
         return None
-    rep = report_at(log, t)
-    return {"epoch": rep["epoch"], "val_score": crit.score(log, t, external_groups), **rep}
+    rep = report_at(log, best_t)
+    return {"epoch": rep["epoch"], "val_score": best, **rep}
 
 
 def reports(
