@@ -39,7 +39,7 @@ def plot_fig1(res: dict[str, Any], fitted: dict[str, Any], path: str | Path, tit
             ax.plot(epochs, run["history"][split][k], c=c, ls=ls, lw=2, alpha=0.8, label=label)
         ax.set(xlabel="epoch", ylabel="accuracy", ylim=(-0.02, 1.02), title=titles[col])
         ax.grid(ls="--", lw=0.5, alpha=0.6)
-        ax.legend(frameon=False, fontsize=9, loc="lower right")
+        ax.legend(frameon=False, fontsize=9, loc="center right")
 
         ax = axes[1, col]
         x_lim, a_lim = 2.0, 10.0
