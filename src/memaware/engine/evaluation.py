@@ -17,14 +17,20 @@ from ..models import all_logits
 from ..selection import get_criterion, improves, reports, resolve, val_wga_computable
 
 
-def start_log(data: GroupData) -> EvalLog:
-    """An empty evaluation log for a run on ``data`` (labels of its validation and test splits)."""
+def log_labels(data: GroupData) -> tuple:
+    """``EvalLog.start``'s arguments for runs on ``data``: the labels of its validation and test splits, K, A and the
+    groups present in training."""
     val, test = data.indices(VAL), data.indices(TEST)
     train_groups = data.group[data.indices(TRAIN)]
-    return EvalLog.start(
+    return (
         data.y[val], data.a[val], data.y[test], data.a[test], data.num_classes, data.num_attrs,
         train_groups[train_groups >= 0].unique(),
     )  # fmt: skip
+
+
+def start_log(data: GroupData) -> EvalLog:
+    """An empty evaluation log for a run on ``data``."""
+    return EvalLog.start(*log_labels(data))
 
 
 def check_criterion(criterion: str, data: GroupData, log: EvalLog) -> None:

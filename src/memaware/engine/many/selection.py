@@ -10,10 +10,10 @@ from typing import Any
 import torch
 
 from ... import selection
-from ...data.groups import TEST, TRAIN, VAL, GroupData
+from ...data.groups import VAL, GroupData
 from ...errors import ConfigError
 from ...evallog import EvalLog
-from ..evaluation import check_criterion
+from ..evaluation import check_criterion, log_labels
 
 
 class ManySelection:
@@ -33,12 +33,8 @@ class ManySelection:
         active = [c for c in range(C) if criteria[c] != "last"]
         if not active:
             return
-        val, test, train = data.indices(VAL), data.indices(TEST), data.indices(TRAIN)
-        train_groups = data.group[train]
-        logs = EvalLog.start_many(
-            len(active), data.y[val], data.a[val], data.y[test], data.a[test], data.num_classes, data.num_attrs,
-            train_groups[train_groups >= 0].unique(),
-        )  # fmt: skip
+        val = data.indices(VAL)
+        logs = EvalLog.start_many(len(active), *log_labels(data))
         for c, log in zip(active, logs, strict=True):
             self.logs[c] = log
         for crit in dict.fromkeys(criteria[c] for c in active):
