@@ -211,12 +211,13 @@ def test_bad_inputs_give_one_line_errors(tmp_path, case):
     assert "\n" not in msg and str(fx["metadata"]) in msg
 
 
-def test_missing_metadata_names_both_places(tmp_path):
+def test_missing_dataset_names_where_it_looked_and_how_to_get_it(tmp_path):
     with pytest.raises(DataError) as e:
         open_dataset("waterbirds", tmp_path)
     msg = str(e.value)
-    assert "\n" not in msg
-    assert f"{tmp_path / 'waterbirds'}/" in msg and f"{tmp_path}/" in msg and "id, filename, split, y, a" in msg
+    assert "\n" not in msg and f"no waterbirds under {tmp_path}: looked for " in msg
+    assert "waterbirds/metadata_waterbirds.csv" in msg and "waterbirds_v1.0/metadata.csv" in msg
+    assert "extract group_DRO's waterbird_complete95_forest2water2.tar.gz" in msg
     with pytest.raises(DataError, match="does not exist"):
         open_dataset("waterbirds", tmp_path / "nowhere")
 

@@ -7,7 +7,13 @@ memaware unpickles anything, and it reads only those three files under the --dat
 restricted: InputFeatures become plain attribute holders and every other class or function a file names is refused,
 so a tampered file cannot run code. It writes DATA_DIR/multinli/features_bert_128.npz (input_ids int32, input_mask
 and segment_ids int8, each (N, 128), and label_id int64 (N,), rows in the order train, dev-matched, dev-mismatched)
-atomically; the MultiNLI loader reads only that file."""
+atomically; the MultiNLI loader reads only that file.
+
+Without the caches, --tokenizer DIR builds the same arrays from the official MultiNLI 1.0 release instead: the rows of
+group_DRO's DATA_DIR/multinli/data/metadata_random.csv taken from multinli_1.0_{train,dev_matched,dev_mismatched}.jsonl
+(in multinli/data/, multinli/multinli_1.0/ or multinli/), tokenised as the caches were (BERT pair encoding, 128
+tokens) with the transformers tokenizer saved in the local folder DIR (bert-base-uncased's for the caches' ids;
+nothing is downloaded). Nothing is unpickled on that path."""
 
 from __future__ import annotations
 
@@ -24,11 +30,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         required=True,
         help=f"dataset root holding {NAME}/glue_data/MNLI/ (the output goes to {NAME}/features_bert_128.npz)",
     )
+    p.add_argument(
+        "--tokenizer",
+        metavar="DIR",
+        help="tokenise the MultiNLI 1.0 jsonl files with the local tokenizer folder DIR instead of reading the caches",
+    )
     p.add_argument("--quiet", action="store_true", help="print nothing")
 
 
 def run(args: argparse.Namespace) -> int:
-    res = convert(args.data_dir)
+    res = convert(args.data_dir, tokenizer=args.tokenizer)
     if not args.quiet:
         print(summary(res))
     return 0
@@ -38,6 +49,6 @@ def summary(res: dict[str, Any]) -> str:
     train, dev, dev_mm = res["file_rows"].values()
     return (
         f"converted {res['rows']:,} rows (train {train:,} + dev-matched {dev:,} + dev-mismatched {dev_mm:,}; "
-        f"{res['length']} tokens each) from the pickled GLUE caches into {res['out']} "
+        f"{res['length']} tokens each) from {res['source']} into {res['out']} "
         f"({res['bytes'] / 2**20:.1f} MiB); `memaware features --dataset {NAME}` reads only that file"
     )

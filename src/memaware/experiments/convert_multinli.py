@@ -17,7 +17,7 @@ import torch
 
 from ..artifacts import atomic_writer
 from ..data.datasets.common import check_root
-from ..data.datasets.multinli import GLUE_FILES, features_path, glue_paths
+from ..data.datasets.multinli import GLUE_FILES, dataset_folder, features_path, glue_paths
 from ..errors import DataError
 
 CHUNK = 20_000  # rows converted at a time: bounds the transient memory of Python lists -> arrays
@@ -118,15 +118,15 @@ def features_to_arrays(features: list, path: Path) -> dict[str, np.ndarray]:
     return out
 
 
-def convert(data_dir: str | Path) -> dict[str, Any]:
-    """Converts the three caches under ``data_dir`` and writes ``features_path(data_dir)``; returns a summary."""
-    root = check_root(data_dir)
-    paths = glue_paths(root)
+def _from_caches(folder: Path) -> dict[str, Any]:
+    """Token arrays from the three pickled GLUE caches under ``folder``, through the restricted unpickler."""
+    paths = glue_paths(folder)
     missing = [p.name for p in paths if not p.is_file()]
     if missing:
         raise DataError(
             f"missing {', '.join(missing)} in {paths[0].parent}/: extract multinli_bert_features.tar.gz there "
-            f"(the GLUE feature caches of the group_DRO release)"
+            f"(the GLUE feature caches of the group_DRO release), or tokenise the MultiNLI 1.0 jsonl files with "
+            f"--tokenizer DIR"
         )
     parts, counts = [], []
     for path in paths:
@@ -139,8 +139,26 @@ def convert(data_dir: str | Path) -> dict[str, Any]:
         parts.append(arrays)
         counts.append(len(arrays["label_id"]))
     merged = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-    merged["file_rows"] = np.asarray(counts, dtype=np.int64)
-    out = features_path(root)
+    return {"arrays": merged, "file_rows": dict(zip(GLUE_FILES, counts, strict=True)), "rows": int(sum(counts))}
+
+
+def convert(data_dir: str | Path, tokenizer: str | Path | None = None) -> dict[str, Any]:
+    """Writes the MultiNLI token arrays ``features_path(folder)`` of the MultiNLI folder under ``data_dir``: from
+    the pickled GLUE caches, or, with ``tokenizer`` (a local tokenizer folder), from the MultiNLI 1.0 jsonl files
+    and group_DRO's metadata_random.csv. Returns a summary (out, rows, file_rows, length, bytes, source)."""
+    root = check_root(data_dir)
+    folder = dataset_folder(root)
+    if tokenizer is not None:
+        from ..data.datasets.multinli_release import load_tokenizer, tokenize_release
+
+        res = tokenize_release(folder, load_tokenizer(tokenizer))
+        source = "the MultiNLI 1.0 jsonl files"
+    else:
+        res = _from_caches(folder)
+        source = "the pickled GLUE caches"
+    merged = dict(res["arrays"])
+    merged["file_rows"] = np.asarray(list(res["file_rows"].values()), dtype=np.int64)
+    out = features_path(folder)
 
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as f:
@@ -149,10 +167,11 @@ def convert(data_dir: str | Path) -> dict[str, Any]:
     atomic_writer(out, write, ".npz")
     return {
         "out": out,
-        "rows": int(sum(counts)),
-        "file_rows": dict(zip(GLUE_FILES, counts, strict=True)),
+        "rows": int(res["rows"]),
+        "file_rows": res["file_rows"],
         "length": int(merged["input_ids"].shape[1]),
         "bytes": out.stat().st_size,
+        "source": source,
     }
 
 

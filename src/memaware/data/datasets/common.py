@@ -10,7 +10,6 @@ the backbone's raw input. Every bad input raises a one-line ``DataError`` naming
 
 from __future__ import annotations
 
-import csv
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +22,7 @@ import torch
 
 from ...errors import ConfigError, DataError
 from ..groups import SPLIT_NAMES, TEST, TRAIN, VAL, GroupData
+from .tables import int_column, read_csv_columns
 
 METADATA_COLUMNS = ("id", "filename", "split", "y", "a")
 REQUIRED_COLUMNS = ("filename", "split", "y", "a")  # 'id' is carried by the standard files but never needed
@@ -68,62 +68,27 @@ def find_metadata(root: Path, folder: str, filename: str) -> Path:
     )
 
 
-def int_column(values: Sequence[str], column: str, source: str) -> np.ndarray:
-    """Parses a CSV column of integers ('3' or '3.0'); a one-line error names the first bad value and its row."""
-    arr = np.asarray(values)
-    try:
-        return arr.astype(np.int64)
-    except (ValueError, OverflowError):
-        pass
-    for i, v in enumerate(values):  # slow path, only on the way to an error or for '1.0'-style integers
-        try:
-            f = float(v)
-        except ValueError:
-            f = float("nan")
-        if not (np.isfinite(f) and f == round(f)):
-            raise DataError(f"{source}: column '{column}' must hold integers, found {v!r} in data row {i + 1}")
-    return arr.astype(np.float64).astype(np.int64)
-
-
 def read_metadata(path: Path, num_classes: int) -> Metadata:
-    """Reads and validates a metadata CSV: required columns, integer y/split/a, split codes, label range, every
-    split non-empty, row count below 2**24. Extra columns (e.g. ``id``) are ignored."""
+    """Reads and validates a standard metadata CSV (see ``check_metadata``). Extra columns (e.g. ``id``) are
+    ignored."""
     source = str(path)
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.reader(f)
-            header = next(reader, None)
-            if header is None:
-                raise DataError(f"{source}: empty file (expected a header {','.join(METADATA_COLUMNS)})")
-            header = [h.strip() for h in header]
-            missing = [c for c in REQUIRED_COLUMNS if c not in header]
-            if missing:
-                hint = " (this looks like the older group_DRO metadata; use the standard id,filename,split,y,a file)"
-                old = "img_filename" in header or "place" in header
-                raise DataError(
-                    f"{source}: missing column(s) {', '.join(repr(c) for c in missing)}; found "
-                    f"{', '.join(header) or 'none'}; expected {', '.join(METADATA_COLUMNS)}{hint if old else ''}"
-                )
-            rows = [r for r in reader if r]  # csv gives [] for blank lines (e.g. a trailing newline)
-    except UnicodeDecodeError as e:
-        raise DataError(f"{source}: not a UTF-8 text file ({e.reason} at byte {e.start})") from e
-    except csv.Error as e:
-        raise DataError(f"{source}: malformed CSV ({e})".splitlines()[0]) from e
-    except OSError as e:
-        raise DataError(f"{source}: cannot read ({e.strerror or e})") from e
-    if not rows:
-        raise DataError(f"{source}: no data rows after the header")
-    width = len(header)
-    short = next((i for i, r in enumerate(rows) if len(r) < width), None)
-    if short is not None:
-        raise DataError(f"{source}: data row {short + 1} has {len(rows[short])} fields, the header has {width}")
-    if len(rows) >= MAX_ROWS:
-        raise DataError(f"{source}: {len(rows)} rows; at most {MAX_ROWS - 1} are supported (float32 row index)")
-    col = {c: header.index(c) for c in REQUIRED_COLUMNS}
-    filename = [r[col["filename"]].strip() for r in rows]
-    split = int_column([r[col["split"]] for r in rows], "split", source)
-    y = int_column([r[col["y"]] for r in rows], "y", source)
-    a = int_column([r[col["a"]] for r in rows], "a", source)
+    cols = read_csv_columns(
+        path, REQUIRED_COLUMNS, f"columns {', '.join(METADATA_COLUMNS)}, as the XRM / SubpopBench scripts write it"
+    )
+    split = int_column(cols["split"], "split", source)
+    y = int_column(cols["y"], "y", source)
+    a = int_column(cols["a"], "a", source)
+    return check_metadata(path, cols["filename"], split, y, a, num_classes)
+
+
+def check_metadata(
+    path: Path, filename: list[str], split: np.ndarray, y: np.ndarray, a: np.ndarray, num_classes: int
+) -> Metadata:
+    """Validates per-row labels built from any layout: split codes, label range, a >= -1, every split non-empty,
+    fewer than 2**24 rows. ``path`` is the file the labels came from (named in errors)."""
+    source = str(path)
+    if len(filename) >= MAX_ROWS:
+        raise DataError(f"{source}: {len(filename)} rows; at most {MAX_ROWS - 1} are supported (float32 row index)")
     bad = ~np.isin(split, (TRAIN, VAL, TEST))
     if bad.any():
         i = int(np.argmax(bad))
@@ -141,7 +106,7 @@ def read_metadata(path: Path, num_classes: int) -> Metadata:
     for s in (TRAIN, VAL, TEST):
         if not (split == s).any():
             raise DataError(f"{source}: split {s} ({SPLIT_NAMES[s]}) has no rows")
-    return Metadata(path=path, filename=filename, split=split, y=y, a=a)
+    return Metadata(path=path, filename=list(filename), split=split, y=y, a=a)
 
 
 def index_column(meta: Metadata, num_items: int, what: str) -> np.ndarray:
@@ -164,10 +129,8 @@ def group_data(meta: Metadata, num_classes: int) -> GroupData:
     return GroupData.from_arrays(x, meta.y, meta.split, meta.a, source=str(meta.path), num_classes=num_classes)
 
 
-def check_files(base: Path, names: Sequence[str], source: str, what: str) -> None:
-    """Checks that every ``base/name`` exists, listing each directory once (no stat per file)."""
-    if not base.is_dir():
-        raise DataError(f"{source}: image folder {base} does not exist ({what})")
+def missing_files(base: Path, names: Sequence[str]) -> list[str]:
+    """The ``names`` with no file ``base/name``, listing each directory once (no stat per file)."""
     listings: dict[str, set[str]] = {}
     missing = []
     for name in names:
@@ -179,9 +142,18 @@ def check_files(base: Path, names: Sequence[str], source: str, what: str) -> Non
                 listings[parent] = set()
         if leaf not in listings[parent]:
             missing.append(name)
+    return missing
+
+
+def check_files(base: Path, names: Sequence[str], source: str, what: str) -> None:
+    """Checks that every ``base/name`` exists; ``what`` says what provides the files (named in the error)."""
+    if not base.is_dir():
+        raise DataError(f"{source}: image folder {base} does not exist ({what})")
+    missing = missing_files(base, names)
     if missing:
         raise DataError(
-            f"{source}: {len(missing)} of {len(names)} listed images are missing under {base}, e.g. {missing[0]}"
+            f"{source}: {len(missing)} of {len(names)} listed images are missing under {base}, e.g. {missing[0]} "
+            f"({what})"
         )
 
 
