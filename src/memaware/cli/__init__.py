@@ -45,6 +45,11 @@ COMMANDS: list[tuple[str, str, str]] = [
         "embed a real dataset (Waterbirds, CelebA, MultiNLI, CivilComments) with a backbone into an .npz",
     ),
     (
+        "datasets",
+        "memaware.cli.datasets",
+        "say which dataset layouts are under --data-dir: rows per split and group, missing files; --export",
+    ),
+    (
         "convert-multinli",
         "memaware.cli.convert_multinli",
         "convert MultiNLI's pickled GLUE feature caches into plain arrays, once",
