@@ -81,7 +81,7 @@ def make_celeba(root: Path, n_per_split: int = 8, nested: bool = False, metadata
     return {"metadata": meta, "images": base, "rows": rows, "num_attrs": 2, "num_classes": 2}
 
 
-def _glue_module() -> types.ModuleType:
+def glue_module() -> types.ModuleType:
     mod = types.ModuleType("utils_glue")
 
     class InputFeatures:
@@ -110,7 +110,7 @@ def make_multinli_caches(root: Path, labels: list[list[int]], length: int = 16, 
     """The three pickled GLUE caches, one list of ``utils_glue.InputFeatures`` per file; ``labels[k]`` are the
     labels of file k. The first file uses torch's legacy (pre-1.6) format, like the 2019 release."""
     rng = np.random.default_rng(seed)
-    mod = _glue_module()
+    mod = glue_module()
     glue = root / "multinli" / "glue_data" / "MNLI"
     glue.mkdir(parents=True, exist_ok=True)
     paths = []

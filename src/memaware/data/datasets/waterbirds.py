@@ -5,10 +5,11 @@ Layouts (``layouts.detect`` tries them in this order, under ``--data-dir`` or wi
 - ``standard``: ``waterbirds/metadata_waterbirds.csv`` (or ``metadata_waterbirds.csv``; columns id, filename, split,
   y, a, as the XRM / SubpopBench / BalancingGroups scripts write it) and the images under
   ``waterbirds/waterbird_complete95_forest2water2/``;
-- ``tarball``: ``waterbirds/waterbird_complete95_forest2water2/metadata.csv`` (or the folder at the root), the
-  group_DRO release ``waterbird_complete95_forest2water2.tar.gz`` as extracted (columns img_id, img_filename, y,
-  split, place, place_filename), images beside it;
-- ``group_dro``: the same folder under ``cub/data/`` (group_DRO's ``root_dir``);
+- ``group_dro``: ``cub/data/waterbird_complete95_forest2water2/`` (group_DRO's ``root_dir``), the group_DRO
+  release ``waterbird_complete95_forest2water2.tar.gz`` as extracted (its ``metadata.csv``: img_id, img_filename, y,
+  split, place, place_filename; the images beside it);
+- ``tarball``: the same folder as ``waterbirds/waterbird_complete95_forest2water2/`` (where XRM's download
+  extracts it) or at the root;
 - ``wilds``: ``waterbirds_v1.0/metadata.csv`` (the WILDS bundle; same columns).
 
 The release's metadata.csv becomes the standard rows as the set-up scripts do: id = img_id, filename =
@@ -49,9 +50,9 @@ LAYOUTS = (
         (NAME, "."),
         Need(f"metadata_{NAME}.csv", "written by the XRM / SubpopBench / BalancingGroups set-up scripts"),
     ),
+    Layout(NAME, "group_dro", f"group_DRO's cub/data/{IMAGE_FOLDER}/", (f"cub/data/{IMAGE_FOLDER}",), _RELEASE),
     Layout(NAME, "tarball", f"{IMAGE_FOLDER}/metadata.csv of {TARBALL}", (f"{NAME}/{IMAGE_FOLDER}", IMAGE_FOLDER),
            _RELEASE),
-    Layout(NAME, "group_dro", f"group_DRO's cub/data/{IMAGE_FOLDER}/", (f"cub/data/{IMAGE_FOLDER}",), _RELEASE),
     Layout(NAME, "wilds", "WILDS' waterbirds_v1.0/ bundle", ("waterbirds_v1.0",), _RELEASE),
 )
 HOW_TO_GET = (
