@@ -120,7 +120,7 @@ def _civil_table() -> list[dict]:
             if s > 0 and i < 8:
                 ids[IDENTITIES[i]] = "0.5"  # every identity appears in val and test
             tox = str(rng.choice(("0.0", "0.2", "0.5", "0.7", "1.0")))
-            text = f'comment {split}-{i}: you are {"awful" if float(tox) >= 0.5 else "nice"}, "really"\nsecond line'
+            text = f' comment {split}-{i}: you are {"awful" if float(tox) >= 0.5 else "nice"}, "really"\nsecond line '
             table.append({"split": split, "toxicity": tox, "ids": ids, "text": text})
     return table
 

@@ -74,8 +74,9 @@ def summary(report: dict[str, Any]) -> str:
             lines.append(_wrap(f"{split:<6}{entry['rows'][split]:>8,} rows: {groups}", "  "))
         missing = entry["missing_inputs"]
         if missing["count"]:
-            lines.append(_wrap(f"missing: {missing['count']:,}, e.g. {'; '.join(missing['examples'])}", "  "))
-        if entry.get("message") and entry["status"] != "ok":
+            where = entry["inputs"]
+            lines.append(_wrap(f"missing under {where}: {missing['count']:,}, e.g. {'; '.join(missing['examples'])}", "  "))
+        elif entry.get("message"):
             lines.append(_wrap(entry["message"], "  "))
         for note in entry["notes"]:
             lines.append(_wrap(f"note: {note}", "  "))

@@ -147,7 +147,9 @@ def read_release(path: Path, variant: str) -> tuple[Metadata, list[str], np.ndar
     """The release file as the coarse or fine rows: (metadata with filename = row number, the texts of all
     comments, the comment index of each row)."""
     source = str(path)
-    cols = read_csv_columns(path, ("comment_text", "split", "toxicity", *IDENTITIES), _RELEASE.producer)
+    cols = read_csv_columns(
+        path, ("comment_text", "split", "toxicity", *IDENTITIES), _RELEASE.producer, verbatim=("comment_text",)
+    )
     unknown = next((i for i, v in enumerate(cols["split"]) if v not in SPLIT_CODES), None)
     if unknown is not None:
         raise DataError(

@@ -36,9 +36,10 @@ def _reading(path: Path) -> Iterator[None]:
 
 
 def read_csv_columns(
-    path: Path, columns: Sequence[str], producer: str = "", index_column: bool = False
+    path: Path, columns: Sequence[str], producer: str = "", index_column: bool = False, verbatim: Sequence[str] = ()
 ) -> dict[str, list[str]]:
-    """The named ``columns`` of a CSV file with a header row, as lists of stripped strings (blank lines skipped).
+    """The named ``columns`` of a CSV file with a header row, as lists of stripped strings (blank lines skipped;
+    the ``verbatim`` columns, e.g. free text, are kept as they are).
 
     ``index_column``: the file was written by pandas with its index, so the first header cell may be empty; the
     first column is then returned under the name ``""``. ``producer`` says what writes the file, for the error
@@ -60,14 +61,22 @@ def read_csv_columns(
                 f"{source}: missing column(s) {', '.join(repr(c) for c in missing)}; found "
                 f"{', '.join(h for h in header if h) or 'none'}{f' (expected the file {producer})' if producer else ''}"
             )
-        rows = [r for r in reader if r]
-    if not rows:
+        width = len(header)
+        index = [header.index(c) for c in columns]
+        out: list[list[str]] = [[] for _ in columns]
+        strip = [c not in verbatim for c in columns]
+        n = 0
+        for r in reader:  # streamed: only the wanted columns are kept (release files have ~40 columns)
+            if not r:
+                continue  # csv gives [] for blank lines (e.g. a trailing newline)
+            n += 1
+            if len(r) < width:
+                raise DataError(f"{source}: data row {n} has {len(r)} fields, the header has {width}")
+            for values, i, s in zip(out, index, strip, strict=True):
+                values.append(r[i].strip() if s else r[i])
+    if not n:
         raise DataError(f"{source}: no data rows after the header")
-    width = len(header)
-    short = next((i for i, r in enumerate(rows) if len(r) < width), None)
-    if short is not None:
-        raise DataError(f"{source}: data row {short + 1} has {len(rows[short])} fields, the header has {width}")
-    return {c: [r[header.index(c)].strip() for r in rows] for c in columns}
+    return dict(zip(columns, out, strict=True))
 
 
 def read_whitespace_table(path: Path, producer: str, count_line: bool) -> tuple[list[str], list[list[str]]]:
