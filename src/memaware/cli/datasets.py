@@ -74,8 +74,8 @@ def summary(report: dict[str, Any]) -> str:
             lines.append(_wrap(f"{split:<6}{entry['rows'][split]:>8,} rows: {groups}", "  "))
         missing = entry["missing_inputs"]
         if missing["count"]:
-            where = entry["inputs"]
-            lines.append(_wrap(f"missing under {where}: {missing['count']:,}, e.g. {'; '.join(missing['examples'])}", "  "))
+            examples = "; ".join(missing["examples"])
+            lines.append(_wrap(f"missing under {entry['inputs']}: {missing['count']:,}, e.g. {examples}", "  "))
         elif entry.get("message"):
             lines.append(_wrap(entry["message"], "  "))
         for note in entry["notes"]:
