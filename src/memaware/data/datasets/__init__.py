@@ -1,9 +1,12 @@
-"""Real datasets in the layouts of the community's download scripts (group_DRO, BalancingGroups, SubpopBench):
-metadata CSVs read unchanged, nothing downloaded.
+"""Real datasets in the layouts people download them in (the set-up scripts' metadata_<name>.csv, the Waterbirds
+tarball, the WILDS bundles, the published and Kaggle CelebA lists, group_DRO's folders, the CivilComments release,
+MultiNLI's jsonl files), read into the same rows the community's metadata scripts build; nothing downloaded.
 
     ds = open_dataset("waterbirds", "~/data")      # RealDataset: ds.data (GroupData, x = row index), ds.load(rows)
+    inventory.inspect("~/data")                    # what is on disk: layout, rows per split and group, missing files
 
-See ``common`` for the contract and one module per dataset for its layout.
+See ``common`` for the contract, ``layouts`` for detection, ``tables`` for the file formats and one module per
+dataset for its layouts and rules (docs/datasets.md).
 """
 
 from __future__ import annotations
