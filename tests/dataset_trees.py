@@ -79,7 +79,7 @@ def _celeba_table() -> list[dict]:
 
 
 def _sentence(rng: np.random.Generator, n: int, negate: bool) -> str:
-    words = [str(w) for w in rng.choice(WORDS[:33], size=n)]
+    words = [str(w) for w in rng.choice(WORDS[:32], size=n)]  # no negation word unless asked
     if negate:
         words[int(rng.integers(n))] = str(rng.choice(("no", "never", "nobody", "nothing")))
     text = " ".join(words)
@@ -98,16 +98,17 @@ def _multinli_table() -> list[dict]:
     rng, table = _rng(2), []
     for k, n in enumerate((24, 10, 10)):  # lines per jsonl file
         for i in range(n):
+            planned = k == 0 and i < 18  # every (label, negation) group in every split
             long = i == 3  # a pair longer than 128 wordpieces: truncation must match the caches
+            negate = (i // 3) % 2 == 1 if planned else bool(rng.random() < 0.4)
             s1 = _sentence(rng, 90 if long else int(rng.integers(3, 12)), False)
-            s2 = _sentence(rng, 70 if long else int(rng.integers(3, 9)), bool(rng.random() < 0.4))
-            label = "-" if (k > 0 and i == 5) else NLI_LABELS[(i + k) % 3]
-            table.append({"file": k, "sentence1": s1, "sentence2": s2, "gold_label": label,
-                          "split": int(rng.choice(3, p=(0.5, 0.2, 0.3))) if k + i else 0})  # fmt: skip
-    # every split needs every label with and without negation in a few rows: force the first 18 kept lines
-    kept = [r for r in table if r["gold_label"] != "-"]
-    for j, r in enumerate(kept[:18]):
-        r["split"] = j % 3
+            s2 = _sentence(rng, 70 if long else int(rng.integers(3, 9)), negate)
+            if planned:
+                label, split = NLI_LABELS[i % 3], (i // 6) % 3
+            else:
+                label = "-" if (k > 0 and i == 5) else NLI_LABELS[(i + k) % 3]  # '-': in no split
+                split = int(rng.choice(3, p=(0.5, 0.2, 0.3)))
+            table.append({"file": k, "sentence1": s1, "sentence2": s2, "gold_label": label, "split": split})
     return table
 
 

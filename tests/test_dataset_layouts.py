@@ -80,6 +80,8 @@ def test_multinli_jsonl_token_ids_equal_the_glue_caches(tmp_path):
         assert a["input_ids"].shape[1] == 128
         truncated = a["input_mask"].sum(axis=1) == 128
         assert truncated.any() and (a["input_ids"] == 1).any()  # the long pair was cut; [UNK] occurs
+    notes = inspect(tmp_path / "jsonl", ("multinli",))[0]["notes"]
+    assert notes == ["token arrays converted from the MultiNLI 1.0 jsonl files"]
 
 
 def test_tokenizer_folder_without_vocabulary_is_refused(tmp_path, capsys):

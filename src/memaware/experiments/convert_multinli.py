@@ -158,6 +158,7 @@ def convert(data_dir: str | Path, tokenizer: str | Path | None = None) -> dict[s
         source = "the pickled GLUE caches"
     merged = dict(res["arrays"])
     merged["file_rows"] = np.asarray(list(res["file_rows"].values()), dtype=np.int64)
+    merged["source"] = np.asarray(source)  # a plain unicode array: readable with allow_pickle=False
     out = features_path(folder)
 
     def write(tmp: Path) -> None:

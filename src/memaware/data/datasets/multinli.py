@@ -128,7 +128,18 @@ def locate(root: Path) -> Located:
     else:
         meta, _ = read_random_metadata(found.marker)
     folder = token_folder(found)
-    return Located(found, meta, [str(i) for i in range(len(meta))], features_path(folder), (), folder)
+    tokens = features_path(folder)
+    notes = (f"token arrays converted from {token_source(tokens)}",) if tokens.is_file() else ()
+    return Located(found, meta, [str(i) for i in range(len(meta))], tokens, notes, folder)
+
+
+def token_source(path: Path) -> str:
+    """What ``convert-multinli`` converted ``path`` from, as it recorded it (older files: the GLUE caches)."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return str(npz["source"]) if "source" in npz.files else "the pickled GLUE caches"
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError):
+        return "an unreadable file"
 
 
 def conversion_hint(folder: Path, root: Path) -> str:
