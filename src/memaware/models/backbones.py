@@ -34,6 +34,7 @@ from .heads import MultiHead, init_linear_
 BACKBONES = {"resnet50": "image", "tiny-cnn": "image", "bert": "text", "tiny-text": "text"}
 RESNET50_V1 = "resnet50-0676ba61.pth"  # torchvision's IMAGENET1K_V1 file: `pretrained=True` in the authors' code
 BERT_DEFAULT = "bert-base-uncased"
+DEFAULT_MAX_LENGTH = 220  # tokens kept per raw text: the authors' CivilComments cut (their datasets.py)
 
 
 def batch_to(batch: Any, device: torch.device | str) -> Any:
@@ -119,7 +120,7 @@ class BertBackbone(nn.Module):
     """A Hugging Face encoder and its tokenizer: strings (tokenized to ``max_length``) or token dicts -> the
     pooled [CLS] output (b, hidden)."""
 
-    def __init__(self, model: nn.Module, tokenizer: Any, max_length: int = 220):
+    def __init__(self, model: nn.Module, tokenizer: Any, max_length: int = DEFAULT_MAX_LENGTH):
         super().__init__()
         self.model, self.tokenizer, self.max_length = model, tokenizer, max_length
 
@@ -214,7 +215,7 @@ def _bert(weights: str | os.PathLike | None, max_length: int) -> tuple[nn.Module
 
 
 def make_backbone(
-    name: str, weights: str | os.PathLike | None = None, *, seed: int = 0, max_length: int = 220
+    name: str, weights: str | os.PathLike | None = None, *, seed: int = 0, max_length: int = DEFAULT_MAX_LENGTH
 ) -> tuple[nn.Module, int]:
     """Builds backbone ``name`` (see ``BACKBONES``) -> (module, feature_dim).
 
@@ -224,6 +225,8 @@ def make_backbone(
     """
     if name not in BACKBONES:
         raise ConfigError(f"unknown backbone '{name}', choose from {', '.join(BACKBONES)}")
+    if max_length < 1:
+        raise ConfigError(f"--max-length must be >= 1, got {max_length}")
     if name == "resnet50":
         return _resnet50(weights)
     if name == "bert":
@@ -242,7 +245,9 @@ class EndToEndNet(nn.Module):
     Its input x is the dataset's (b, 1) float row-index column (``GroupData.x``): ``features(x)`` loads those rows
     through ``dataset.load``, moves them to the heads' device and runs the backbone -> (b, feature_dim);
     ``forward(x)`` -> (b, H, K) logits. Only backbone and heads are parameters (the dataset is not in the state
-    dict). The heads are drawn from ``seed`` like ``models.build_model``'s.
+    dict). The heads are drawn from ``seed`` like ``models.build_model``'s. ``dropout`` (its ``p``, also set later
+    through ``set_head_dropout``) drops features before the heads in training mode (BertForSequenceClassification's
+    dropout before its classifier, which the authors' text runs have); evaluation never drops.
     """
 
     def __init__(
@@ -254,19 +259,21 @@ class EndToEndNet(nn.Module):
         num_heads: int = 1,
         bias: bool = False,
         seed: int = 0,
+        dropout: float = 0.0,
     ):
         super().__init__()
         self.dataset = dataset
         self.backbone = backbone
+        self.dropout = nn.Dropout(dropout)
         self.heads = MultiHead(feature_dim, num_classes, num_heads, bias=bias)
         init_linear_(self.heads, torch.Generator().manual_seed(int(seed)))
         self.feature_dim = feature_dim
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """(b, 1) float row indices -> (b, feature_dim) backbone features."""
+        """(b, 1) float row indices -> (b, feature_dim) backbone features (after dropout, in training mode)."""
         rows = x.detach()[:, 0].round().long().cpu()  # row indices are exact in float32 below 2**24
         batch = batch_to(self.dataset.load(rows), self.heads.linear.weight.device)
-        return self.backbone(batch)
+        return self.dropout(self.backbone(batch))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(b, 1) float row indices -> (b, H, K) logits."""
@@ -277,3 +284,12 @@ class EndToEndNet(nn.Module):
 
     def backbone_parameters(self) -> list[nn.Parameter]:
         return list(self.backbone.parameters())
+
+
+def set_head_dropout(model: nn.Module, p: float) -> None:
+    """Sets the dropout before ``model``'s heads (an ``EndToEndNet``'s) to ``p``; a ``ConfigError`` for a model
+    without one."""
+    drop = getattr(model, "dropout", None)
+    if not isinstance(drop, nn.Dropout):
+        raise ConfigError(f"head dropout needs a model with a dropout before its heads, got {type(model).__name__}")
+    drop.p = float(p)
