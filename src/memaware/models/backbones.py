@@ -6,8 +6,9 @@ input (``RealDataset.load``) to (b, feature_dim) features:
 - ``resnet50``: torchvision's ResNet-50 without its last layer (2048 features). Weights come from a local file
   (``weights=PATH``) or the local torch hub cache (``<hub dir>/checkpoints/resnet50-*.pth``); nothing is downloaded.
 - ``bert``: a Hugging Face BERT from a local directory (``weights=DIR``, as written by ``save_pretrained``) or the
-  local Hugging Face cache of ``bert-base-uncased``, always with ``local_files_only=True``; its tokenizer comes from
-  the same place. Features are the pooled [CLS] output (768), as used by BertForSequenceClassification.
+  local Hugging Face cache of ``bert-base-uncased``, in the Hugging Face libraries' offline mode (no connection, no
+  DNS lookup) with ``local_files_only=True``; its tokenizer comes from the same place and must hold a vocabulary.
+  Features are the pooled [CLS] output (768), as used by BertForSequenceClassification.
 - ``tiny-cnn`` / ``tiny-text``: small random-init networks (seeded) that take the same inputs, for tests and
   smoke runs: a two-layer CNN, and a hashing tokenizer + EmbeddingBag (strings or MultiNLI token dicts).
 
@@ -194,21 +195,55 @@ def _resnet50(weights: str | os.PathLike | None) -> tuple[nn.Module, int]:
     return net, dim
 
 
-def _bert(weights: str | os.PathLike | None, max_length: int) -> tuple[nn.Module, int]:
+def _offline_transformers() -> Any:
+    """Imports transformers in offline mode: the Hugging Face libraries then never open a connection (not even
+    the DNS lookup that ``local_files_only=True`` alone still makes for a hub name), and loading shows no progress
+    bars (a local load takes a moment; memaware's own bars say what runs)."""
+    os.environ["HF_HUB_OFFLINE"] = "1"  # read when huggingface_hub is imported
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
     transformers = _import_optional("transformers", "text", "bert")
+    import huggingface_hub
+
+    huggingface_hub.constants.HF_HUB_OFFLINE = True  # when an earlier import already read the environment
+    huggingface_hub.utils.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+    return transformers
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+
+
+# files that hold a BERT tokenizer's vocabulary (WordPiece vocab.txt, or a fast tokenizer's tokenizer.json)
+BERT_VOCABULARY = ("vocab.txt", "tokenizer.json")
+
+
+def _bert(weights: str | os.PathLike | None, max_length: int) -> tuple[nn.Module, int]:
+    transformers = _offline_transformers()
     source = str(Path(weights).expanduser()) if weights is not None else BERT_DEFAULT
-    if weights is not None and not Path(source).is_dir():
-        raise ConfigError(f"--weights {source}: not a directory (a Hugging Face model saved with save_pretrained)")
+    where = source if weights is not None else f"the local Hugging Face cache ({BERT_DEFAULT})"
+    if weights is not None:
+        folder = Path(source)
+        if not folder.is_dir():
+            raise ConfigError(f"--weights {source}: not a directory (a Hugging Face model saved with save_pretrained)")
+        if not any((folder / f).is_file() for f in BERT_VOCABULARY):
+            raise ConfigError(
+                f"--weights {source}: no tokenizer vocabulary ({' or '.join(BERT_VOCABULARY)}); every word would "
+                "become [UNK]: save the tokenizer there too (tokenizer.save_pretrained)"
+            )
     try:
         tokenizer = transformers.AutoTokenizer.from_pretrained(source, local_files_only=True)
-        model = transformers.AutoModel.from_pretrained(source, local_files_only=True)
-    except (OSError, ValueError) as e:
-        where = source if weights is not None else f"the local Hugging Face cache ({BERT_DEFAULT})"
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+    except Exception as e:  # a missing cache entry, a broken tokenizer file: one line, never a download
         raise ConfigError(
-            f"cannot load BERT and its tokenizer from {where} without downloading ({first}); "
-            f"pass --weights DIR with config.json, the weights and the vocabulary"
+            f"cannot load the BERT tokenizer from {where} without downloading ({_first_line(e)}); "
+            "pass --weights DIR with config.json, the weights and the vocabulary"
         ) from None
+    if len(tokenizer) <= len(set(tokenizer.all_special_tokens)):
+        raise ConfigError(f"the tokenizer in {where} has no vocabulary beyond its {len(tokenizer)} special tokens")
+    try:
+        model = transformers.AutoModel.from_pretrained(source, local_files_only=True)
+    except Exception as e:  # a corrupt or truncated model.safetensors / pytorch_model.bin, a missing config.json
+        raise ConfigError(f"cannot load BERT weights from {where} ({type(e).__name__}: {_first_line(e)})") from None
     net = BertBackbone(model, tokenizer, max_length)
     net.weights_path = source
     return net, int(model.config.hidden_size)
