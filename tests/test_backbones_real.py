@@ -52,7 +52,7 @@ def bert_dir(tmp_path_factory):
     """A 2-layer BERT (hidden 32) with a WordPiece vocabulary of the CivilComments fixture's words."""
     transformers = need("transformers")
     folder = tmp_path_factory.mktemp("bert") / "bert"
-    words = "comment you are awful nice really second line 0 1 2 - : , \" ' .".split()
+    words = "comment you are awful nice really second line - : , \" ' .".split() + [str(i) for i in range(14)]
     vocab = folder.parent / "vocab.txt"
     vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]) + "\n")
     transformers.BertTokenizer(str(vocab)).save_pretrained(folder)

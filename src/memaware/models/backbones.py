@@ -234,8 +234,9 @@ def _bert(weights: str | os.PathLike | None, max_length: int) -> tuple[nn.Module
     try:
         tokenizer = transformers.AutoTokenizer.from_pretrained(source, local_files_only=True)
     except Exception as e:  # a missing cache entry, a broken tokenizer file: one line, never a download
+        why = _first_line(e) if weights is not None else "not there"  # the library's text would speak of the hub
         raise ConfigError(
-            f"cannot load the BERT tokenizer from {where} without downloading ({_first_line(e)}); "
+            f"cannot load the BERT tokenizer from {where} without downloading ({why}); "
             "pass --weights DIR with config.json, the weights and the vocabulary"
         ) from None
     if len(tokenizer) <= len(set(tokenizer.all_special_tokens)):
