@@ -178,9 +178,13 @@ def _bert_state(folder) -> dict[str, torch.Tensor]:
     return {k: v.clone() for k, v in model.state_dict().items() if "position_ids" not in k}
 
 
-def test_bert_without_weights_never_touches_the_network(tmp_path, monkeypatch, no_network):
+def test_bert_without_weights_never_touches_the_network(monkeypatch, no_network):
+    """Without --weights the hub name is looked up in the local cache only; a name no cache holds (so that a
+    developer's cached bert-base-uncased cannot make this pass) fails with one line and no lookup of the hub."""
     need("transformers")
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty cache
+    import memaware.models.backbones as backbones
+
+    monkeypatch.setattr(backbones, "BERT_DEFAULT", "memaware-tests/no-such-bert")
     with pytest.raises(ConfigError, match="without downloading"):
         make_backbone("bert")
     assert no_network == []
