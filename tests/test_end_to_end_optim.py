@@ -67,3 +67,42 @@ def test_schedule_settings_are_checked():
         TrainConfig(schedule="step")
     with pytest.raises(ConfigError, match="decay_rule"):
         TrainConfig(decay_rule="none")
+
+
+def test_gradient_clipping_caps_the_step():
+    """Plain SGD (no momentum, no decay): one full-batch step moves the parameters by lr * min(|g|, c) in L2 norm."""
+    data = make_setup21(n_train=100, n_val=50, n_test=50, noise_dim=10, seed=0)
+    lr, cap = 0.5, 1e-3
+    moved = {}
+    for clip in (0.0, cap):
+        cfg = TrainConfig(epochs=1, lr=lr, optimizer="sgd", batch_size=0, clip_grad_norm=clip, selection="last")
+        start = MultiHeadNet(data.dim, data.num_classes, 1, hidden=(8,), bias=True)
+        init = {k: v.clone() for k, v in start.state_dict().items()}
+        model = fit(data, "erm", cfg, model_factory=lambda heads, m=start: m).model
+        moved[clip] = torch.cat([(model.state_dict()[k] - v).flatten() for k, v in init.items()]).norm().item()
+    assert moved[0.0] > 100 * lr * cap  # the unclipped gradient is far larger than the cap
+    assert moved[cap] == pytest.approx(lr * cap, rel=1e-4)
+
+
+def test_head_dropout_drops_in_training_only(tmp_path):
+    from layout_fixtures import make_waterbirds
+
+    from memaware.data.datasets import open_dataset
+    from memaware.models.backbones import EndToEndNet, make_backbone, set_head_dropout
+
+    make_waterbirds(tmp_path, n_per_split=4)
+    dataset = open_dataset("waterbirds", tmp_path, image_size=16)
+    backbone, dim = make_backbone("tiny-cnn", seed=0)
+    net = EndToEndNet(dataset, backbone, dim, 2, seed=0)
+    set_head_dropout(net, 0.5)
+    rows = torch.arange(6, dtype=torch.float32)[:, None]
+    net.train()
+    torch.manual_seed(0)
+    dropped = net.features(rows)
+    assert 0 < int((dropped == 0).sum()) < dropped.numel()  # about half the features, scaled by 2 otherwise
+    net.eval()
+    kept = net.features(rows)
+    assert torch.equal(kept, net.features(rows))  # evaluation never drops: the same features every time
+    torch.testing.assert_close(dropped[dropped != 0], 2 * kept[dropped != 0])  # kept features scaled by 1 / (1 - p)
+    with pytest.raises(ConfigError, match="head dropout needs a model with a dropout"):
+        set_head_dropout(MultiHeadNet(3, 2), 0.1)

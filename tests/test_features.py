@@ -92,25 +92,7 @@ def test_resnet50_weights_are_never_downloaded(tmp_path, monkeypatch):
     assert resnet50_weights_path().name == "resnet50-0676ba61.pth"  # torchvision's V1, the authors' weights
 
 
-def test_resnet50_from_a_local_state_dict(tmp_path):
-    torchvision = pytest.importorskip("torchvision")
-    path = tmp_path / "r50.pth"
-    torch.save(torchvision.models.resnet50(weights=None).state_dict(), path)
-    net, dim = make_backbone("resnet50", path)
-    assert dim == 2048 and net(torch.zeros(2, 3, 32, 32)).shape == (2, 2048)
-
-
-def test_bert_from_a_local_directory(tmp_path):
-    transformers = pytest.importorskip("transformers")
-    vocab = tmp_path / "vocab.txt"
-    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "you", "are", "nice"]) + "\n")
-    transformers.BertTokenizer(str(vocab)).save_pretrained(tmp_path / "bert")
-    cfg = transformers.BertConfig(
-        vocab_size=8, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32
-    )
-    transformers.BertModel(cfg).save_pretrained(tmp_path / "bert")
-    net, dim = make_backbone("bert", tmp_path / "bert")
-    assert dim == 16 and net(["you are nice", "nice"]).shape == (2, 16)
+# the real ResNet-50 and BERT backbones: tests/test_backbones_real.py (run by `make test` in .venv-vision)
 
 
 def test_tiny_backbones_take_both_text_forms_and_are_seeded():

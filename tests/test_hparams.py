@@ -53,10 +53,13 @@ def test_draws_in_range(method, family):
             assert 1 <= hp["T"] < hp["epochs"] and hp["lambda_up"] in (5, 10, 20, 50, 100)
         extra = {"mat": {"temperature"}, "groupdro": {"eta"}, "jtt": {"T", "lambda_up"}}.get(method, set())
         base = {"lr", "weight_decay", "batch_size", "epochs", "optimizer", "momentum", "hidden", "bias"}
-        base |= {"class_balanced"} | ({"schedule", "warmup_fraction"} if family == "text" else set())
+        base |= {"class_balanced", "init"}
+        base |= {"schedule", "warmup_fraction", "clip_grad_norm", "head_dropout"} if family == "text" else set()
         assert set(hp) == base | extra
-        if family == "text":  # BERT's recipe: linear warm-up then linear decay
+        assert hp["init"] == "zeros"  # the authors start every linear head at zero
+        if family == "text":  # BERT's recipe: linear warm-up then linear decay, clipping, dropout before the heads
             assert hp["schedule"] == "linear" and hp["warmup_fraction"] == 0.1
+            assert hp["clip_grad_norm"] == 1.0 and hp["head_dropout"] == 0.1
     assert len({hp["lr"] for hp in draws}) == len(draws)  # a real search, not one point
     if method == "mat":
         assert {hp["temperature"] for hp in draws} == {0.001, 0.01, 0.1}
@@ -75,6 +78,7 @@ def test_comb0_is_the_default():
         "hidden": [],
         "bias": True,
         "class_balanced": False,
+        "init": "zeros",
     }
     assert sample_hparams("mat", "features", 0)["temperature"] == 0.1
     assert sample_hparams("groupdro", "image", 0)["eta"] == 0.01

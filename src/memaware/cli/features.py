@@ -14,7 +14,7 @@ import torch
 from ..data.datasets import DATASETS, MODALITIES
 from ..errors import ConfigError
 from ..experiments.features import Features, extract_features
-from ..models.backbones import BACKBONES
+from ..models.backbones import BACKBONES, DEFAULT_MAX_LENGTH
 from .common import add_common
 
 
@@ -36,7 +36,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_common(p, out_help="output .npz file (written atomically)")
     p.add_argument("--batch-size", type=int, default=64, help="rows embedded per forward pass")
     p.add_argument("--image-size", type=int, default=224, help="side of the square images fed to the backbone")
-    p.add_argument("--max-length", type=int, default=220, help="bert: tokens kept per raw text")
+    p.add_argument(
+        "--max-length", type=int, default=DEFAULT_MAX_LENGTH,
+        help="bert: tokens kept per raw text (the authors cut CivilComments at 220)",
+    )  # fmt: skip
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
 
 

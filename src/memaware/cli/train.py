@@ -11,13 +11,20 @@ import json
 from pathlib import Path
 
 from ..engine import SELECTIONS, TrainConfig
-from ..engine.config import DECAY_RULES, SCHEDULES
+from ..engine.config import DECAY_RULES, HEAD_INITS, OPTIMIZERS, SCHEDULES
 from ..errors import ConfigError
 from ..experiments.train import run_training
 from ..methods import METHODS, classifiers, is_reference, method_class
+from ..models.backbones import DEFAULT_MAX_LENGTH
 from .common import add_common, hidden_widths
 
-DEFAULTS = TrainConfig()  # the library's defaults are the command's
+DEFAULTS = TrainConfig()  # with --data the library's defaults are the command's (the paper's Setup 2.1 protocol)
+# training settings whose default with --dataset is the recipe of the dataset's modality (sweep.hparams.recipe_defaults)
+RECIPE_KEYS = (
+    "epochs", "lr", "optimizer", "momentum", "weight_decay", "batch_size", "schedule", "warmup_fraction", "init",
+    "clip_grad_norm", "head_dropout", "class_balanced",
+)  # fmt: skip
+RECIPE_HELP = "default: the recipe of the dataset's modality with --dataset (docs/optimisation.md), else {}"
 
 
 def _method_name(text: str) -> str:
@@ -90,36 +97,66 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help=f"training method: {', '.join(classifiers())}, or package.module:Class for your own Method subclass",
     )  # fmt: skip
     add_common(p)
-    p.add_argument("--epochs", type=int, default=DEFAULTS.epochs, help="training epochs (MAT two-phase: per phase)")
+    p.add_argument(
+        "--epochs", type=int, default=None,
+        help="training epochs (MAT two-phase: per phase); " + RECIPE_HELP.format(DEFAULTS.epochs),
+    )  # fmt: skip
     p.add_argument(
         "--max-steps", type=int, default=DEFAULTS.max_steps,
         help="stop after this many optimiser steps (0: run all --epochs)",
     )  # fmt: skip
-    p.add_argument("--lr", type=float, default=DEFAULTS.lr, help="learning rate")
+    p.add_argument("--lr", type=float, default=None, help="learning rate; " + RECIPE_HELP.format(DEFAULTS.lr))
     p.add_argument(
-        "--weight-decay", type=float, default=DEFAULTS.weight_decay, help="L2 weight decay (lambda in paper eq. 2)"
-    )
-    p.add_argument("--optimizer", choices=("sgd", "adam", "adamw"), default=DEFAULTS.optimizer, help="optimiser")
-    p.add_argument("--momentum", type=float, default=DEFAULTS.momentum, help="SGD momentum")
+        "--weight-decay", type=float, default=None,
+        help="L2 weight decay (lambda in paper eq. 2); " + RECIPE_HELP.format(DEFAULTS.weight_decay),
+    )  # fmt: skip
     p.add_argument(
-        "--batch-size", type=int, help="mini-batch size; 0 = full batch (default: 0 with --data, 32 with --dataset)"
+        "--optimizer", choices=OPTIMIZERS, default=None, help="optimiser; " + RECIPE_HELP.format(DEFAULTS.optimizer)
     )
+    p.add_argument(
+        "--momentum", type=float, default=None, help="SGD momentum; " + RECIPE_HELP.format(DEFAULTS.momentum)
+    )
+    p.add_argument(
+        "--batch-size", type=int, default=None,
+        help="mini-batch size, 0 = full batch; " + RECIPE_HELP.format(DEFAULTS.batch_size),
+    )  # fmt: skip
     p.add_argument(
         "--class-balanced",
         action="store_true",
-        help="draw mini-batches with every class equally likely (the authors do on CivilComments)",
+        default=None,
+        help="draw mini-batches with every class equally likely (the authors do on CivilComments; default: on for "
+        "CivilComments with --dataset)",
     )
+    p.add_argument(
+        "--init", choices=HEAD_INITS, default=None,
+        help="the output heads' first weights: default = torch's nn.Linear rule from --seed, zeros = all zero (the "
+        "authors' Table-1 code); " + RECIPE_HELP.format(DEFAULTS.init),
+    )  # fmt: skip
     p.add_argument("--hidden", type=hidden_widths, default=(), help="MLP hidden widths, e.g. 256,256 (default: linear)")
     p.add_argument("--bias", action="store_true", help="give the output heads a bias (the paper's model has none)")
     tune = p.add_argument_group("end-to-end fine-tuning (--dataset: torch.optim with decay groups)")
     tune.add_argument(
-        "--schedule", choices=SCHEDULES, default=DEFAULTS.schedule,
+        "--schedule", choices=SCHEDULES, default=None,
         help="learning-rate schedule over the run's steps: linear/cosine warm-up then decay; xrm = the authors' BERT "
-        "schedule",
+        "schedule; " + RECIPE_HELP.format(DEFAULTS.schedule),
     )  # fmt: skip
     tune.add_argument(
-        "--warmup-fraction", type=float, default=DEFAULTS.warmup_fraction,
-        help="share of the steps spent warming up (linear, cosine)",
+        "--warmup-fraction", type=float, default=None,
+        help="share of the steps spent warming up (linear, cosine); " + RECIPE_HELP.format(DEFAULTS.warmup_fraction),
+    )  # fmt: skip
+    tune.add_argument(
+        "--clip-grad-norm", type=float, default=None,
+        help="rescale each step's gradient to at most this L2 norm (0: no clipping); "
+        + RECIPE_HELP.format(DEFAULTS.clip_grad_norm),
+    )  # fmt: skip
+    tune.add_argument(
+        "--head-dropout", type=float, default=None,
+        help="dropout on the backbone's features before the heads, in training; "
+        + RECIPE_HELP.format(DEFAULTS.head_dropout),
+    )  # fmt: skip
+    tune.add_argument(
+        "--max-length", type=int, default=DEFAULT_MAX_LENGTH,
+        help="bert: tokens kept per raw text (the authors cut CivilComments at 220)",
     )  # fmt: skip
     tune.add_argument(
         "--decay-rule", choices=DECAY_RULES, default=DEFAULTS.decay_rule,
@@ -142,28 +179,38 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--eval-every", type=int, default=DEFAULTS.eval_every, help="evaluate on validation every N epochs"
     )
+    p.add_argument(
+        "--eval-every-steps", type=int, default=DEFAULTS.eval_every_steps, metavar="STEPS",
+        help="evaluate every STEPS optimiser steps (mid-epoch too) and at the end instead of every --eval-every "
+        "epochs; the authors evaluate every 50 steps (0: by epochs)",
+    )  # fmt: skip
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out if there is one")
+
+
+def training_settings(args: argparse.Namespace) -> dict:
+    """``RECIPE_KEYS`` as given, else with --dataset the recipe of its modality (image: SGD with momentum 0.9;
+    text: AdamW, linear warm-up and decay, clipping, dropout before the heads; both: heads at zero), else the
+    library's defaults (``TrainConfig``)."""
+    from ..data.datasets import MODALITIES
+    from ..sweep.hparams import recipe_defaults
+
+    base = {k: getattr(DEFAULTS, k) for k in RECIPE_KEYS}
+    if args.dataset in MODALITIES:  # an unknown name is refused when the dataset is opened
+        base.update(recipe_defaults(MODALITIES[args.dataset], args.dataset))
+    return {k: getattr(args, k) if getattr(args, k) is not None else base[k] for k in RECIPE_KEYS}
 
 
 def run(args: argparse.Namespace) -> int:
     if (args.data is None) == (args.dataset is None):
         raise ConfigError("give exactly one of --data FILE.npz and --dataset NAME (with --data-dir)")
     hparams = {
-        "epochs": args.epochs,
+        **training_settings(args),
         "max_steps": args.max_steps,
-        "lr": args.lr,
-        "optimizer": args.optimizer,
-        "momentum": args.momentum,
-        "weight_decay": args.weight_decay,
-        # end to end, a full batch would push the whole dataset through the backbone at once
-        "batch_size": args.batch_size if args.batch_size is not None else (32 if args.dataset else 0),
-        "class_balanced": args.class_balanced,
         "eval_every": args.eval_every,
+        "eval_every_steps": args.eval_every_steps,
         "hidden": list(args.hidden),
         "bias": args.bias,
-        "schedule": args.schedule,
-        "warmup_fraction": args.warmup_fraction,
         "decay_rule": args.decay_rule,
         **method_hparams(args),
     }
@@ -175,6 +222,7 @@ def run(args: argparse.Namespace) -> int:
         "backbone": args.backbone,
         "weights": args.weights,
         "image_size": args.image_size,
+        "max_length": args.max_length,
         "seed": args.seed,
         "hparams": hparams,
         "selection": args.selection,

@@ -11,6 +11,7 @@ SELECTIONS = ("auto", "val_wga", "val_gi_wga", "val_worst_class", "val_avg", "la
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "linear", "cosine", "xrm")  # torch_optim.make_schedule
 DECAY_RULES = ("standard", "authors")  # torch_optim.decay_groups
+HEAD_INITS = ("default", "zeros")  # models.heads.init_heads_
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,12 @@ class TrainConfig:
     seed: int = 0
     selection: str = "auto"
     eval_every: int = 1
+    # > 0: evaluate every this many optimiser steps (mid-epoch too) and at the end, instead of every eval_every
+    # epochs (the authors evaluate every 50 steps)
+    eval_every_steps: int = 0
+    # the output heads' first weights: 'default' = torch's nn.Linear rule drawn from the seed, 'zeros' = all zero
+    # (the authors' code zeroes its linear heads); hidden layers and backbones are never zeroed
+    init: str = "default"
     dual: bool = True  # full-batch SGD of a linear model through its Gram matrix when cheaper (memaware.dual)
     history_splits: tuple[str, ...] = ()
     eval_batch_size: int = 8192
@@ -35,6 +42,8 @@ class TrainConfig:
     schedule: str = "constant"
     warmup_fraction: float = 0.0
     decay_rule: str = "standard"  # which parameters weight decay applies to (torch_optim.DECAY_RULES)
+    clip_grad_norm: float = 0.0  # > 0: end to end, rescale the gradient to at most this L2 norm before each step
+    head_dropout: float = 0.0  # end to end: dropout on the backbone's features before the heads (training only)
     device: str = "cpu"
     progress: bool = False
     progress_label: str = ""
@@ -66,6 +75,16 @@ class TrainConfig:
                 raise ConfigError(f"selection '{self.selection}' reads the test split: use it in tables only")
         if self.eval_every < 1:
             raise ConfigError(f"eval_every must be >= 1, got {self.eval_every}")
+        if self.eval_every_steps < 0:
+            raise ConfigError(f"eval_every_steps must be >= 0 (0 = evaluate by epochs), got {self.eval_every_steps}")
+        if self.eval_every_steps and self.history_splits:
+            raise ConfigError("history curves are per epoch: use eval_every (epochs), not eval_every_steps, with them")
+        if self.init not in HEAD_INITS:
+            raise ConfigError(f"init must be one of {', '.join(HEAD_INITS)}, got '{self.init}'")
+        if self.clip_grad_norm < 0:
+            raise ConfigError(f"clip_grad_norm must be >= 0 (0 = no clipping), got {self.clip_grad_norm}")
+        if not 0 <= self.head_dropout < 1:
+            raise ConfigError(f"head_dropout must be in [0, 1), got {self.head_dropout}")
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"schedule must be one of {', '.join(SCHEDULES)}, got '{self.schedule}'")
         if not 0 <= self.warmup_fraction <= 1:

@@ -19,7 +19,8 @@ from ..evallog import EvalLog
 from ..methods import Method, TrainContext, make_method
 from ..methods.base import checkpoint_for
 from ..metrics import group_report
-from ..models import all_logits, build_model
+from ..models import all_logits, build_model, init_heads_
+from ..models.backbones import set_head_dropout
 from .batches import sampling_weights
 from .config import TrainConfig
 from .dual import DualSGD
@@ -133,6 +134,8 @@ def fit(
         )
     if not classify and cfg.selection != "last":
         raise ConfigError(f"method '{method.name}' is a regression: use selection='last'")
+    if model_factory is None and (cfg.clip_grad_norm or cfg.head_dropout):
+        raise ConfigError("clip_grad_norm and head_dropout apply to end-to-end runs (a backbone), not to heads alone")
     if checkpoint_every is not None and checkpoint_every < 1:
         raise ConfigError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
     checkpoint = Path(checkpoint) if checkpoint is not None else None
@@ -169,6 +172,7 @@ def fit(
             model = model_factory(method.num_heads)
         else:
             model = build_model(data.dim, data.num_classes, num_heads=method.num_heads, seed=cfg.seed, **model_kwargs)
+    init_heads_(model, cfg.init)
     x_train = data.x[train_idx].to(cfg.device)
     # a linear or MLP head follows the data's float type (float64 data trains a float64 model)
     model.to(cfg.device, dtype=x_train.dtype if x_train.is_floating_point() and model_factory is None else None)
@@ -233,7 +237,8 @@ def fit(
         epochs=0 if done else cfg.epochs,
         max_steps=cfg.max_steps,
         eval_every=cfg.eval_every,
-        on_eval=evaluate,
+        eval_every_steps=cfg.eval_every_steps,
+        on_eval=evaluate,  # also mid-epoch with eval_every_steps (training accuracy and loss of the epoch so far)
         on_epoch_end=end_of_epoch,
         label=cfg.progress_label or method.name,
         progress=cfg.progress,
@@ -302,6 +307,8 @@ def _single_run_steps(
         )
         total = cfg.max_steps or cfg.epochs * -(-pool // bs)
         schedule = make_schedule(optimizer, cfg.schedule, total, warmup_steps_for(cfg.warmup_fraction, total))
+        if cfg.head_dropout:
+            set_head_dropout(model, cfg.head_dropout)
     else:  # heads on features: the same update rules without torch.optim's import cost (engine.optim)
         optimizer = make_optimizer(cfg.optimizer, model.parameters(), cfg.lr, cfg.momentum, cfg.weight_decay)
     use_dual = (
@@ -314,4 +321,5 @@ def _single_run_steps(
     return SingleRunSteps(
         method, model, optimizer, x_train, data.y[train_idx].to(cfg.device), groups, num_groups, bs, generator,
         weights, loss_weights, DualSGD(model, x_train, cfg.lr, cfg.weight_decay) if use_dual else None, schedule,
+        cfg.clip_grad_norm,
     )  # fmt: skip

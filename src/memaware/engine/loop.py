@@ -29,9 +29,21 @@ class Steps(Protocol):
         ...
 
 
-def evaluation_due(epoch: int, epochs: int, eval_every: int, stop: bool) -> bool:
-    """Evaluate every ``eval_every`` epochs, at the last epoch and when training stops early."""
+def evaluation_due(
+    epoch: int, epochs: int, eval_every: int, stop: bool, eval_every_steps: int = 0, evaluated_now: bool = False
+) -> bool:
+    """Whether an epoch's end is an evaluation: every ``eval_every`` epochs, at the last epoch and when training
+    stops early. With ``eval_every_steps`` > 0 evaluations follow the step count instead (``step_evaluation_due``,
+    mid-epoch) and an epoch's end is one only when training ends there, unless that step was just evaluated
+    (``evaluated_now``)."""
+    if eval_every_steps:
+        return (epoch == epochs or stop) and not evaluated_now
     return epoch % eval_every == 0 or epoch == epochs or stop
+
+
+def step_evaluation_due(steps: int, eval_every_steps: int) -> bool:
+    """Whether the optimiser step just taken (``steps`` in all) is an evaluation: every ``eval_every_steps``."""
+    return eval_every_steps > 0 and steps > 0 and steps % eval_every_steps == 0
 
 
 def run_epochs(
@@ -41,7 +53,9 @@ def run_epochs(
     epochs: int,
     max_steps: int = 0,
     eval_every: int = 1,
+    eval_every_steps: int = 0,
     on_eval: Callable[[int], None] | None = None,
+    on_step_eval: Callable[[int], None] | None = None,
     on_epoch_end: Callable[[int, bool], None] | None = None,
     label: str = "",
     progress: bool = False,
@@ -49,18 +63,24 @@ def run_epochs(
     """Runs epochs ``first`` .. ``epochs`` and returns the last epoch run (``first - 1`` when none ran).
 
     ``max_steps`` > 0 stops after that many optimiser steps in all (the authors count steps, not epochs);
-    ``on_eval(epoch)`` runs where ``evaluation_due``; ``on_epoch_end(epoch, stopped)`` after every epoch
-    (checkpoints, snapshots). A progress bar shows on a terminal when ``progress`` is set.
+    ``on_eval(epoch)`` runs where ``evaluation_due``; with ``eval_every_steps`` > 0, ``on_step_eval(epoch)``
+    (default: ``on_eval``) runs after every step where ``step_evaluation_due``, mid-epoch included;
+    ``on_epoch_end(epoch, stopped)`` after every epoch (checkpoints, snapshots). A progress bar shows on a terminal
+    when ``progress`` is set.
     """
     epoch = first - 1
     show = progress and sys.stderr.isatty()
+    step_eval = on_step_eval if on_step_eval is not None else on_eval
     for epoch in tqdm(range(first, epochs + 1), desc=label, disable=not show, leave=False):
         for payload in steps.epoch():
             if max_steps and steps.steps >= max_steps:
                 break
             steps.step(payload)
+            if step_eval is not None and step_evaluation_due(steps.steps, eval_every_steps):
+                step_eval(epoch)
         stop = steps.should_stop() or bool(max_steps and steps.steps >= max_steps)
-        if on_eval is not None and evaluation_due(epoch, epochs, eval_every, stop):
+        just = step_evaluation_due(steps.steps, eval_every_steps)
+        if on_eval is not None and evaluation_due(epoch, epochs, eval_every, stop, eval_every_steps, just):
             on_eval(epoch)
         if on_epoch_end is not None:
             on_epoch_end(epoch, stop)

@@ -34,8 +34,10 @@ class SingleRunSteps:
         loss_weights: torch.Tensor | None,
         dual: DualSGD | None = None,
         schedule=None,
+        clip_grad_norm: float = 0.0,
     ):
         self.method, self.model, self.optimizer, self.dual, self.schedule = method, model, optimizer, dual, schedule
+        self.clip_grad_norm = clip_grad_norm  # > 0: the gradient's L2 norm over all parameters is capped there
         self.x, self.y, self.groups, self.num_groups = x_train, y_train, groups, num_groups
         self.n, self.bs, self.generator = len(y_train), batch_size, generator
         self.weights, self.loss_weights = weights, loss_weights
@@ -79,6 +81,8 @@ class SingleRunSteps:
             loss = self.method.loss(logits, batch)
             self.optimizer.zero_grad()
             loss.backward()
+            if self.clip_grad_norm:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_grad_norm)
             self.optimizer.step()
             if self.schedule is not None:
                 self.schedule.step()

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from ..data.datasets import RealDataset, open_dataset
 from ..data.groups import GroupData
 from ..errors import ConfigError
-from ..models.backbones import batch_to, make_backbone
+from ..models.backbones import DEFAULT_MAX_LENGTH, batch_to, make_backbone
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ def extract_features(
     seed: int = 0,
     batch_size: int = 64,
     image_size: int = 224,
-    max_length: int = 220,
+    max_length: int = DEFAULT_MAX_LENGTH,
     device: str = "cpu",
     progress: bool = False,
 ) -> Features:

@@ -6,8 +6,9 @@ input (``RealDataset.load``) to (b, feature_dim) features:
 - ``resnet50``: torchvision's ResNet-50 without its last layer (2048 features). Weights come from a local file
   (``weights=PATH``) or the local torch hub cache (``<hub dir>/checkpoints/resnet50-*.pth``); nothing is downloaded.
 - ``bert``: a Hugging Face BERT from a local directory (``weights=DIR``, as written by ``save_pretrained``) or the
-  local Hugging Face cache of ``bert-base-uncased``, always with ``local_files_only=True``; its tokenizer comes from
-  the same place. Features are the pooled [CLS] output (768), as used by BertForSequenceClassification.
+  local Hugging Face cache of ``bert-base-uncased``, in the Hugging Face libraries' offline mode (no connection, no
+  DNS lookup) with ``local_files_only=True``; its tokenizer comes from the same place and must hold a vocabulary.
+  Features are the pooled [CLS] output (768), as used by BertForSequenceClassification.
 - ``tiny-cnn`` / ``tiny-text``: small random-init networks (seeded) that take the same inputs, for tests and
   smoke runs: a two-layer CNN, and a hashing tokenizer + EmbeddingBag (strings or MultiNLI token dicts).
 
@@ -34,6 +35,7 @@ from .heads import MultiHead, init_linear_
 BACKBONES = {"resnet50": "image", "tiny-cnn": "image", "bert": "text", "tiny-text": "text"}
 RESNET50_V1 = "resnet50-0676ba61.pth"  # torchvision's IMAGENET1K_V1 file: `pretrained=True` in the authors' code
 BERT_DEFAULT = "bert-base-uncased"
+DEFAULT_MAX_LENGTH = 220  # tokens kept per raw text: the authors' CivilComments cut (their datasets.py)
 
 
 def batch_to(batch: Any, device: torch.device | str) -> Any:
@@ -119,7 +121,7 @@ class BertBackbone(nn.Module):
     """A Hugging Face encoder and its tokenizer: strings (tokenized to ``max_length``) or token dicts -> the
     pooled [CLS] output (b, hidden)."""
 
-    def __init__(self, model: nn.Module, tokenizer: Any, max_length: int = 220):
+    def __init__(self, model: nn.Module, tokenizer: Any, max_length: int = DEFAULT_MAX_LENGTH):
         super().__init__()
         self.model, self.tokenizer, self.max_length = model, tokenizer, max_length
 
@@ -193,28 +195,63 @@ def _resnet50(weights: str | os.PathLike | None) -> tuple[nn.Module, int]:
     return net, dim
 
 
-def _bert(weights: str | os.PathLike | None, max_length: int) -> tuple[nn.Module, int]:
+def _offline_transformers() -> Any:
+    """Imports transformers in offline mode: the Hugging Face libraries then never open a connection (not even
+    the DNS lookup that ``local_files_only=True`` alone still makes for a hub name), and loading shows no progress
+    bars (a local load takes a moment; memaware's own bars say what runs)."""
+    os.environ["HF_HUB_OFFLINE"] = "1"  # read when huggingface_hub is imported
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
     transformers = _import_optional("transformers", "text", "bert")
+    import huggingface_hub
+
+    huggingface_hub.constants.HF_HUB_OFFLINE = True  # when an earlier import already read the environment
+    huggingface_hub.utils.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+    return transformers
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+
+
+# files that hold a BERT tokenizer's vocabulary (WordPiece vocab.txt, or a fast tokenizer's tokenizer.json)
+BERT_VOCABULARY = ("vocab.txt", "tokenizer.json")
+
+
+def _bert(weights: str | os.PathLike | None, max_length: int) -> tuple[nn.Module, int]:
+    transformers = _offline_transformers()
     source = str(Path(weights).expanduser()) if weights is not None else BERT_DEFAULT
-    if weights is not None and not Path(source).is_dir():
-        raise ConfigError(f"--weights {source}: not a directory (a Hugging Face model saved with save_pretrained)")
+    where = source if weights is not None else f"the local Hugging Face cache ({BERT_DEFAULT})"
+    if weights is not None:
+        folder = Path(source)
+        if not folder.is_dir():
+            raise ConfigError(f"--weights {source}: not a directory (a Hugging Face model saved with save_pretrained)")
+        if not any((folder / f).is_file() for f in BERT_VOCABULARY):
+            raise ConfigError(
+                f"--weights {source}: no tokenizer vocabulary ({' or '.join(BERT_VOCABULARY)}); every word would "
+                "become [UNK]: save the tokenizer there too (tokenizer.save_pretrained)"
+            )
     try:
         tokenizer = transformers.AutoTokenizer.from_pretrained(source, local_files_only=True)
-        model = transformers.AutoModel.from_pretrained(source, local_files_only=True)
-    except (OSError, ValueError) as e:
-        where = source if weights is not None else f"the local Hugging Face cache ({BERT_DEFAULT})"
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+    except Exception as e:  # a missing cache entry, a broken tokenizer file: one line, never a download
+        why = _first_line(e) if weights is not None else "not there"  # the library's text would speak of the hub
         raise ConfigError(
-            f"cannot load BERT and its tokenizer from {where} without downloading ({first}); "
-            f"pass --weights DIR with config.json, the weights and the vocabulary"
+            f"cannot load the BERT tokenizer from {where} without downloading ({why}); "
+            "pass --weights DIR with config.json, the weights and the vocabulary"
         ) from None
+    if len(tokenizer) <= len(set(tokenizer.all_special_tokens)):
+        raise ConfigError(f"the tokenizer in {where} has no vocabulary beyond its {len(tokenizer)} special tokens")
+    try:
+        model = transformers.AutoModel.from_pretrained(source, local_files_only=True)
+    except Exception as e:  # a corrupt or truncated model.safetensors / pytorch_model.bin, a missing config.json
+        raise ConfigError(f"cannot load BERT weights from {where} ({type(e).__name__}: {_first_line(e)})") from None
     net = BertBackbone(model, tokenizer, max_length)
     net.weights_path = source
     return net, int(model.config.hidden_size)
 
 
 def make_backbone(
-    name: str, weights: str | os.PathLike | None = None, *, seed: int = 0, max_length: int = 220
+    name: str, weights: str | os.PathLike | None = None, *, seed: int = 0, max_length: int = DEFAULT_MAX_LENGTH
 ) -> tuple[nn.Module, int]:
     """Builds backbone ``name`` (see ``BACKBONES``) -> (module, feature_dim).
 
@@ -224,6 +261,8 @@ def make_backbone(
     """
     if name not in BACKBONES:
         raise ConfigError(f"unknown backbone '{name}', choose from {', '.join(BACKBONES)}")
+    if max_length < 1:
+        raise ConfigError(f"--max-length must be >= 1, got {max_length}")
     if name == "resnet50":
         return _resnet50(weights)
     if name == "bert":
@@ -242,7 +281,9 @@ class EndToEndNet(nn.Module):
     Its input x is the dataset's (b, 1) float row-index column (``GroupData.x``): ``features(x)`` loads those rows
     through ``dataset.load``, moves them to the heads' device and runs the backbone -> (b, feature_dim);
     ``forward(x)`` -> (b, H, K) logits. Only backbone and heads are parameters (the dataset is not in the state
-    dict). The heads are drawn from ``seed`` like ``models.build_model``'s.
+    dict). The heads are drawn from ``seed`` like ``models.build_model``'s. ``dropout`` (its ``p``, also set later
+    through ``set_head_dropout``) drops features before the heads in training mode (BertForSequenceClassification's
+    dropout before its classifier, which the authors' text runs have); evaluation never drops.
     """
 
     def __init__(
@@ -254,19 +295,21 @@ class EndToEndNet(nn.Module):
         num_heads: int = 1,
         bias: bool = False,
         seed: int = 0,
+        dropout: float = 0.0,
     ):
         super().__init__()
         self.dataset = dataset
         self.backbone = backbone
+        self.dropout = nn.Dropout(dropout)
         self.heads = MultiHead(feature_dim, num_classes, num_heads, bias=bias)
         init_linear_(self.heads, torch.Generator().manual_seed(int(seed)))
         self.feature_dim = feature_dim
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """(b, 1) float row indices -> (b, feature_dim) backbone features."""
+        """(b, 1) float row indices -> (b, feature_dim) backbone features (after dropout, in training mode)."""
         rows = x.detach()[:, 0].round().long().cpu()  # row indices are exact in float32 below 2**24
         batch = batch_to(self.dataset.load(rows), self.heads.linear.weight.device)
-        return self.backbone(batch)
+        return self.dropout(self.backbone(batch))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(b, 1) float row indices -> (b, H, K) logits."""
@@ -277,3 +320,12 @@ class EndToEndNet(nn.Module):
 
     def backbone_parameters(self) -> list[nn.Parameter]:
         return list(self.backbone.parameters())
+
+
+def set_head_dropout(model: nn.Module, p: float) -> None:
+    """Sets the dropout before ``model``'s heads (an ``EndToEndNet``'s) to ``p``; a ``ConfigError`` for a model
+    without one."""
+    drop = getattr(model, "dropout", None)
+    if not isinstance(drop, nn.Dropout):
+        raise ConfigError(f"head dropout needs a model with a dropout before its heads, got {type(model).__name__}")
+    drop.p = float(p)

@@ -93,6 +93,24 @@ def init_linear_(module: nn.Module, generator: torch.Generator) -> None:
                     m.bias.uniform_(-bound, bound, generator=generator)
 
 
+def init_heads_(model: nn.Module, rule: str) -> None:
+    """Sets the first weights of ``model.heads`` (a ``MultiHead``) by ``rule``: 'default' keeps what the model was
+    built with (torch's nn.Linear rule drawn from the seed), 'zeros' sets weights and bias to 0, as the authors'
+    code does for every linear head it trains (``nn.Linear`` then ``weight.data *= 0``, ``bias.data *= 0``: the
+    ResNet-50 ``fc``, BERT's classifier, the heads on precomputed features). Only the heads: hidden layers and
+    backbones keep their weights (a network of zeros would have zero gradients everywhere below the heads)."""
+    if rule == "default":
+        return
+    if rule != "zeros":
+        raise ConfigError(f"unknown head initialisation '{rule}', choose from default, zeros")
+    heads = getattr(model, "heads", None)
+    if not isinstance(heads, MultiHead):
+        raise ConfigError(f"init 'zeros' needs a model with linear heads (model.heads), got {type(model).__name__}")
+    with torch.no_grad():
+        for p in heads.parameters():
+            p.zero_()
+
+
 def build_model(
     in_dim: int,
     num_classes: int,

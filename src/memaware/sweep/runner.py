@@ -36,13 +36,14 @@ def train_hparam_defaults() -> dict[str, Any]:
     linear head without bias, as ``build_model``); a method's own follow from its declaration."""
     cfg = TrainConfig()
     keys = ("epochs", "max_steps", "lr", "optimizer", "momentum", "weight_decay", "batch_size", "class_balanced",
-            "eval_every", "schedule", "warmup_fraction", "decay_rule")  # fmt: skip
+            "eval_every", "eval_every_steps", "init", "schedule", "warmup_fraction", "decay_rule", "clip_grad_norm",
+            "head_dropout")  # fmt: skip
     return {**{k: getattr(cfg, k) for k in keys}, "hidden": [], "bias": False}
 
 
 SPEC_KEYS = {
     "method", "data", "dataset", "data_dir", "backbone", "weights", "image_size", "seed", "comb", "hparams",
-    "selection", "device", "inferred_groups", "save_model", "checkpoint_every", "family",
+    "selection", "device", "inferred_groups", "save_model", "checkpoint_every", "family", "max_length",
 }  # fmt: skip
 
 
@@ -99,9 +100,13 @@ def train_config(
         seed=int(spec.get("seed", 0)),
         selection=spec.get("selection") or "auto",
         eval_every=int(hp["eval_every"]),
+        eval_every_steps=int(hp["eval_every_steps"]),
+        init=str(hp["init"]),
         schedule=str(hp["schedule"]),
         warmup_fraction=float(hp["warmup_fraction"]),
         decay_rule=str(hp["decay_rule"]),
+        clip_grad_norm=float(hp["clip_grad_norm"]),
+        head_dropout=float(hp["head_dropout"]),
         # end to end, an evaluation batch runs the backbone: keep it to what a training batch costs
         eval_batch_size=max(64, 2 * int(hp["batch_size"])) if end_to_end else 8192,
         device=device,
@@ -114,12 +119,15 @@ def _model_factory(spec: dict[str, Any], dataset: Any, data: GroupData, hp: dict
     """For end-to-end runs: a fresh backbone + heads for a given number of heads, from the spec's seed."""
     if dataset is None:
         return None
-    from ..models.backbones import EndToEndNet, make_backbone
+    from ..models.backbones import DEFAULT_MAX_LENGTH, EndToEndNet, make_backbone
 
     backbone_name = spec.get("backbone") or ("tiny-cnn" if dataset.modality == "image" else "tiny-text")
 
     def factory(num_heads: int) -> torch.nn.Module:
-        backbone, dim = make_backbone(backbone_name, spec.get("weights"), seed=int(spec.get("seed", 0)))
+        backbone, dim = make_backbone(
+            backbone_name, spec.get("weights"), seed=int(spec.get("seed", 0)),
+            max_length=int(spec.get("max_length") or DEFAULT_MAX_LENGTH),
+        )  # fmt: skip
         return EndToEndNet(
             dataset, backbone, dim, data.num_classes, num_heads, bias=bool(hp["bias"]), seed=int(spec.get("seed", 0))
         )

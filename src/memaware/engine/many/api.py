@@ -22,8 +22,11 @@ from ..fit import FitResult
 from .members import Member, fast_path, train_members, trainable
 
 # hyper-parameters every member of one program shares (they fix the program's shape and schedule)
-SHAPE_KEYS = ("batch_size", "epochs", "max_steps", "optimizer", "hidden", "bias", "class_balanced", "eval_every")
-DATA_KEYS = ("data", "dataset", "data_dir", "backbone", "weights", "image_size")
+SHAPE_KEYS = (
+    "batch_size", "epochs", "max_steps", "optimizer", "hidden", "bias", "class_balanced", "eval_every",
+    "eval_every_steps",
+)  # fmt: skip
+DATA_KEYS = ("data", "dataset", "data_dir", "backbone", "weights", "image_size", "max_length")
 
 
 def _hparams(spec: dict[str, Any]) -> dict[str, Any]:

@@ -97,7 +97,10 @@ def _run_key(m: Member) -> str:
 def _program_key(m: Member) -> str:
     """What members of one program share: method class, heads, fast path, architecture and the step shape."""
     cfg = m.config
-    shape = (cfg.batch_size, cfg.max_steps, cfg.optimizer, cfg.class_balanced, cfg.eval_every, cfg.device)
+    shape = (
+        cfg.batch_size, cfg.max_steps, cfg.optimizer, cfg.class_balanced, cfg.eval_every, cfg.eval_every_steps,
+        cfg.device,
+    )  # fmt: skip
     kind = (type(m.method).__module__, type(m.method).__qualname__, m.method.num_heads, fast_path(m.method))
     return _fingerprint([kind, shape, m.model_kwargs])
 
@@ -138,6 +141,8 @@ def _check(data: GroupData, members: list[Member]) -> None:
         name = m.method.name
         if not trainable(m.method, m.model_kwargs):
             raise ConfigError(f"method '{name}' cannot be trained batched (a regression, or an own forward)")
+        if m.config.clip_grad_norm or m.config.head_dropout:
+            raise ConfigError("clip_grad_norm and head_dropout apply to end-to-end runs, not to heads alone")
         if m.method.needs_train_groups and not data.has_attrs(TRAIN):
             raise ConfigError(
                 f"method '{name}' needs training group labels (field 'a' >= 0 on split 0), the data has none"
@@ -153,7 +158,7 @@ def _check(data: GroupData, members: list[Member]) -> None:
     if len(keys) != 1:
         raise ConfigError(
             "members of one batched program need one method class, architecture, batch size, max_steps, optimizer, "
-            "class balance, eval_every and device"
+            "class balance, eval_every, eval_every_steps and device"
         )
 
 

@@ -15,9 +15,10 @@ import torch
 from ...data.groups import TEST, TRAIN, VAL, GroupData
 from ...methods import Method
 from ...methods.batched import BatchedLoss
-from ...models import all_logits, build_model
+from ...models import all_logits, build_model, init_heads_
+from ..config import TrainConfig
 from ..fit import FitResult
-from ..loop import evaluation_due, run_epochs
+from ..loop import evaluation_due, run_epochs, step_evaluation_due
 from ..optim import make_optimizer
 from .layout import Layout, Prepared
 from .selection import ManySelection
@@ -45,7 +46,7 @@ class Program:
         self.dtype = x_train.dtype
         self.layout = lay = Layout(prepared, data.y[train_idx], share=fast is not None, dtype=self.dtype)
         self.num_heads = prepared[0].method.num_heads
-        grid = [[self._model(prepared[int(c)].config.seed) for c in row] for row in lay.source]
+        grid = [[self._model(prepared[int(c)].config) for c in row] for row in lay.source]
         self.nets = StackedNets(grid, self.dtype, self.device)
         # each member's own model object, loaded with its selected weights at the end
         self.models = [grid[s][j] for s, j in map(lay.slot, range(len(prepared)))]
@@ -68,9 +69,11 @@ class Program:
         self.final_state: list[dict[str, torch.Tensor] | None] = [None] * C
         self.method_state: list[dict | None] = [None] * C
 
-    def _model(self, seed: int) -> torch.nn.Module:
-        """A member's initial model: ``build_model``'s, as ``fit`` builds it (the data's float type)."""
-        model = build_model(self.data.dim, self.data.num_classes, self.num_heads, seed=seed, **self.model_kwargs)
+    def _model(self, cfg: TrainConfig) -> torch.nn.Module:
+        """A member's initial model: ``build_model``'s with its heads' ``init``, as ``fit`` builds it (the data's
+        float type)."""
+        model = build_model(self.data.dim, self.data.num_classes, self.num_heads, seed=cfg.seed, **self.model_kwargs)
+        init_heads_(model, cfg.init)
         return model if self.dtype == torch.float32 else model.to(dtype=self.dtype)
 
     # ---- training ------------------------------------------------------------------------------------------
@@ -82,10 +85,18 @@ class Program:
             epochs=max(p.config.epochs for p in self.prepared),
             max_steps=cfg.max_steps,
             eval_every=cfg.eval_every,
+            eval_every_steps=cfg.eval_every_steps,
+            on_step_eval=self._step_evaluation,
             on_epoch_end=self._end_of_epoch,
             label=label,
             progress=progress,
         )
+
+    def _step_evaluation(self, epoch: int) -> None:
+        """Mid-epoch (``eval_every_steps``): evaluates every member still training that logs evaluations."""
+        due = [c for c in range(len(self.prepared)) if not self.steps.finished[c] and self.selection.evaluated(c)]
+        if due:
+            self._evaluate(epoch, due)
 
     def _end_of_epoch(self, epoch: int, stop: bool) -> None:
         """Evaluates the members due (their own epochs, ``loop.evaluation_due``) and finishes those that end."""
@@ -94,7 +105,11 @@ class Program:
             if self.steps.finished[c]:
                 continue
             ends = stop or self.steps.stop_asked[c] or epoch >= p.config.epochs
-            if self.selection.evaluated(c) and evaluation_due(epoch, p.config.epochs, p.config.eval_every, ends):
+            every_steps = p.config.eval_every_steps
+            just = step_evaluation_due(self.steps.steps, every_steps)
+            if self.selection.evaluated(c) and evaluation_due(
+                epoch, p.config.epochs, p.config.eval_every, ends, every_steps, just
+            ):
                 due.append(c)
             if ends:
                 done.append(c)
