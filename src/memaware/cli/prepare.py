@@ -57,7 +57,9 @@ def run(args: argparse.Namespace) -> int:
     data = build_benchmark(args.name, seed=args.seed, source=args.source, cache_dir=args.cache_dir, **opts)
     path = data.save_npz(args.out)
     if not args.quiet:
-        print(summary(args.name, data, path, time.perf_counter() - t0))
+        chosen = ", ".join(f"{k}={v}" for k, v in opts.items() if k != "progress")
+        label = f"{args.name} ({chosen})" if chosen else args.name
+        print(summary(label, data, path, time.perf_counter() - t0))
     return 0
 
 

@@ -227,8 +227,3 @@ def open_fashionbirds_images(
     name = "fashionbirds" if pair == "hard" else f"fashionbirds-{pair}"
     source = Path(root) if root is not None else DEFAULT_SOURCE
     return FashionBirdsImages(name, plan, {0: fm["train_images"], 1: fm["test_images"]}, source, image_size)
-
-
-def open_fashionbirds_easy(root: str | os.PathLike | None = None, image_size: int = CANVAS) -> FashionBirdsImages:
-    """The easy pair (module docstring) as a ``RealDataset``."""
-    return open_fashionbirds_images(root, image_size, pair="easy")
