@@ -202,5 +202,14 @@ def test_end_to_end_mat_cli_on_the_full_fashionbirds(tmp_path, capsys):
     ]  # fmt: skip
     assert main(args) == 0, capsys.readouterr().err
     res = json.loads((out / "results.json").read_text())
-    assert res["data"]["n"] == 7195 if "n" in res["data"] else True
+    assert res["data"]["n"] == 7195 and res["data"]["split_sizes"] == [4795, 1200, 1200]
+    assert res["data"]["notes"] == ["rendered at 160 px, fed to the backbone at 32 px, pair hard"]
     assert 0.0 <= float(res["test"]["worst_group_acc"]) <= 1.0
+    # the saved model's backbone is the pretrained network, fine-tuned
+    state = torch.load(out / "model.pt", map_location="cpu", weights_only=True)
+    pretrained, _ = make_efficientnet_lite0()
+    key = "net._conv_stem.weight"
+    saved = next(v for k, v in state.items() if k.endswith("backbone." + key))
+    start = pretrained.state_dict()[key]
+    assert saved.shape == start.shape and not torch.equal(saved, start)
+    assert torch.allclose(saved, start, atol=0.05)  # a few small steps away from the ImageNet weights

@@ -185,7 +185,8 @@ class FashionBirdsImages(RealDataset):
     def __init__(self, name: str, plan: RenderPlan, images: dict[int, np.ndarray], source: Path, image_size: int):
         x = np.arange(len(plan), dtype=np.float32)[:, None]
         data = GroupData.from_arrays(x, plan.y, plan.split, plan.a, source=name, num_classes=2)
-        super().__init__(name, data, source, source, notes=(f"rendered at {CANVAS} px, pair {plan.pair}",))
+        note = f"rendered at {CANVAS} px, fed to the backbone at {int(image_size)} px, pair {plan.pair}"
+        super().__init__(name, data, source, source, notes=(note,))
         self.plan, self.image_size = plan, int(image_size)
         self.garments = np.stack([images[f][g] for f, g in zip(plan.file.tolist(), plan.garment.tolist(), strict=True)])
         self.masks = silhouettes(self.garments)
