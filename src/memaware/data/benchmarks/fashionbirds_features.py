@@ -3,7 +3,7 @@ EfficientNet-Lite0 (``models.efficientnet``, 1280 pooled features), cached.
 
 This puts the benchmark in the paper's regime: a linear head on 1280 pretrained features of 4,795 training images
 can fit its few minority examples through directions the majority does not use (it memorizes them), which a head
-on 784 raw pixels cannot. Extraction runs at about 60 images/s on one CPU thread; the features of each split are
+on 784 raw pixels cannot. Extraction runs at tens of images/s on one CPU thread; the features of each split are
 cached under ``<cache dir>/fashionbirds/`` in a file named by a hash of everything that decides them (every row's
 garment, background and crop, the render constants, the weights file's SHA-256), so preparing twice, or another
 seed's sweep of the same data, costs nothing, and any change recomputes.
