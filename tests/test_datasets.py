@@ -53,7 +53,9 @@ def test_each_layout_opens_with_its_metadata(tmp_path, layout):
 
 
 def test_registry_names_and_unknown_dataset(tmp_path):
-    assert set(DATASETS) == {"waterbirds", "celeba", "multinli", "civilcomments", "civilcomments-fine"}
+    assert set(DATASETS) == {
+        "waterbirds", "celeba", "multinli", "civilcomments", "civilcomments-fine", "fashionbirds", "fashionbirds-easy"
+    }
     with pytest.raises(ConfigError, match="unknown dataset 'cub'"):
         open_dataset("cub", tmp_path)
 

@@ -109,7 +109,7 @@ def test_tiny_backbones_take_both_text_forms_and_are_seeded():
     cnn2, _ = make_backbone("tiny-cnn", seed=2)
     img = torch.randn(2, 3, 16, 16)
     assert not torch.allclose(cnn(img), cnn2(img))
-    assert set(BACKBONES) == {"resnet50", "bert", "tiny-cnn", "tiny-text"}
+    assert set(BACKBONES) == {"resnet50", "efficientnet-lite0", "bert", "tiny-cnn", "tiny-text"}
 
 
 @pytest.mark.parametrize("name", ["waterbirds", "multinli", "civilcomments"])

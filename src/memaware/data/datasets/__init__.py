@@ -21,6 +21,21 @@ from .common import Batch, ImageDataset, RealDataset
 from .multinli import open_multinli
 from .waterbirds import open_waterbirds
 
+
+def open_fashionbirds(root: str | os.PathLike, image_size: int = 224) -> RealDataset:
+    """FashionBirds' 160 px RGB scenes (hard pair, seed 0) rendered from the Fashion-MNIST idx files in ``root``."""
+    from ..benchmarks.fashionbirds_render import open_fashionbirds_images
+
+    return open_fashionbirds_images(root, image_size)
+
+
+def open_fashionbirds_easy(root: str | os.PathLike, image_size: int = 224) -> RealDataset:
+    """FashionBirds' easy pair ({T-shirt, Dress} vs {Trouser, Sneaker}), rendered like ``open_fashionbirds``."""
+    from ..benchmarks.fashionbirds_render import open_fashionbirds_images
+
+    return open_fashionbirds_images(root, image_size, pair="easy")
+
+
 # name -> opener(root, image_size) -> RealDataset
 DATASETS: dict[str, Callable[..., RealDataset]] = {
     "waterbirds": open_waterbirds,
@@ -28,6 +43,8 @@ DATASETS: dict[str, Callable[..., RealDataset]] = {
     "multinli": open_multinli,
     "civilcomments": open_civilcomments,
     "civilcomments-fine": open_civilcomments_fine,
+    "fashionbirds": open_fashionbirds,  # root: the Fashion-MNIST idx files (apt-get install dataset-fashion-mnist)
+    "fashionbirds-easy": open_fashionbirds_easy,
 }
 MODALITIES = {
     "waterbirds": "image",
@@ -35,6 +52,8 @@ MODALITIES = {
     "multinli": "text",
     "civilcomments": "text",
     "civilcomments-fine": "text",
+    "fashionbirds": "image",
+    "fashionbirds-easy": "image",
 }
 
 
