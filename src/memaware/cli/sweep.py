@@ -117,6 +117,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     s.add_argument("--cpus", type=int, default=4, help="CPUs per job")
     s.add_argument("--mem-gb", type=float, default=32.0, help="memory per job in GB")
     s.add_argument("--slurm-dir", default=None, help="submitit's logs and job pickles (default: DIR/submitit)")
+    s.add_argument(
+        "--max-requeues", type=int, default=SlurmOptions.max_requeues,
+        help="times a job that reaches --time-min is requeued (its runs resume from their checkpoints)",
+    )  # fmt: skip
+    s.add_argument("--poll-s", type=float, default=SlurmOptions.poll_s, help="seconds between two looks at the queue")
 
 
 def _sources(args: argparse.Namespace) -> list[DataSource]:
@@ -201,6 +206,8 @@ def run(args: argparse.Namespace) -> int:
         cpus=args.cpus,
         mem_gb=args.mem_gb,
         folder=args.slurm_dir,
+        max_requeues=args.max_requeues,
+        poll_s=args.poll_s,
     )
     swept = run_sweep(
         runs,

@@ -286,7 +286,17 @@ class SlurmOptions:
     cpus: int = 4
     mem_gb: float = 32.0
     folder: str | None = None  # submitit's logs and pickles; default DIR/submitit
+    max_requeues: int = 10  # times a job that reaches its time limit is requeued (each resumes from checkpoints)
+    poll_s: float = 10.0  # seconds between two looks at the queue
     extra: dict[str, Any] = field(default_factory=dict)  # further AutoExecutor parameters
+
+    @property
+    def signal_delay_s(self) -> int:
+        """Seconds before the time limit at which Slurm is asked to send USR2 (submitit then checkpoints and
+        requeues the job). slurmctld looks at time limits every 30 s and sends the signal up to 30 s early, so the
+        job must be given time to start its handler first: 90 s (submitit's default) for limits of 3 minutes and
+        more, the limit less 45 s below (15 s for a one-minute limit: the signal comes 15-45 s after the start)."""
+        return int(max(5, min(90, self.time_min * 60 - 45)))
 
 
 def import_submitit() -> Any:
@@ -314,14 +324,19 @@ def check_executor(executor: str) -> None:
 
 
 class SubmititExecutor:
-    """submitit's AutoExecutor: ``cluster='slurm'`` submits job arrays; ``'local'`` runs the jobs here."""
+    """submitit's AutoExecutor: ``cluster='slurm'`` submits job arrays; ``'local'`` runs the jobs here. On Slurm the
+    queue is read with squeue/scontrol (``sweep.slurm``): a job that leaves it without results (scancel, node
+    failure, out of memory) is reported failed with its reason, and one pending for a reason that never resolves
+    is cancelled and reported."""
 
     def __init__(self, cluster: str, opts: SlurmOptions, folder: Path, jobs: int, execute: str, vectorized: bool):
         submitit = import_submitit()
+        self.cluster = cluster
         self.execute, self.vectorized = execute, vectorized
         self.capacity = jobs if cluster == "local" else None  # Slurm throttles arrays itself
-        self.poll_s = 0.2 if cluster == "local" else 15.0
-        self.ex = submitit.AutoExecutor(folder=str(folder), cluster=cluster)
+        self.poll_s = 0.2 if cluster == "local" else opts.poll_s
+        kwargs = {"slurm_max_num_timeout": opts.max_requeues} if cluster == "slurm" else {}
+        self.ex = submitit.AutoExecutor(folder=str(folder), cluster=cluster, **kwargs)
         params: dict[str, Any] = {
             "name": "memaware-sweep",
             "timeout_min": int(opts.time_min),
@@ -330,6 +345,8 @@ class SubmititExecutor:
             "mem_gb": float(opts.mem_gb),
             "slurm_array_parallelism": int(jobs),
         }
+        if cluster == "slurm":
+            params["slurm_signal_delay_s"] = opts.signal_delay_s
         if opts.partition:
             params["slurm_partition"] = opts.partition
         params.update(opts.extra)
@@ -337,18 +354,41 @@ class SubmititExecutor:
             self.ex.update_parameters(**params)
         except (NameError, ValueError, AssertionError) as e:
             raise ConfigError(f"submitit rejected the job parameters: {str(e).splitlines()[0]}") from None
+        self._ended: dict[Any, str] = {}  # handle -> why it left the queue without results
 
     def submit(self, batches: list[list[tuple[dict, str]]]) -> list[Any]:
         return self.ex.submit_array([RunBatch(b, self.execute, self.vectorized) for b in batches])
 
     def wait(self, handles: list[Any]) -> list[Any]:
         while True:
-            done = [h for h in handles if h.done()]
+            if self.cluster == "slurm":
+                self._look_at_queue(handles)
+                done = [h for h in handles if h in self._ended or h.paths.result_pickle.exists()]
+            else:
+                done = [h for h in handles if h.done()]
             if done:
                 return done
             time.sleep(self.poll_s)
 
+    def _look_at_queue(self, handles: list[Any]) -> None:
+        from .slurm import NEVER_RUNS, cancel, ended_reason, queue_states
+
+        states = queue_states([h.job_id for h in handles])
+        if states is None:  # squeue did not answer: conclude nothing this time
+            return
+        for h in handles:
+            if h in self._ended:
+                continue
+            state, reason = states.get(h.job_id, (None, ""))
+            if state is None and not h.paths.result_pickle.exists():  # left the queue (pickle checked after squeue)
+                self._ended[h] = ended_reason(h.job_id, h.paths.stderr)
+            elif state == "PENDING" and reason in NEVER_RUNS:
+                cancel(h.job_id)
+                self._ended[h] = f"job {h.job_id} cancelled: Slurm says it can never start ({reason})"
+
     def result(self, handle: Any) -> list[dict] | str:
+        if handle in self._ended:
+            return self._ended.pop(handle)
         try:
             return handle.result()
         except Exception as e:
