@@ -16,12 +16,14 @@ from typing import Any
 
 from ..data.datasets.multinli import NAME
 from ..experiments.convert_multinli import convert
+from .common import in_dir
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--data-dir",
         required=True,
+        type=in_dir,
         help=f"dataset root holding {NAME}/glue_data/MNLI/ (the output goes to {NAME}/features_bert_128.npz)",
     )
     p.add_argument("--quiet", action="store_true", help="print nothing")

@@ -15,8 +15,9 @@ from ..engine.config import DECAY_RULES, SCHEDULES
 from ..errors import ConfigError
 from ..experiments.train import run_training
 from ..methods import METHODS, classifiers, is_reference, method_class
-from .common import add_common, hidden_widths
+from .common import add_common, hidden_widths, in_dir, in_file, in_path
 
+RESUME_HINT = "to resume, run the same command with --resume (it continues from the checkpoint in --out)"
 DEFAULTS = TrainConfig()  # the library's defaults are the command's
 
 
@@ -75,15 +76,17 @@ def method_hparams(args: argparse.Namespace) -> dict:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_argument_group("data (one of --data or --dataset)")
-    src.add_argument("--data", help=".npz file with x (n, d), y (n,), split (n,) and optional a (n,)")
+    src.add_argument("--data", type=in_file, help=".npz file with x (n, d), y (n,), split (n,) and optional a (n,)")
     src.add_argument("--dataset", help="real dataset read from --data-dir: waterbirds, celeba, multinli, civilcomments")
-    src.add_argument("--data-dir", help="folder holding the dataset (its metadata CSV and files)")
+    src.add_argument("--data-dir", type=in_dir, help="folder holding the dataset (its metadata CSV and files)")
     src.add_argument(
         "--backbone",
         help="backbone fine-tuned end to end with --dataset: resnet50, bert, tiny-cnn, tiny-text "
         "(default: the tiny one matching the dataset)",
     )
-    src.add_argument("--weights", help="local backbone weights (resnet50: a .pth file; bert: a directory)")
+    src.add_argument(
+        "--weights", type=in_path, help="local backbone weights (resnet50: a .pth file; bert: a directory)"
+    )
     src.add_argument("--image-size", type=int, default=224, help="image side for image datasets")
     p.add_argument(
         "--method", required=True, type=_method_name,
@@ -136,6 +139,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--inferred-groups",
+        type=in_file,
         help="inferred_groups.npz of an XRM/MAT run on the same data: gives methods that infer no groups "
         "the val_gi_wga criterion",
     )

@@ -38,13 +38,21 @@ def resolve(ref: str) -> Callable[..., Any]:
 def _init_local_worker(parent_pid: int) -> None:
     """Pool worker start-up: one intra-op torch thread (see memaware.threads), and exit when the sweep dies (a
     SIGKILLed parent leaves its workers behind otherwise, still training and holding their run locks)."""
+    import signal
+
     from ..threads import use_one_intraop_thread
 
     use_one_intraop_thread()
+    # Ctrl-C reaches the whole process group: the sweep handles it (and stops its workers), workers ignore it
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # tqdm would create a multiprocessing lock (a named semaphore) in each worker; a worker killed on Ctrl-C never
+    # releases it and Python warns of 'leaked semaphore objects' at exit. Workers draw no bars: a thread lock does.
+    from tqdm import tqdm
+
+    tqdm.set_lock(threading.RLock())
     if sys.platform.startswith("linux"):
         try:  # the kernel kills this worker the moment the sweep dies (PR_SET_PDEATHSIG = 1)
             import ctypes
-            import signal
 
             ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)
         except (OSError, AttributeError):
@@ -242,9 +250,11 @@ class LocalPoolExecutor:
     def close(self, kill: bool = False) -> None:
         if self._pool is not None:
             if kill:
-                for p in list(getattr(self._pool, "_processes", {}).values()):
+                for p in list((getattr(self._pool, "_processes", None) or {}).values()):
                     p.kill()
-            self._pool.shutdown(wait=not kill, cancel_futures=True)
+            # wait even after a kill: the pool's queues are closed then, and their semaphores released (no
+            # "leaked semaphore objects" warning at exit); with its workers dead this takes milliseconds
+            self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
 
 

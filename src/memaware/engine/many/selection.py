@@ -71,6 +71,8 @@ class ManySelection:
             if self.criterion[c] is None:
                 self.criterion[c] = selection.resolve(self.requested[c], log, self.external[c])
             score = selection.get_criterion(self.criterion[c]).score(log, len(log) - 1, self.external[c])
+            if score is None and self.requested[c] != "auto":
+                raise selection.not_computable(self.criterion[c])
             if selection.improves(score, self.best_score[c]):
                 self.best_score[c], self.best_epoch[c] = score, epoch
                 self.inferred[c] = inferred[i] if inferred[i] is not None else self.external[c]
