@@ -13,10 +13,10 @@ import argparse
 from ..data import load_npz
 from ..engine import OPTIMIZERS
 from ..errors import ConfigError
-from ..experiments.memorization import LINEAR_DEFAULT_WD, audit_config, run_audit
+from ..experiments.memorization import LINEAR_DEFAULT_WD, audit_config, dataset_features, run_audit
 from ..memorization.audit import audit_text
 from ..memorization.scores import AUDIT_METHODS, TARGETS
-from .common import add_common, comma_items, hidden_widths, in_dir, in_file
+from .common import add_common, comma_items, hidden_widths, in_dir, in_file, in_path
 
 
 def _methods(text: str) -> tuple[str, ...]:
@@ -34,8 +34,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src.add_argument(
         "--data", type=in_file, help=".npz file with x (n, d), y (n,), split (n,) and a (n,) (group attribute)"
     )
-    src.add_argument("--dataset", help="a real dataset by name (loaders not available yet: use --data)")
+    src.add_argument("--dataset", help="real dataset read from --data-dir: waterbirds, celeba, multinli, civilcomments")
     p.add_argument("--data-dir", type=in_dir, help="root folder of --dataset")
+    p.add_argument(
+        "--backbone", help="--dataset: backbone embedding the rows: resnet50, bert, tiny-cnn, tiny-text (default: the "
+        "tiny one matching the dataset)",
+    )  # fmt: skip
+    p.add_argument("--weights", type=in_path, help="--dataset: local backbone weights (resnet50: .pth file; bert: dir)")
+    p.add_argument("--image-size", type=int, default=224, help="--dataset: image side for image datasets")
+    p.add_argument("--device", default="cpu", help="--dataset: torch device of the embedding, e.g. cpu or cuda")
     p.add_argument("--methods", type=_methods, default="erm,mat", help="comma-separated: erm, mat")
     p.add_argument("--estimator", choices=tuple(TARGETS), default="subsample", help="memorization estimator")
     add_common(p)
@@ -71,18 +78,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.dataset is not None:
-        raise ConfigError(
-            f"--dataset {args.dataset}: real-dataset loaders are not available yet; extract features into an .npz "
-            "(keys x, y, split, a) and pass --data FILE.npz"
-        )
-    if args.data_dir is not None:
-        raise ConfigError("--data-dir goes with --dataset; with --data give the .npz path only")
+    if args.data is not None and (args.data_dir or args.backbone or args.weights):
+        raise ConfigError("--data-dir, --backbone and --weights go with --dataset; with --data give the .npz path only")
+    if args.dataset is not None and not args.data_dir:
+        raise ConfigError(f"--dataset {args.dataset} needs --data-dir (the folder holding its files)")
     if args.num_models is not None and args.num_models < 1:
         raise ConfigError(f"--num-models must be >= 1, got {args.num_models}")
     if args.warn_gap < 0:
         raise ConfigError(f"--warn-gap must be >= 0, got {args.warn_gap}")
-    data = load_npz(args.data)
+    if args.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {args.device}: CUDA is not available on this machine")
+    if args.dataset is not None:
+        data, source = dataset_features(
+            args.dataset.lower(), args.data_dir, args.out, args.backbone, args.weights, args.seed, args.image_size,
+            args.device, progress=not args.quiet,
+        )  # fmt: skip
+    else:
+        data, source = load_npz(args.data), str(args.data)
     cfg = audit_config(
         args.estimator,
         args.epochs,
@@ -99,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
         args.estimator,
         cfg,
         args.out,
-        str(args.data),
+        source,
         args.warn_gap,
         progress=not args.quiet,
         num_models=args.num_models,
