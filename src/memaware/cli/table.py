@@ -38,7 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--selection",
         type=_criterion,
-        default="va_wga",
+        default="val_wga",
         metavar="CRITERION",
         help="criterion choosing each seed's run (and, for runs with evaluations.npz, its evaluation): "
         f"{', '.join(criterion_names())} (test_wga is an oracle, for diagnostics); old spellings "
@@ -56,7 +56,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--plot",
         default=None,
         type=out_file,
-        help="bar chart PNG (default: --out with .png, else DIR/table_<criterion>.png in the first --sweep)",
+        help="bar chart PNG (default: --out with .png, else DIR/table_<criterion>.png in the first --sweep, named "
+        "by the criterion's registered name: --selection va_wga writes table_val_wga.png)",
     )
     p.add_argument("--no-plot", action="store_true", help="no bar chart")
 

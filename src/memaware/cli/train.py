@@ -2,7 +2,8 @@
 its standard layout (--dataset NAME --data-dir DIR: the backbone is fine-tuned end to end). Writes
 DIR/results.json (validation and test metrics of the checkpoint chosen on validation, and what every selection
 criterion would have chosen) and DIR/model.pt (a state dict, load with torch.load(..., weights_only=True)).
-A checkpoint in DIR is written every epoch; --resume continues an interrupted run from it."""
+The whole training state is checkpointed into DIR every 30 s (and when training ends); --resume continues an
+interrupted run from it with the numbers of an uninterrupted one."""
 
 from __future__ import annotations
 
