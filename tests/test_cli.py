@@ -183,7 +183,7 @@ def test_bad_input_exits_2_with_one_line(tmp_path, capsys, case):
     path = tmp_path / f"{case}.npz"
     if case == "not_npz":
         path.write_bytes(b"\x00\x01 definitely not a zip archive")
-        message = "not a readable .npz file"
+        message = "is not an .npz archive (unrecognised content"
     else:
         arrays, message = BAD[case]
         np.savez(path, **arrays)
