@@ -213,6 +213,9 @@ def summary(res: dict, out: Path) -> str:
             lines.append(
                 f"    {name:<16} epoch {c['epoch']:>5}  avg {t['avg_acc']:.3f}  worst-group {t['worst_group_acc']:.3f}"
             )
+    missing = res.get("criteria_not_computable") or []
+    if missing:
+        lines.append(f"  not computable for this run (so not reported): {', '.join(missing)}")
     for note in res["data"].get("notes", []):
         lines.append(f"  note: {note}")
     return "\n".join(lines)
