@@ -111,7 +111,8 @@ def test_time_limit_requeues_and_resumes_with_identical_numbers(cluster, tmp_pat
     helper.start()
     t0 = time.perf_counter()
     try:
-        slurm = _sweep(data, tmp_path / "slurm", *args, *SLURM, "--time-min", "1", slow_step_s=0.5)
+        limit = ("--time-min", "1", "--max-requeues", "30")  # each attempt gets 15-45 s: a loaded machine may need many
+        slurm = _sweep(data, tmp_path / "slurm", *args, *SLURM, *limit, slow_step_s=0.5)
     finally:
         stop.set()
         helper.join()
