@@ -15,6 +15,7 @@ from pathlib import Path
 
 SEED_MAX = 2**32 - 1  # numpy and torch seeds; larger values overflow
 INT_MAX = 2**31 - 1  # counts, sizes, epochs, steps
+MAX_SEED_COUNT = 10_000  # an integer --seeds is a number of seeds (0..N-1): more is a typo, and would never end
 
 
 class Parser(argparse.ArgumentParser):
@@ -136,11 +137,12 @@ def int_range(low: int, high: int) -> Callable[[str], int]:
 
 def bound_int_flags(parser: argparse.ArgumentParser) -> None:
     """Gives every ``type=int`` flag of ``parser`` a range: seeds 0..2**32-1, everything else (counts, sizes,
-    epochs, steps, indices) 0..2**31-1, so that 99999999999 or -3 is one line, not a MemoryError later."""
+    epochs, steps, indices) 0..2**31-1, a number of seeds (an integer --seeds) 0..10000, so that 99999999999 or -3
+    is one line, not a MemoryError later."""
     for action in parser._actions:  # argparse's own list of the parser's flags
         if action.type is int:
-            is_seed = action.dest in ("seed", "seeds")
-            action.type = int_range(0, SEED_MAX if is_seed else INT_MAX)
+            high = {"seed": SEED_MAX, "seeds": MAX_SEED_COUNT}.get(action.dest, INT_MAX)
+            action.type = int_range(0, high)
 
 
 def comma_items(text: str, flag: str) -> list[str]:
@@ -177,5 +179,5 @@ def add_common(
 
 __all__ = [
     "Parser", "Formatter", "hidden_widths", "add_common", "out_dir", "out_file", "in_file", "in_dir", "in_path",
-    "int_range", "bound_int_flags", "comma_items", "SEED_MAX", "INT_MAX",
+    "int_range", "bound_int_flags", "comma_items", "SEED_MAX", "INT_MAX", "MAX_SEED_COUNT",
 ]  # fmt: skip
