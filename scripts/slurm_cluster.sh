@@ -6,7 +6,7 @@
 #                                    one-node slurm.conf sized from this machine (`slurmd -C`), start munged,
 #                                    slurmctld and slurmd, and wait until `sinfo` shows the node idle. Idempotent:
 #                                    a cluster that already answers is left as it is.
-#   scripts/slurm_cluster.sh down    stop the daemons this script started.
+#   scripts/slurm_cluster.sh down    stop the daemons this script started (slurmd, slurmctld, munged).
 #
 # No cgroups are needed (proctrack/linuxproc, task/none), so it also runs inside a container. Exits non-zero with one
 # line saying what failed (the daemons' logs are in /var/log/slurm/).
@@ -104,9 +104,9 @@ up() {
 }
 
 down() {
-  local p
-  for p in slurmd slurmctld; do
-    if [ -s "/run/$p.pid" ]; then kill "$(cat "/run/$p.pid")" 2>/dev/null || true; fi
+  local pidfile
+  for pidfile in /run/slurmd.pid /run/slurmctld.pid /run/munge/munged.pid; do
+    if [ -s "$pidfile" ]; then kill "$(cat "$pidfile")" 2>/dev/null || true; fi
   done
 }
 
