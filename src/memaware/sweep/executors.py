@@ -9,13 +9,14 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from ..artifacts import atomic_writer
 from ..errors import ConfigError
+from .slurm import SlurmOptions
 
 EXECUTE = "memaware.sweep.runner:execute"  # (spec, run_dir) -> results; a "module:function" so that workers import it
 EXECUTE_MANY = "memaware.engine.many:execute_many"  # (specs, run_dirs) -> results; runs of one (method, data)
@@ -204,6 +205,23 @@ class RunBatch:
 # Executors: submit batches, report the finished ones.
 
 
+@contextmanager
+def _children_ignore_sigint() -> Iterator[None]:
+    """Processes started inside ignore Ctrl-C from their first instruction: an ignored SIGINT survives exec, and a
+    Python started with it ignored never raises KeyboardInterrupt (a worker still importing torch when Ctrl-C comes
+    would otherwise print a traceback). The sweep itself handles Ctrl-C and stops its workers. Main thread only."""
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 class LocalPoolExecutor:
     """A spawn-context process pool with one intra-op thread per worker."""
 
@@ -226,8 +244,9 @@ class LocalPoolExecutor:
         return self._pool
 
     def submit(self, batches: list[list[tuple[dict, str]]]) -> list[Any]:
-        pool = self._ensure()
-        return [pool.submit(run_batch, b, self.execute, self.vectorized) for b in batches]
+        with _children_ignore_sigint():  # the pool starts its resource tracker and workers here
+            pool = self._ensure()
+            return [pool.submit(run_batch, b, self.execute, self.vectorized) for b in batches]
 
     def wait(self, handles: list[Any]) -> list[Any]:
         from concurrent.futures import FIRST_COMPLETED
@@ -284,29 +303,6 @@ class InlineExecutor:
 
     def close(self, kill: bool = False) -> None:
         pass
-
-
-@dataclass
-class SlurmOptions:
-    """Job resources for ``--executor slurm`` (``partition`` None: the cluster's default)."""
-
-    partition: str | None = None
-    time_min: int = 60
-    gpus: int = 1
-    cpus: int = 4
-    mem_gb: float = 32.0
-    folder: str | None = None  # submitit's logs and pickles; default DIR/submitit
-    max_requeues: int = 10  # times a job that reaches its time limit is requeued (each resumes from checkpoints)
-    poll_s: float = 10.0  # seconds between two looks at the queue
-    extra: dict[str, Any] = field(default_factory=dict)  # further AutoExecutor parameters
-
-    @property
-    def signal_delay_s(self) -> int:
-        """Seconds before the time limit at which Slurm is asked to send USR2 (submitit then checkpoints and
-        requeues the job). slurmctld looks at time limits every 30 s and sends the signal up to 30 s early, so the
-        job must be given time to start its handler first: 90 s (submitit's default) for limits of 3 minutes and
-        more, the limit less 45 s below (15 s for a one-minute limit: the signal comes 15-45 s after the start)."""
-        return int(max(5, min(90, self.time_min * 60 - 45)))
 
 
 def import_submitit() -> Any:

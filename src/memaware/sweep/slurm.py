@@ -1,19 +1,43 @@
-"""What memaware asks of a Slurm cluster beyond submitit: whether any node of the partition can ever run the
-requested job (read from ``sinfo``, checked before anything is submitted), and the state of submitted jobs (read
-from ``squeue`` / ``scontrol``, which every cluster has; submitit's own watcher needs ``sacct``, i.e. an
-accounting database, and would wait forever for a job cancelled without one)."""
+"""What memaware asks of a Slurm cluster beyond submitit: the job options (``SlurmOptions``), whether any node of
+the partition can ever run the requested job (read from ``sinfo``, checked before anything is submitted), and the
+state of submitted jobs (read from ``squeue`` / ``scontrol``, which every cluster has; submitit's own watcher needs
+``sacct``, i.e. an accounting database, and would wait forever for a job cancelled without one)."""
 
 from __future__ import annotations
 
 import re
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..errors import ConfigError
 
 # pending reasons that no amount of waiting resolves: the job is cancelled and reported failed
 NEVER_RUNS = ("PartitionConfig", "BadConstraints", "PartitionNodeLimit", "PartitionTimeLimit", "InvalidQOS")
+
+
+@dataclass
+class SlurmOptions:
+    """Job resources for ``--executor slurm`` (``partition`` None: the cluster's default)."""
+
+    partition: str | None = None
+    time_min: int = 60
+    gpus: int = 1
+    cpus: int = 4
+    mem_gb: float = 32.0
+    folder: str | None = None  # submitit's logs and pickles; default DIR/submitit
+    max_requeues: int = 10  # times a job that reaches its time limit is requeued (each resumes from checkpoints)
+    poll_s: float = 10.0  # seconds between two looks at the queue
+    extra: dict[str, Any] = field(default_factory=dict)  # further AutoExecutor parameters
+
+    @property
+    def signal_delay_s(self) -> int:
+        """Seconds before the time limit at which Slurm is asked to send USR2 (submitit then checkpoints and
+        requeues the job). slurmctld looks at time limits every 30 s and sends the signal up to 30 s early, so the
+        job must be given time to start its handler first: 90 s (submitit's default) for limits of 3 minutes and
+        more, the limit less 45 s below (15 s for a one-minute limit: the signal comes 15-45 s after the start)."""
+        return int(max(5, min(90, self.time_min * 60 - 45)))
 
 
 @dataclass(frozen=True)
@@ -151,5 +175,7 @@ def cancel(job_id: str) -> None:
     subprocess.run(["scancel", job_id], capture_output=True, timeout=30, check=False)
 
 
-__all__ = ["NEVER_RUNS", "Node", "gres_gpus", "parse_sinfo", "partition_nodes", "check_request", "queue_states",
-           "ended_reason", "cancel"]  # fmt: skip
+__all__ = [
+    "SlurmOptions", "NEVER_RUNS", "Node", "gres_gpus", "parse_sinfo", "partition_nodes", "check_request",
+    "queue_states", "ended_reason", "cancel",
+]  # fmt: skip
