@@ -206,20 +206,33 @@ class RunBatch:
 
 
 @contextmanager
-def _children_ignore_sigint() -> Iterator[None]:
-    """Processes started inside ignore Ctrl-C from their first instruction: an ignored SIGINT survives exec, and a
-    Python started with it ignored never raises KeyboardInterrupt (a worker still importing torch when Ctrl-C comes
-    would otherwise print a traceback). The sweep itself handles Ctrl-C and stops its workers. Main thread only."""
+def _sigint_ignored() -> Iterator[None]:
+    """SIGINT ignored for the few milliseconds of starting a process (main thread only): an ignored signal stays
+    ignored across exec, and a Python started so never raises KeyboardInterrupt."""
     import signal
 
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        signal.signal(signal.SIGINT, handler)
+
+
+def _pool_class() -> type:
+    """A ProcessPoolExecutor whose workers never see Ctrl-C, from their first instruction (a worker still importing
+    torch would otherwise die with a KeyboardInterrupt traceback): each is started with SIGINT ignored, only for the
+    time of its fork and exec, so the sweep itself keeps Ctrl-C and stops its workers."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    class QuietWorkersPool(ProcessPoolExecutor):
+        def _spawn_process(self) -> None:  # ProcessPoolExecutor's hook that starts one worker (Python >= 3.9)
+            with _sigint_ignored():
+                super()._spawn_process()  # type: ignore[misc]
+
+    return QuietWorkersPool if hasattr(ProcessPoolExecutor, "_spawn_process") else ProcessPoolExecutor
 
 
 class LocalPoolExecutor:
@@ -233,9 +246,8 @@ class LocalPoolExecutor:
     def _ensure(self) -> Any:
         if self._pool is None:
             import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor
 
-            self._pool = ProcessPoolExecutor(
+            self._pool = _pool_class()(
                 max_workers=self.jobs,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=_init_local_worker,
@@ -244,9 +256,8 @@ class LocalPoolExecutor:
         return self._pool
 
     def submit(self, batches: list[list[tuple[dict, str]]]) -> list[Any]:
-        with _children_ignore_sigint():  # the pool starts its resource tracker and workers here
-            pool = self._ensure()
-            return [pool.submit(run_batch, b, self.execute, self.vectorized) for b in batches]
+        pool = self._ensure()
+        return [pool.submit(run_batch, b, self.execute, self.vectorized) for b in batches]
 
     def wait(self, handles: list[Any]) -> list[Any]:
         from concurrent.futures import FIRST_COMPLETED
