@@ -157,8 +157,10 @@ def test_ctrl_c_on_a_sweep_exits_130_with_how_to_resume_and_no_leaks(tmp_path, n
     cmd = [sys.executable, "-m", "memaware", "sweep", "--data", str(npz), "--methods", "erm,xrm", "--n-hparams", "2",
            "--seeds", "2", "--set", "epochs=100000", "--jobs", "2", "--out", str(out)]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # started as a shell starts a foreground command: SIGINT at its default (pytest's own disposition, which another
+    # test may have left ignored, would otherwise be inherited, and a process started with SIGINT ignored keeps it so)
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-                         env=env)  # fmt: skip
+                         env=env, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     deadline = time.monotonic() + 120
     while not list(out.rglob("spec.json")) and time.monotonic() < deadline:
         time.sleep(0.2)

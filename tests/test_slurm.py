@@ -166,7 +166,7 @@ def test_a_request_no_node_can_satisfy_is_refused_within_seconds(cluster, tmp_pa
     res = _sweep(data, tmp_path / "sw", "--methods", "erm", "--n-hparams", "1", "--seeds", "1", "--executor", "slurm",
                  *request_args)  # fmt: skip
     seconds = time.perf_counter() - t0
-    assert res.returncode == 2 and seconds < 15
+    assert res.returncode == 2 and seconds < 20  # the import of torch, then sinfo: no job is ever submitted
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1, res.stderr
     assert " ".join(request_args[:2]) in lines[0]
