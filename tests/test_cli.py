@@ -183,7 +183,7 @@ def test_bad_input_exits_2_with_one_line(tmp_path, capsys, case):
     path = tmp_path / f"{case}.npz"
     if case == "not_npz":
         path.write_bytes(b"\x00\x01 definitely not a zip archive")
-        message = "not a readable .npz file"
+        message = "is not an .npz archive (unrecognised content"
     else:
         arrays, message = BAD[case]
         np.savez(path, **arrays)
@@ -223,6 +223,7 @@ def test_console_script_entry_point(tmp_path):
 
 
 def test_bad_flag_is_one_line_and_exit_2(tmp_path, capsys):
+    (tmp_path / "d.npz").touch()  # exists: the flag, not the file, is at fault
     with pytest.raises(SystemExit) as exc:
         main(["train", "--data", str(tmp_path / "d.npz"), "--method", "erm", "--out", str(tmp_path), "--hidden", "x"])
     err = capsys.readouterr().err

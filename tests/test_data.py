@@ -139,7 +139,7 @@ def test_npz_refuses_pickled_arrays(tmp_path):
 def test_not_an_npz(tmp_path):
     path = tmp_path / "text.npz"
     path.write_text("hello")
-    with pytest.raises(DataError, match="not a readable .npz file"):
+    with pytest.raises(DataError, match="is a text file, not an .npz archive"):
         load_npz(path)
     npy = tmp_path / "single.npz"
     with open(npy, "wb") as f:

@@ -64,7 +64,8 @@ def test_features_refuses_mismatched_backbone_and_tiny_weights(tmp_path, capsys)
     assert (
         "takes text input but dataset 'waterbirds' is image; choose from resnet50, tiny-cnn" in capsys.readouterr().err
     )
-    assert main([*base, "--backbone", "tiny-cnn", "--weights", "w.pth"]) == 2
+    (tmp_path / "w.pth").touch()  # exists: the flag combination, not the file, is at fault
+    assert main([*base, "--backbone", "tiny-cnn", "--weights", str(tmp_path / "w.pth")]) == 2
     assert "takes no --weights" in capsys.readouterr().err
     assert main([*base, "--backbone", "tiny-cnn", "--batch-size", "0"]) == 2
     assert not out.exists()

@@ -12,7 +12,10 @@ from memaware.memorization.audit import group_roles
 
 
 def _run(capsys, *argv):
-    code = main([str(a) for a in argv])
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as e:  # the parser's answer to a bad path or flag value
+        code = e.code
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -79,13 +82,14 @@ def test_subsample_and_trak_write_their_files(npz, tmp_path, capsys):
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--dataset", "waterbirds", "--data-dir", "/nowhere"], "real-dataset loaders are not available"),
+        (["--dataset", "waterbirds"], "needs --data-dir"),
+        (["--dataset", "waterbirds", "--data-dir", "/nowhere"], "/nowhere: no such directory"),
         (["--data", "/nonexistent.npz"], "no such file"),
         (["--num-models", "3"], "even number"),
         (["--estimator", "newton", "--weight-decay", "0"], "weight decay > 0"),
         (["--estimator", "newton", "--hidden", "8"], "linear heads"),
         (["--estimator", "trak", "--proj-dim", "5000", "--epochs", "5"], "below the rank"),
-        (["--data-dir", "/x"], "--data-dir goes with --dataset"),
+        (["--backbone", "tiny-cnn"], "--backbone and --weights go with --dataset"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(npz, tmp_path, capsys, extra, message):
@@ -94,6 +98,26 @@ def test_bad_input_is_one_line_and_exit_2(npz, tmp_path, capsys, extra, message)
         argv += ["--data", npz]
     code, _, err = _run(capsys, *argv)
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_real_dataset_is_embedded_and_audited(tmp_path, capsys):
+    """--dataset NAME --data-dir DIR reads the layout `train --dataset` reads, embeds it with the backbone into
+    DIR/features.npz, and audits the heads on those features (the same scores as --data on that file)."""
+    from layout_fixtures import make_waterbirds
+
+    make_waterbirds(tmp_path / "root", n_per_split=12)
+    out = tmp_path / "audit"
+    args = ["--methods", "erm", "--estimator", "newton", "--epochs", "5", "--seed", "1"]
+    code, stdout, err = _run(capsys, "memorization", "--dataset", "waterbirds", "--data-dir", tmp_path / "root",
+                             "--backbone", "tiny-cnn", "--image-size", "32", "--out", out, *args)  # fmt: skip
+    assert code == 0, err
+    res = json.loads((out / "memorization.json").read_text())
+    assert res["data"]["n_train"] == 12 and "waterbirds" in res["data"]["source"]
+    again = tmp_path / "again"
+    code, _, err = _run(capsys, "memorization", "--data", out / "features.npz", "--out", again, *args)
+    assert code == 0, err
+    a, b = np.load(out / "scores.npz"), np.load(again / "scores.npz")
+    assert np.array_equal(a["score_erm"], b["score_erm"]) and np.isfinite(a["score_erm"]).all()
 
 
 def test_newton_on_three_classes_is_refused(tmp_path, capsys):

@@ -181,7 +181,8 @@ def test_criteria_by_hand():
 def test_resolve_mirrors_the_selector():
     log = _tiny_log()
     assert selection.resolve("auto", log) == "val_wga"
-    assert selection.resolve("va_gi_wga", log) == "val_avg"  # no inferred groups anywhere
+    with pytest.raises(ConfigError, match="--inferred-groups DIR/inferred_groups.npz"):  # no inferred groups anywhere
+        selection.resolve("va_gi_wga", log)  # refused, never replaced by val_avg
     assert selection.resolve("val_gi_wga", log, torch.zeros(6, dtype=torch.long)) == "val_gi_wga"
     unknown = EvalLog.start(
         torch.tensor([0, 1]), torch.tensor([-1, 0]), torch.tensor([0]), torch.tensor([0]), 2, 1, [0]

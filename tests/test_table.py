@@ -120,8 +120,10 @@ def test_cli_writes_table_and_chart_and_lists_missing_runs(sweeps, tmp_path, cap
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     assert main(["table", "--sweep", str(b), "--format", "csv", "--no-plot"]) == 0
     assert capsys.readouterr().out.startswith("dataset,method")
-    assert main(["table", "--sweep", str(tmp_path / "nope")]) == 2
-    assert capsys.readouterr().err.count("\n") == 1
+    with pytest.raises(SystemExit) as exc:  # the parser answers before any work
+        main(["table", "--sweep", str(tmp_path / "nope")])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and err.count("\n") == 1 and "nope: no such directory" in err
 
 
 # ---- runs that logged their evaluations (evaluations.npz): any criterion, chosen after the fact ---------------

@@ -254,7 +254,8 @@ def test_inferred_groups_from_a_dict_or_the_specs_file(spec_data, tmp_path):
     from_file = train_many(data, [{**s, "inferred_groups": str(file)} for s in specs])
     assert [r["criteria"] for r in from_dict] == [r["criteria"] for r in from_file]
     assert {r["selection"] for r in from_dict} == {"val_gi_wga"}
-    assert {r["selection"] for r in train_many(data, specs)} == {"val_avg"}  # no inferred groups anywhere
+    with pytest.raises(ConfigError, match="--inferred-groups"):  # no inferred groups anywhere: refused, not val_avg
+        train_many(data, specs)
 
 
 def test_group_key_and_supported(spec_data):

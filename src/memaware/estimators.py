@@ -150,8 +150,8 @@ class MemawareClassifier(ClassifierMixin, BaseEstimator):
         if not val.any() and selection not in ("auto", "last"):
             raise ConfigError(f"selection '{selection}' needs a validation split: set validation_fraction > 0")
         data = _group_data(X, y_enc, a, val, len(classes), name)
-        if selection == "auto":
-            selection = _auto_selection(data) if val.any() else "last"
+        if selection == "auto" and not val.any():
+            selection = "last"  # with a validation split, fit's 'auto': val_wga, else val_gi_wga, else val_avg
         config = TrainConfig(
             epochs=self.epochs,
             lr=self.lr,
@@ -251,16 +251,6 @@ def _group_data(
     return GroupData.from_arrays(
         X[rows], y[rows], split, None if a is None else a[rows], source=source, num_classes=num_classes
     )
-
-
-def _auto_selection(data: GroupData) -> str:
-    """'val_wga' when every validation example has a group and every training group is in validation, else
-    'val_gi_wga' (inferred groups: XRM, MAT; ``memaware.fit`` falls back to average accuracy for the others)."""
-    group = data.group
-    train_groups, val_groups = group[data.split == TRAIN_SPLIT], group[data.split == VAL_SPLIT]
-    if data.has_attrs(VAL_SPLIT) and set(train_groups[train_groups >= 0].tolist()) <= set(val_groups.tolist()):
-        return "val_wga"
-    return "val_gi_wga"
 
 
 # ---- one class per registered method -----------------------------------------------------------------------

@@ -266,11 +266,18 @@ def select(log: EvalLog, criterion: str | Criterion, external_groups: torch.Tens
     return best_t
 
 
+GI_WGA_HINT = (
+    "pass --inferred-groups DIR/inferred_groups.npz from an XRM or MAT run on the same data "
+    "(memaware train --method xrm --out DIR), or choose val_wga, val_worst_class or val_avg"
+)
+
+
 def resolve(criterion: str, log: EvalLog, external_groups: torch.Tensor | None = None) -> str:
-    """The criterion a run follows, by ``Selector``'s rules: 'auto' is val_wga when computable, else val_gi_wga
-    when inferred groups exist (the log's or external), else val_avg; val_gi_wga without inferred groups becomes
-    val_avg; an explicit val_wga that is not computable is a ``ConfigError``. Inferred groups are known once the
-    first evaluation is logged."""
+    """The criterion a run follows: 'auto' is val_wga when computable, else val_gi_wga when inferred groups exist
+    (the log's or external), else val_avg (the run's results say which). An explicit criterion is followed or
+    refused, never replaced: val_gi_wga without inferred groups and val_wga that is not computable are a
+    ``ConfigError`` naming what would make them computable. Inferred groups are known once the first evaluation is
+    logged (``engine.evaluation.check_criterion`` refuses both before training where it can)."""
     has_inferred = log.has_inferred or external_groups is not None
     if criterion == "auto":
         if val_wga_computable(log):
@@ -278,13 +285,22 @@ def resolve(criterion: str, log: EvalLog, external_groups: torch.Tensor | None =
         return "val_gi_wga" if has_inferred else "val_avg"
     name = _as_criterion(criterion).name
     if name == "val_gi_wga" and not has_inferred:
-        return "val_avg"
+        raise ConfigError(
+            f"selection 'val_gi_wga' needs inferred validation groups and this run has none; {GI_WGA_HINT}"
+        )
     if name == "val_wga" and not val_wga_computable(log):
         raise ConfigError(
             "selection 'val_wga' needs every validation attribute known and validation examples of every training "
             "group; use --selection val_gi_wga or val_worst_class"
         )
     return name
+
+
+def not_computable(name: str) -> ConfigError:
+    """The error for a followed criterion whose score is None at an evaluation (a run never claims a criterion it
+    could not use)."""
+    hint = GI_WGA_HINT if name == "val_gi_wga" else "choose another --selection (memaware table applies any later)"
+    return ConfigError(f"selection '{name}' cannot be computed for this run; {hint}")
 
 
 def report_at(log: EvalLog, t: int) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import MemawareError
-from .common import Formatter, Parser, add_common, hidden_widths
+from .common import Formatter, Parser, add_common, bound_int_flags, hidden_widths
 
 # (name, module, one-line help)
 COMMANDS: list[tuple[str, str, str]] = [
@@ -91,7 +91,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
             formatter_class=Formatter,
         )
         mod.add_arguments(p)
-        p.set_defaults(_run=mod.run)
+        bound_int_flags(p)  # every integer flag in range, answered by the parser before any work
+        p.set_defaults(_run=mod.run, _resume_hint=getattr(mod, "RESUME_HINT", None))
     return parser
 
 
@@ -107,7 +108,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"memaware {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"memaware {args.command}: interrupted", file=sys.stderr)
+        hint = getattr(args, "_resume_hint", None)
+        print(f"memaware {args.command}: interrupted" + (f"; {hint}" if hint else ""), file=sys.stderr)
         return 130
 
 

@@ -1,8 +1,21 @@
-"""What every subcommand shares: the parser and help formatter classes and the common flags."""
+"""What every subcommand shares: the parser and help formatter classes, the common flags, and the checks that
+answer a bad path or flag value before any work (argparse types: the parser answers with one line and exit 2).
+
+Paths: ``out_dir`` (a directory that exists or can be created, writable, not a file), ``out_file`` (a file whose
+folder is such a directory, and not itself a directory), ``in_file``, ``in_dir``, ``in_path`` (must exist).
+Values: ``int_range`` / ``bound_int_flags`` (every integer flag in range; seeds 0..2**32-1), ``comma_items``
+(comma lists without empty items). New commands use the same functions."""
 
 from __future__ import annotations
 
 import argparse
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+SEED_MAX = 2**32 - 1  # numpy and torch seeds; larger values overflow
+INT_MAX = 2**31 - 1  # counts, sizes, epochs, steps
+MAX_SEED_COUNT = 10_000  # an integer --seeds is a number of seeds (0..N-1): more is a typo, and would never end
 
 
 class Parser(argparse.ArgumentParser):
@@ -28,26 +41,143 @@ class Formatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+def _writable_dir_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be (or become) a directory we write into, or None. Nothing is created: the first
+    existing ancestor decides (a file there, or no write permission / a read-only file system)."""
+    p = Path(os.path.abspath(path))
+    if p.exists():
+        if not p.is_dir():
+            return f"{path} is a file, not a directory"
+        if not os.access(p, os.W_OK | os.X_OK):
+            return f"{path} is not writable" + (" (read-only file system)" if _read_only(p) else "")
+        return None
+    for parent in p.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                return f"cannot create {path}: {parent} is a file, not a directory"
+            if not os.access(parent, os.W_OK | os.X_OK):
+                ro = " (read-only file system)" if _read_only(parent) else ""
+                return f"cannot create {path}: {parent} is not writable{ro}"
+            return None
+    return f"cannot create {path}"
+
+
+def _read_only(path: Path) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+def out_dir(text: str) -> str:
+    """argparse type of an output directory: exists or can be created, is writable, is not a file."""
+    problem = _writable_dir_problem(Path(text))
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return text
+
+
+def out_file(text: str) -> str:
+    """argparse type of an output file: not a directory, and its folder exists or can be created, writable."""
+    path = Path(text)
+    if not text or path.is_dir() or text.endswith(("/", os.sep)):
+        raise argparse.ArgumentTypeError(f"{text or repr(text)} is a directory; give a file name")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise argparse.ArgumentTypeError(f"{text} is not writable")
+    problem = _writable_dir_problem(path.parent if str(path.parent) else Path("."))
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return text
+
+
+def in_file(text: str) -> str:
+    """argparse type of an input file: exists, is a file, readable (its content is checked by its reader)."""
+    path = Path(text)
+    if not path.exists():
+        raise argparse.ArgumentTypeError(f"{text}: no such file")
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a directory, not a file")
+    if not os.access(path, os.R_OK):
+        raise argparse.ArgumentTypeError(f"{text} is not readable")
+    return text
+
+
+def in_dir(text: str) -> str:
+    """argparse type of an input directory: exists and is a directory."""
+    path = Path(text)
+    if not path.exists():
+        raise argparse.ArgumentTypeError(f"{text}: no such directory")
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a file, not a directory")
+    return text
+
+
+def in_path(text: str) -> str:
+    """argparse type of an input that may be a file or a directory (e.g. --weights): it must exist."""
+    if not Path(text).exists():
+        raise argparse.ArgumentTypeError(f"{text}: no such file or directory")
+    return text
+
+
+def int_range(low: int, high: int) -> Callable[[str], int]:
+    """argparse type: an integer in [low, high]."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"takes an integer, got '{text}'") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is out of range ({low} to {high})")
+        return value
+
+    parse.__name__ = "int"
+    return parse
+
+
+def bound_int_flags(parser: argparse.ArgumentParser) -> None:
+    """Gives every ``type=int`` flag of ``parser`` a range: seeds 0..2**32-1, everything else (counts, sizes,
+    epochs, steps, indices) 0..2**31-1, a number of seeds (an integer --seeds) 0..10000, so that 99999999999 or -3
+    is one line, not a MemoryError later."""
+    for action in parser._actions:  # argparse's own list of the parser's flags
+        if action.type is int:
+            high = {"seed": SEED_MAX, "seeds": MAX_SEED_COUNT}.get(action.dest, INT_MAX)
+            action.type = int_range(0, high)
+
+
+def comma_items(text: str, flag: str) -> list[str]:
+    """'a,b,c' -> ['a', 'b', 'c'] (stripped); an empty item ('a,,b', 'a,') is an error, not skipped."""
+    items = [t.strip() for t in text.split(",")]
+    if any(not t for t in items):
+        raise argparse.ArgumentTypeError(f"{flag} takes a comma-separated list without empty items, got '{text}'")
+    return items
+
+
 def hidden_widths(text: str) -> tuple[int, ...]:
     """argparse type for --hidden: comma-separated layer widths, e.g. '256,256' (empty: a linear model)."""
+    if not text.strip():
+        return ()
     try:
-        widths = tuple(int(w) for w in text.split(",") if w.strip())
+        widths = tuple(int(w) for w in comma_items(text, "--hidden"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"--hidden takes comma-separated integers, got '{text}'") from None
-    if any(w < 1 for w in widths):
-        raise argparse.ArgumentTypeError(f"--hidden widths must be >= 1, got '{text}'")
+    if any(w < 1 or w > INT_MAX for w in widths):
+        raise argparse.ArgumentTypeError(f"--hidden widths must be between 1 and {INT_MAX}, got '{text}'")
     return widths
 
 
 def add_common(
-    parser: argparse.ArgumentParser, out_help: str = "output directory (created if missing)"
+    parser: argparse.ArgumentParser, out_help: str = "output directory (created if missing)", out_kind: str = "dir"
 ) -> None:
-    """Flags every experiment takes: --out, --seed, --quiet."""
-    parser.add_argument("--out", required=True, help=out_help)
+    """Flags every experiment takes: --out (a directory, or with ``out_kind='file'`` a file), --seed, --quiet."""
+    parser.add_argument("--out", required=True, type=out_file if out_kind == "file" else out_dir, help=out_help)
     parser.add_argument(
-        "--seed", type=int, default=0, help="random seed; the same seed gives the same numbers"
+        "--seed", type=int_range(0, SEED_MAX), default=0, help="random seed; the same seed gives the same numbers"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars and no summary on stdout")
 
 
-__all__ = ["Parser", "Formatter", "hidden_widths", "add_common"]
+__all__ = [
+    "Parser", "Formatter", "hidden_widths", "add_common", "out_dir", "out_file", "in_file", "in_dir", "in_path",
+    "int_range", "bound_int_flags", "comma_items", "SEED_MAX", "INT_MAX", "MAX_SEED_COUNT",
+]  # fmt: skip

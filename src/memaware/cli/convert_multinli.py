@@ -22,17 +22,20 @@ from typing import Any
 
 from ..data.datasets.multinli import NAME
 from ..experiments.convert_multinli import convert
+from .common import in_dir
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--data-dir",
         required=True,
+        type=in_dir,
         help=f"dataset root holding {NAME}/glue_data/MNLI/ (the output goes to {NAME}/features_bert_128.npz)",
     )
     p.add_argument(
         "--tokenizer",
         metavar="DIR",
+        type=in_dir,
         help="tokenise the MultiNLI 1.0 jsonl files with the local tokenizer folder DIR instead of reading the caches",
     )
     p.add_argument("--quiet", action="store_true", help="print nothing")

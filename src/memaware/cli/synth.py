@@ -6,10 +6,11 @@ import argparse
 from pathlib import Path
 
 from ..data import GroupData, make_setup21
+from .common import out_file
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", required=True, help="output .npz file")
+    p.add_argument("--out", required=True, type=out_file, help="output .npz file")
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--quiet", action="store_true", help="print nothing")
     p.add_argument("--n-train", type=int, default=1000, help="training examples")

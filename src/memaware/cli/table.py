@@ -16,6 +16,7 @@ from ..plots.table import plot_table
 from ..selection import criterion_names, get_criterion
 from ..sweep.table import PROTOCOLS, build_table, collect_runs
 from ..sweep.table_format import format_table, missing_text
+from .common import in_dir, out_file
 
 FORMATS = ("md", "csv", "latex", "json")
 
@@ -30,12 +31,14 @@ def _criterion(name: str) -> str:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--sweep", nargs="+", required=True, metavar="DIR", help="sweep directories (memaware sweep --out)")
+    p.add_argument(
+        "--sweep", nargs="+", required=True, type=in_dir, metavar="DIR", help="sweep directories (memaware sweep --out)"
+    )
     # the choices are read from the registry when the parser is built, so criteria registered before then count
     p.add_argument(
         "--selection",
         type=_criterion,
-        default="va_wga",
+        default="val_wga",
         metavar="CRITERION",
         help="criterion choosing each seed's run (and, for runs with evaluations.npz, its evaluation): "
         f"{', '.join(criterion_names())} (test_wga is an oracle, for diagnostics); old spellings "
@@ -48,11 +51,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="per-seed: best combination for each seed; first-seed: the first seed's best for all (authors' code)",
     )
     p.add_argument("--format", choices=FORMATS, default="md", help="table format")
-    p.add_argument("--out", default=None, help="write the table to this file (default: stdout)")
+    p.add_argument("--out", default=None, type=out_file, help="write the table to this file (default: stdout)")
     p.add_argument(
         "--plot",
         default=None,
-        help="bar chart PNG (default: --out with .png, else DIR/table_<criterion>.png in the first --sweep)",
+        type=out_file,
+        help="bar chart PNG (default: --out with .png, else DIR/table_<criterion>.png in the first --sweep, named "
+        "by the criterion's registered name: --selection va_wga writes table_val_wga.png)",
     )
     p.add_argument("--no-plot", action="store_true", help="no bar chart")
 

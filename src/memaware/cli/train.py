@@ -2,7 +2,8 @@
 its standard layout (--dataset NAME --data-dir DIR: the backbone is fine-tuned end to end). Writes
 DIR/results.json (validation and test metrics of the checkpoint chosen on validation, and what every selection
 criterion would have chosen) and DIR/model.pt (a state dict, load with torch.load(..., weights_only=True)).
-A checkpoint in DIR is written every epoch; --resume continues an interrupted run from it."""
+The whole training state is checkpointed into DIR every 30 s (and when training ends); --resume continues an
+interrupted run from it with the numbers of an uninterrupted one."""
 
 from __future__ import annotations
 
@@ -16,8 +17,9 @@ from ..errors import ConfigError
 from ..experiments.train import run_training
 from ..methods import METHODS, classifiers, is_reference, method_class
 from ..models.backbones import DEFAULT_MAX_LENGTH
-from .common import add_common, hidden_widths
+from .common import add_common, hidden_widths, in_dir, in_file, in_path
 
+RESUME_HINT = "to resume, run the same command with --resume (it continues from the checkpoint in --out)"
 DEFAULTS = TrainConfig()  # with --data the library's defaults are the command's (the paper's Setup 2.1 protocol)
 # training settings whose default with --dataset is the recipe of the dataset's modality (sweep.hparams.recipe_defaults)
 RECIPE_KEYS = (
@@ -82,18 +84,20 @@ def method_hparams(args: argparse.Namespace) -> dict:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_argument_group("data (one of --data or --dataset)")
-    src.add_argument("--data", help=".npz file with x (n, d), y (n,), split (n,) and optional a (n,)")
+    src.add_argument("--data", type=in_file, help=".npz file with x (n, d), y (n,), split (n,) and optional a (n,)")
     src.add_argument(
         "--dataset",
         help="real dataset read from --data-dir: waterbirds, celeba, multinli, civilcomments, fashionbirds (renders)",
     )
-    src.add_argument("--data-dir", help="folder holding the dataset (its metadata CSV and files)")
+    src.add_argument("--data-dir", type=in_dir, help="folder holding the dataset (its metadata CSV and files)")
     src.add_argument(
         "--backbone",
         help="backbone fine-tuned end to end with --dataset: resnet50, efficientnet-lite0, bert, tiny-cnn, tiny-text "
         "(default: the tiny one matching the dataset)",
     )
-    src.add_argument("--weights", help="local backbone weights (resnet50: a .pth file; bert: a directory)")
+    src.add_argument(
+        "--weights", type=in_path, help="local backbone weights (resnet50: a .pth file; bert: a directory)"
+    )
     src.add_argument("--image-size", type=int, default=224, help="image side for image datasets")
     p.add_argument(
         "--method", required=True, type=_method_name,
@@ -176,6 +180,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--inferred-groups",
+        type=in_file,
         help="inferred_groups.npz of an XRM/MAT run on the same data: gives methods that infer no groups "
         "the val_gi_wga criterion",
     )
@@ -259,6 +264,9 @@ def summary(res: dict, out: Path) -> str:
             lines.append(
                 f"    {name:<16} epoch {c['epoch']:>5}  avg {t['avg_acc']:.3f}  worst-group {t['worst_group_acc']:.3f}"
             )
+    missing = res.get("criteria_not_computable") or []
+    if missing:
+        lines.append(f"  not computable for this run (so not reported): {', '.join(missing)}")
     for note in res["data"].get("notes", []):
         lines.append(f"  note: {note}")
     return "\n".join(lines)

@@ -16,6 +16,7 @@ import torch
 
 from ..artifacts import atomic_writer
 from ..errors import DataError
+from .files import not_npz_reason
 
 TRAIN, VAL, TEST = 0, 1, 2
 SPLIT_NAMES = {TRAIN: "train", VAL: "validation", TEST: "test"}
@@ -197,6 +198,12 @@ def load_npz(path: str | os.PathLike, num_classes: int | None = None) -> GroupDa
     source = str(path)
     if not path.is_file():
         raise DataError(f"{source}: no such file")
+    try:
+        reason = not_npz_reason(path)
+    except OSError as e:
+        raise DataError(f"{source}: cannot be read ({e.strerror or e})") from e
+    if reason:
+        raise DataError(f"{source}: {reason}")
     arrays: dict[str, np.ndarray] = {}
     try:
         loaded = np.load(path, allow_pickle=False)

@@ -14,7 +14,7 @@ from ..errors import ConfigError
 from ..evallog import EvalLog
 from ..methods import Method
 from ..models import all_logits
-from ..selection import get_criterion, improves, reports, resolve, val_wga_computable
+from ..selection import GI_WGA_HINT, get_criterion, improves, not_computable, reports, resolve, val_wga_computable
 
 
 def log_labels(data: GroupData) -> tuple:
@@ -33,10 +33,19 @@ def start_log(data: GroupData) -> EvalLog:
     return EvalLog.start(*log_labels(data))
 
 
-def check_criterion(criterion: str, data: GroupData, log: EvalLog) -> None:
-    """Refuses, before any training, a criterion that cannot be computed on ``data``: one line saying why."""
+def check_criterion(
+    criterion: str, data: GroupData, log: EvalLog, method: Method | None = None, has_external: bool = False
+) -> None:
+    """Refuses, before any training, a criterion that cannot be computed on ``data``: one line saying why and what
+    would make it computable. ``method`` (when known): val_gi_wga needs one that infers groups, or
+    ``has_external`` (an XRM run's inferred groups)."""
     if criterion not in ("auto", "last"):
-        get_criterion(criterion)  # an unknown name is a one-line ConfigError
+        criterion = get_criterion(criterion).name  # an unknown name is a one-line ConfigError; aliases resolved
+    if criterion == "val_gi_wga" and method is not None and not method.infers_groups and not has_external:
+        raise ConfigError(
+            f"selection 'val_gi_wga' needs inferred validation groups and method '{method.name}' infers none; "
+            + GI_WGA_HINT
+        )
     if criterion != "val_wga":
         return
     if not data.has_attrs(VAL):
@@ -58,7 +67,13 @@ class OnlineSelection:
     run's inferred validation groups for ``val_gi_wga`` when the method infers none. With ``criterion='last'``
     nothing is evaluated (phases, regression)."""
 
-    def __init__(self, criterion: str, data: GroupData, external_groups: torch.Tensor | None = None):
+    def __init__(
+        self,
+        criterion: str,
+        data: GroupData,
+        external_groups: torch.Tensor | None = None,
+        method: Method | None = None,
+    ):
         self.requested, self.external = criterion, external_groups
         self.criterion: str | None = "last" if criterion == "last" else None
         self.best_score: float | None = None
@@ -69,7 +84,7 @@ class OnlineSelection:
         if criterion == "last":
             return
         self.log = start_log(data)
-        check_criterion(criterion, data, self.log)
+        check_criterion(criterion, data, self.log, method, external_groups is not None)
         val, test = data.indices(VAL), data.indices(TEST)
         if external_groups is not None and len(external_groups) != len(val):
             raise ConfigError(
@@ -94,6 +109,8 @@ class OnlineSelection:
         if self.criterion is None:
             self.criterion = resolve(self.requested, self.log, self.external)
         score = get_criterion(self.criterion).score(self.log, len(self.log) - 1, self.external)
+        if score is None and self.requested != "auto":
+            raise not_computable(self.criterion)
         if improves(score, self.best_score):
             self.best_score, self.best_epoch = score, epoch
             self.inferred = inferred if inferred is not None else self.external

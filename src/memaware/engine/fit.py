@@ -176,7 +176,7 @@ def fit(
     x_train = data.x[train_idx].to(cfg.device)
     # a linear or MLP head follows the data's float type (float64 data trains a float64 model)
     model.to(cfg.device, dtype=x_train.dtype if x_train.is_floating_point() and model_factory is None else None)
-    selection = OnlineSelection(cfg.selection if classify else "last", data, val_inferred_groups)
+    selection = OnlineSelection(cfg.selection if classify else "last", data, val_inferred_groups, method)
     history = History(data, cfg.history_splits if classify else (), model, cfg.device)
     steps = _single_run_steps(method, model, cfg, data, train_idx, x_train, generator, classify, model_factory)
     signature = _signature(method, cfg, data)

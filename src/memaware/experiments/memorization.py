@@ -22,6 +22,44 @@ LINEAR_DEFAULT_WD = 1e-3
 LINEAR_ESTIMATORS = ("newton", "loo", "influence")  # L2-logistic heads: need weight decay > 0
 
 
+def dataset_features(
+    dataset: str,
+    data_dir: str | Path,
+    out: str | Path,
+    backbone: str | None = None,
+    weights: str | None = None,
+    seed: int = 0,
+    image_size: int = 224,
+    device: str = "cpu",
+    progress: bool = False,
+):
+    """A real dataset (``memaware train --dataset``'s layouts) as the audit's input: every row embedded once by
+    ``backbone`` (default: the tiny one of the dataset's modality; ``resnet50`` / ``bert`` with local weights), the
+    features written to ``out/features.npz`` (reusable with ``--data``), and the heads audited on them. Returns
+    (GroupData, a description of the source)."""
+    from ..data.datasets import MODALITIES
+    from ..errors import ConfigError
+    from ..models.backbones import BACKBONES
+    from .features import extract_features
+
+    if dataset not in MODALITIES:
+        raise ConfigError(f"--dataset {dataset}: unknown dataset, choose from {', '.join(MODALITIES)}")
+    modality = MODALITIES[dataset]
+    backbone = backbone or ("tiny-cnn" if modality == "image" else "tiny-text")
+    if backbone not in BACKBONES:
+        raise ConfigError(f"--backbone {backbone}: unknown backbone, choose from {', '.join(BACKBONES)}")
+    if BACKBONES[backbone] != modality:
+        raise ConfigError(
+            f"backbone '{backbone}' takes {BACKBONES[backbone]} input but dataset '{dataset}' is {modality}; choose "
+            f"from {', '.join(b for b, m in BACKBONES.items() if m == modality)}"
+        )
+    feats = extract_features(
+        dataset, data_dir, backbone, Path(out) / "features.npz", weights=weights, seed=seed, image_size=image_size,
+        device=device, progress=progress,
+    )  # fmt: skip
+    return feats.data, f"{dataset} in {data_dir}, {feats.backbone} features -> {feats.path}"
+
+
 def audit_config(
     estimator: str,
     epochs: int = 1000,
@@ -100,4 +138,4 @@ def _write_scores(path: Path, results: dict[str, MemorizationScores], index: np.
     atomic_writer(path, write, ".npz")
 
 
-__all__ = ["SCHEMA", "LINEAR_DEFAULT_WD", "audit_config", "run_audit"]
+__all__ = ["SCHEMA", "LINEAR_DEFAULT_WD", "audit_config", "dataset_features", "run_audit"]

@@ -39,7 +39,6 @@ def plot_fig1(res: dict[str, Any], fitted: dict[str, Any], path: str | Path, tit
             ax.plot(epochs, run["history"][split][k], c=c, ls=ls, lw=2, alpha=0.8, label=label)
         ax.set(xlabel="epoch", ylabel="accuracy", ylim=(-0.02, 1.02), title=titles[col])
         ax.grid(ls="--", lw=0.5, alpha=0.6)
-        ax.legend(frameon=False, fontsize=9, loc="center right")
 
         ax = axes[1, col]
         x_lim, a_lim = 2.0, 10.0
@@ -69,12 +68,15 @@ def plot_fig1(res: dict[str, Any], fitted: dict[str, Any], path: str | Path, tit
             xlabel=r"core feature $x_y$",
             ylabel=r"spurious feature $\gamma\, x_a$",
         )
-        handles = [
-            Line2D([], [], ls="", marker="o", c="#3A7BC2", label="y = 0, majority"),
-            Line2D([], [], ls="", marker="o", c="#EE944F", label="y = 1, majority"),
-            Line2D([], [], ls="", marker="X", c="grey", mec="k", label="minority (a != y)"),
-            Line2D([], [], c="k", lw=1.2, label="decision boundary (noise = 0)"),
-        ]
-        ax.legend(handles=handles, fontsize=8, loc="center right", framealpha=0.85)
-    fig.tight_layout()
+    # one legend per row, outside the axes, so that no legend can hide a curve, a point or the boundary
+    curves = [Line2D([], [], c=c, ls=ls, lw=2, alpha=0.8, label=label) for _, _, label, c, ls in CURVES]
+    points = [
+        Line2D([], [], ls="", marker="o", c="#3A7BC2", label="y = 0, majority"),
+        Line2D([], [], ls="", marker="o", c="#EE944F", label="y = 1, majority"),
+        Line2D([], [], ls="", marker="X", c="grey", mec="k", label="minority (a != y)"),
+        Line2D([], [], c="k", lw=1.2, label="decision boundary (noise = 0)"),
+    ]
+    fig.tight_layout(rect=(0, 0.035, 1, 0.965))
+    fig.legend(handles=curves, loc="upper center", ncol=4, frameon=False, fontsize=10, bbox_to_anchor=(0.5, 1.0))
+    fig.legend(handles=points, loc="lower center", ncol=4, frameon=False, fontsize=10, bbox_to_anchor=(0.5, 0.0))
     return save(fig, path)

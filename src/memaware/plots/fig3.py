@@ -16,6 +16,13 @@ def plot_fig3(res: dict[str, Any], problems: list, curves: dict[str, Any], path:
     """Three panels: training points, the true f (dashed) and the learned g on the clean sweep."""
     plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(13.5, 4.3), sharey=True)
+    # limits from everything drawn (every training point, f and every g on the whole sweep), with a margin
+    xs_all = np.concatenate([np.r_[p.x_sweep[:, 0].numpy(), p.x_train[:, 0].numpy()] for p in problems])
+    ys_all = np.concatenate(
+        [np.r_[p.y_train.numpy(), p.f_sweep.numpy()] for p in problems] + [c.numpy() for c in curves.values()]
+    )
+    x_lim = _padded(xs_all.min(), xs_all.max(), 0.03)
+    y_lim = _padded(ys_all.min(), ys_all.max(), 0.08)
     for ax, (name, run), p in zip(axes, res["runs"].items(), problems, strict=True):
         xs = p.x_sweep[:, 0].numpy()
         ax.plot(xs, p.f_sweep.numpy(), "k--", lw=2, alpha=0.6, label=r"true function $f(x_y)$")
@@ -36,12 +43,17 @@ def plot_fig3(res: dict[str, Any], problems: list, curves: dict[str, Any], path:
             f"test MSE {run['test_mse']:.4f}, noise reliance {run['noise_reliance']:.3f}",
             fontsize=11,
         )
-        ax.set(xlabel=r"core feature $x_y$", xlim=(-1.25, 1.25), ylim=(-0.55, 0.55))
+        ax.set(xlabel=r"core feature $x_y$", xlim=x_lim, ylim=y_lim)
         ax.grid(ls="--", lw=0.5, alpha=0.6)
     axes[0].set_ylabel("target / prediction")
     axes[0].legend(frameon=False, fontsize=9, loc="upper left")
     fig.tight_layout()
     return save(fig, path)
+
+
+def _padded(low: float, high: float, fraction: float) -> tuple[float, float]:
+    pad = fraction * max(high - low, 1e-12)
+    return float(low - pad), float(high + pad)
 
 
 def plot_fig3_sweep(res: dict[str, Any], path: str | Path) -> Path:

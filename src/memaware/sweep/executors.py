@@ -9,13 +9,14 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from ..artifacts import atomic_writer
 from ..errors import ConfigError
+from .slurm import SlurmOptions
 
 EXECUTE = "memaware.sweep.runner:execute"  # (spec, run_dir) -> results; a "module:function" so that workers import it
 EXECUTE_MANY = "memaware.engine.many:execute_many"  # (specs, run_dirs) -> results; runs of one (method, data)
@@ -38,13 +39,21 @@ def resolve(ref: str) -> Callable[..., Any]:
 def _init_local_worker(parent_pid: int) -> None:
     """Pool worker start-up: one intra-op torch thread (see memaware.threads), and exit when the sweep dies (a
     SIGKILLed parent leaves its workers behind otherwise, still training and holding their run locks)."""
+    import signal
+
     from ..threads import use_one_intraop_thread
 
     use_one_intraop_thread()
+    # Ctrl-C reaches the whole process group: the sweep handles it (and stops its workers), workers ignore it
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # tqdm would create a multiprocessing lock (a named semaphore) in each worker; a worker killed on Ctrl-C never
+    # releases it and Python warns of 'leaked semaphore objects' at exit. Workers draw no bars: a thread lock does.
+    from tqdm import tqdm
+
+    tqdm.set_lock(threading.RLock())
     if sys.platform.startswith("linux"):
         try:  # the kernel kills this worker the moment the sweep dies (PR_SET_PDEATHSIG = 1)
             import ctypes
-            import signal
 
             ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)
         except (OSError, AttributeError):
@@ -196,6 +205,36 @@ class RunBatch:
 # Executors: submit batches, report the finished ones.
 
 
+@contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """SIGINT ignored for the few milliseconds of starting a process (main thread only): an ignored signal stays
+    ignored across exec, and a Python started so never raises KeyboardInterrupt."""
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, handler)
+
+
+def _pool_class() -> type:
+    """A ProcessPoolExecutor whose workers never see Ctrl-C, from their first instruction (a worker still importing
+    torch would otherwise die with a KeyboardInterrupt traceback): each is started with SIGINT ignored, only for the
+    time of its fork and exec, so the sweep itself keeps Ctrl-C and stops its workers."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    class QuietWorkersPool(ProcessPoolExecutor):
+        def _spawn_process(self) -> None:  # ProcessPoolExecutor's hook that starts one worker (Python >= 3.9)
+            with _sigint_ignored():
+                super()._spawn_process()  # type: ignore[misc]
+
+    return QuietWorkersPool if hasattr(ProcessPoolExecutor, "_spawn_process") else ProcessPoolExecutor
+
+
 class LocalPoolExecutor:
     """A spawn-context process pool with one intra-op thread per worker."""
 
@@ -207,9 +246,8 @@ class LocalPoolExecutor:
     def _ensure(self) -> Any:
         if self._pool is None:
             import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor
 
-            self._pool = ProcessPoolExecutor(
+            self._pool = _pool_class()(
                 max_workers=self.jobs,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=_init_local_worker,
@@ -242,9 +280,11 @@ class LocalPoolExecutor:
     def close(self, kill: bool = False) -> None:
         if self._pool is not None:
             if kill:
-                for p in list(getattr(self._pool, "_processes", {}).values()):
+                for p in list((getattr(self._pool, "_processes", None) or {}).values()):
                     p.kill()
-            self._pool.shutdown(wait=not kill, cancel_futures=True)
+            # wait even after a kill: the pool's queues are closed then, and their semaphores released (no
+            # "leaked semaphore objects" warning at exit); with its workers dead this takes milliseconds
+            self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
 
 
@@ -276,19 +316,6 @@ class InlineExecutor:
         pass
 
 
-@dataclass
-class SlurmOptions:
-    """Job resources for ``--executor slurm`` (``partition`` None: the cluster's default)."""
-
-    partition: str | None = None
-    time_min: int = 60
-    gpus: int = 1
-    cpus: int = 4
-    mem_gb: float = 32.0
-    folder: str | None = None  # submitit's logs and pickles; default DIR/submitit
-    extra: dict[str, Any] = field(default_factory=dict)  # further AutoExecutor parameters
-
-
 def import_submitit() -> Any:
     """submitit, or a one-line ``ConfigError`` telling how to install it."""
     try:
@@ -314,14 +341,19 @@ def check_executor(executor: str) -> None:
 
 
 class SubmititExecutor:
-    """submitit's AutoExecutor: ``cluster='slurm'`` submits job arrays; ``'local'`` runs the jobs here."""
+    """submitit's AutoExecutor: ``cluster='slurm'`` submits job arrays; ``'local'`` runs the jobs here. On Slurm the
+    queue is read with squeue/scontrol (``sweep.slurm``): a job that leaves it without results (scancel, node
+    failure, out of memory) is reported failed with its reason, and one pending for a reason that never resolves
+    is cancelled and reported."""
 
     def __init__(self, cluster: str, opts: SlurmOptions, folder: Path, jobs: int, execute: str, vectorized: bool):
         submitit = import_submitit()
+        self.cluster = cluster
         self.execute, self.vectorized = execute, vectorized
         self.capacity = jobs if cluster == "local" else None  # Slurm throttles arrays itself
-        self.poll_s = 0.2 if cluster == "local" else 15.0
-        self.ex = submitit.AutoExecutor(folder=str(folder), cluster=cluster)
+        self.poll_s = 0.2 if cluster == "local" else opts.poll_s
+        kwargs = {"slurm_max_num_timeout": opts.max_requeues} if cluster == "slurm" else {}
+        self.ex = submitit.AutoExecutor(folder=str(folder), cluster=cluster, **kwargs)
         params: dict[str, Any] = {
             "name": "memaware-sweep",
             "timeout_min": int(opts.time_min),
@@ -330,6 +362,8 @@ class SubmititExecutor:
             "mem_gb": float(opts.mem_gb),
             "slurm_array_parallelism": int(jobs),
         }
+        if cluster == "slurm":
+            params["slurm_signal_delay_s"] = opts.signal_delay_s
         if opts.partition:
             params["slurm_partition"] = opts.partition
         params.update(opts.extra)
@@ -337,18 +371,41 @@ class SubmititExecutor:
             self.ex.update_parameters(**params)
         except (NameError, ValueError, AssertionError) as e:
             raise ConfigError(f"submitit rejected the job parameters: {str(e).splitlines()[0]}") from None
+        self._ended: dict[Any, str] = {}  # handle -> why it left the queue without results
 
     def submit(self, batches: list[list[tuple[dict, str]]]) -> list[Any]:
         return self.ex.submit_array([RunBatch(b, self.execute, self.vectorized) for b in batches])
 
     def wait(self, handles: list[Any]) -> list[Any]:
         while True:
-            done = [h for h in handles if h.done()]
+            if self.cluster == "slurm":
+                self._look_at_queue(handles)
+                done = [h for h in handles if h in self._ended or h.paths.result_pickle.exists()]
+            else:
+                done = [h for h in handles if h.done()]
             if done:
                 return done
             time.sleep(self.poll_s)
 
+    def _look_at_queue(self, handles: list[Any]) -> None:
+        from .slurm import NEVER_RUNS, cancel, ended_reason, queue_states
+
+        states = queue_states([h.job_id for h in handles])
+        if states is None:  # squeue did not answer: conclude nothing this time
+            return
+        for h in handles:
+            if h in self._ended:
+                continue
+            state, reason = states.get(h.job_id, (None, ""))
+            if state is None and not h.paths.result_pickle.exists():  # left the queue (pickle checked after squeue)
+                self._ended[h] = ended_reason(h.job_id, h.paths.stderr)
+            elif state == "PENDING" and reason in NEVER_RUNS:
+                cancel(h.job_id)
+                self._ended[h] = f"job {h.job_id} cancelled: Slurm says it can never start ({reason})"
+
     def result(self, handle: Any) -> list[dict] | str:
+        if handle in self._ended:
+            return self._ended.pop(handle)
         try:
             return handle.result()
         except Exception as e:

@@ -29,6 +29,7 @@ from ..engine import FitResult, TrainConfig, fit
 from ..errors import ConfigError
 from ..evallog import FILENAME as EVALUATIONS
 from ..methods import make_method, method_class
+from ..selection import VAL_CRITERIA
 
 
 def train_hparam_defaults() -> dict[str, Any]:
@@ -203,6 +204,8 @@ def run_record(
         "val": chosen["val"] if chosen else result.evaluate(data, "val"),
         "test": chosen["test"] if chosen else result.evaluate(data, "test"),
         "criteria": criteria,
+        # named, not dropped: e.g. val_wga without validation attributes, val_gi_wga without inferred groups
+        "criteria_not_computable": [c for c in VAL_CRITERIA if c not in criteria] if criteria else [],
         "hparams": {**hp, **result.method.describe()},
         "data": describe_data(spec, data, dataset),
         "epochs_run": result.epochs_run,

@@ -169,6 +169,10 @@ def run_sweep(
         backend = InlineExecutor(execute, vectorized) if jobs == 1 else LocalPoolExecutor(jobs, execute, vectorized)
     elif todo:
         opts = slurm or SlurmOptions()
+        if executor == "slurm":  # a job no node can run would pend forever: refuse before submitting anything
+            from .slurm import check_request
+
+            check_request(opts.partition, opts.cpus, opts.mem_gb, opts.gpus)
         folder = Path(opts.folder) if opts.folder else out / "submitit"
         cluster = "slurm" if executor == "slurm" else "local"
         backend = SubmititExecutor(cluster, opts, folder, jobs, execute, vectorized)

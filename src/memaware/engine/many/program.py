@@ -61,7 +61,9 @@ class Program:
         )
         self.loss = fast(lay.stack(self.device, self.dtype)) if fast is not None else None
         self.steps = ManySteps(lay, self.nets, optimizer, self.loss, x_train, data.y[train_idx].to(self.device))
-        self.selection = ManySelection(data, [p.config.selection for p in prepared], externals)
+        self.selection = ManySelection(
+            data, [p.config.selection for p in prepared], externals, [p.method for p in prepared]
+        )
         val, test = data.indices(VAL), data.indices(TEST)
         self.x_val, self.y_val, self.x_test = data.x[val].to(self.device), data.y[val], data.x[test].to(self.device)
         C = len(prepared)

@@ -21,7 +21,13 @@ class ManySelection:
     resolves at its first evaluation; 'last': never evaluated); ``externals[c]`` (n_val,) an XRM run's inferred
     validation groups for ``val_gi_wga`` when the member's method infers none, or None."""
 
-    def __init__(self, data: GroupData, criteria: Sequence[str], externals: Sequence[torch.Tensor | None]):
+    def __init__(
+        self,
+        data: GroupData,
+        criteria: Sequence[str],
+        externals: Sequence[torch.Tensor | None],
+        methods: Sequence[Any] | None = None,
+    ):
         C = len(criteria)
         self.requested, self.external = list(criteria), list(externals)
         self.criterion: list[str | None] = ["last" if c == "last" else None for c in criteria]
@@ -37,8 +43,13 @@ class ManySelection:
         logs = EvalLog.start_many(len(active), *log_labels(data))
         for c, log in zip(active, logs, strict=True):
             self.logs[c] = log
-        for crit in dict.fromkeys(criteria[c] for c in active):
-            check_criterion(crit, data, logs[0])
+        checked = set()
+        for c in active:  # before any training, as fit does (methods: what can infer groups)
+            method = methods[c] if methods is not None else None
+            key = (criteria[c], type(method), self.external[c] is not None)
+            if key not in checked:
+                checked.add(key)
+                check_criterion(criteria[c], data, logs[0], method, self.external[c] is not None)
         for c in active:
             ext = self.external[c]
             if ext is not None and len(ext) != len(val):
@@ -71,6 +82,8 @@ class ManySelection:
             if self.criterion[c] is None:
                 self.criterion[c] = selection.resolve(self.requested[c], log, self.external[c])
             score = selection.get_criterion(self.criterion[c]).score(log, len(log) - 1, self.external[c])
+            if score is None and self.requested[c] != "auto":
+                raise selection.not_computable(self.criterion[c])
             if selection.improves(score, self.best_score[c]):
                 self.best_score[c], self.best_epoch[c] = score, epoch
                 self.inferred[c] = inferred[i] if inferred[i] is not None else self.external[c]
