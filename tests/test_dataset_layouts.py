@@ -92,8 +92,10 @@ def test_tokenizer_folder_without_vocabulary_is_refused(tmp_path, capsys):
     with pytest.raises(ConfigError, match=r"--tokenizer .*tok: no vocab.txt or tokenizer.json in it") as e:
         convert(tmp_path, tokenizer=empty)
     assert "\n" not in str(e.value)
-    assert main(["convert-multinli", "--data-dir", str(tmp_path), "--tokenizer", str(tmp_path / "nope")]) == 2
-    assert "no such folder" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:  # a missing folder is refused by the parser, before any work
+        main(["convert-multinli", "--data-dir", str(tmp_path), "--tokenizer", str(tmp_path / "nope")])
+    assert stop.value.code == 2
+    assert "--tokenizer" in (err := capsys.readouterr().err) and "no such directory" in err
     assert not (tmp_path / "multinli" / "features_bert_128.npz").exists()
 
 
@@ -252,11 +254,15 @@ def test_export_writes_the_standard_files_that_read_back_the_same(tmp_path, caps
 
 
 def test_datasets_command_bad_path_exits_2_with_one_line(tmp_path, capsys):
-    assert main(["datasets", "--data-dir", str(tmp_path / "nowhere")]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and f"data directory {tmp_path / 'nowhere'} does not exist" in err
-    assert main(["datasets", "--data-dir", str(tmp_path), "--out", str(tmp_path)]) == 2
-    assert "is a folder" in capsys.readouterr().err
+    # paths are checked by the parser, before any dataset is read
+    for argv, message in [
+        (["--data-dir", str(tmp_path / "nowhere")], f"{tmp_path / 'nowhere'}: no such directory"),
+        (["--data-dir", str(tmp_path), "--out", str(tmp_path)], "--out"),
+    ]:
+        with pytest.raises(SystemExit) as e:
+            main(["datasets", *argv])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err.count("\n") == 1 and message in err
 
 
 @pytest.mark.parametrize(
