@@ -44,6 +44,9 @@ class XRMGroupDRO(GroupDRO):
     needs_train_groups = False
     infers_groups = True
     infers_train_groups = True  # the table's "~" in the e_tr column
+    # GroupDRO's fast path shares one group vector per stream of members; here each member's groups come from its
+    # own XRM phase, so the batched mode takes GroupDRO's loss through autograd instead
+    batched_loss = None
     hparams = {
         **GroupDRO.hparams,
         "train_groups": HParam(
