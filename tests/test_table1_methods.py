@@ -233,3 +233,35 @@ def test_ula_context_features_are_the_inputs_on_a_features_file(data64):
 
     ctx = TrainContext(data64, data64.indices(TRAIN), CFG, torch.Generator())
     assert torch.equal(frozen_features(ctx, data64.indices(VAL)), data64.x[data64.indices(VAL)].double())
+
+
+# ---- through the command: train, sweep (vectorized), table with the paper's marks --------------------------------
+def test_train_sweep_and_table_rows_with_their_marks(data64, tmp_path, capsys):
+    from memaware.cli import main
+
+    path = tmp_path / "d.npz"
+    dataclasses.replace(data64, x=data64.x.float()).save_npz(path)
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(path), "--method", "lc", "--lc-mixup", "true", "--epochs", "5",
+                 "--out", str(out), "--quiet"]) == 0  # fmt: skip
+    assert json.loads((out / "results.json").read_text())["hparams"]["mixup"] is True
+    sweep = tmp_path / "sw"
+    argv = ["sweep", "--data", str(path), "--methods", "erm,lc,ula,xrm-groupdro,dfr", "--n-hparams", "2"]
+    assert main([*argv, "--seeds", "1", "--set", "epochs=3", "--vectorized", "--jobs", "1", "--out", str(sweep),
+                 "--quiet"]) == 0  # fmt: skip
+    done = sorted(str(p.parent.relative_to(sweep)) for p in sweep.rglob("results.json") if "comb" in str(p))
+    assert [d for d in done if not d.startswith("xrm/")] == [
+        f"{m}/comb{c}_seed0" for m in ("dfr", "erm", "lc", "ula", "xrm-groupdro") for c in (0, 1)
+    ]
+    rows = {}
+    for selection in ("va_wga", "va_gi_wga", "val_bias_unsup"):
+        capsys.readouterr()
+        assert main(["table", "--sweep", str(sweep), "--selection", selection, "--no-plot"]) == 0
+        text = capsys.readouterr().out
+        rows[selection] = {line.split("|")[3].strip(): line.split("|")[1:3] for line in text.splitlines()
+                           if line.count("|") > 4 and "Method" not in line and ":-" not in line}  # fmt: skip
+    strip = lambda cells: [c.strip() for c in cells]  # noqa: E731
+    assert strip(rows["va_wga"]["LC"]) == ["✗", "✓"] and strip(rows["va_gi_wga"]["LC"]) == ["✗", "~"]
+    assert strip(rows["va_gi_wga"]["uLA"]) == ["✗", "~"] and strip(rows["val_bias_unsup"]["uLA"]) == ["✗", "~"]
+    assert strip(rows["va_gi_wga"]["XRM+GroupDRO"]) == ["~", "~"]
+    assert strip(rows["va_gi_wga"]["DFR"]) == ["✗", "✓"]  # DFR retrains on the true validation groups
