@@ -34,7 +34,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src.add_argument("--data", help=".npz file with x (n, d), y (n,), split (n,) and a (n,) (group attribute)")
     src.add_argument("--dataset", help="a real dataset by name (loaders not available yet: use --data)")
     p.add_argument("--data-dir", help="root folder of --dataset")
-    p.add_argument("--methods", type=_methods, default=("erm", "mat"), help="comma-separated: erm, mat")
+    p.add_argument(
+        "--methods", type=_methods, default=("erm", "mat"), help=f"comma-separated: {', '.join(AUDIT_METHODS)}"
+    )
     p.add_argument("--estimator", choices=tuple(TARGETS), default="subsample", help="memorization estimator")
     add_common(p)
     p.add_argument("--num-models", type=int, default=None,
