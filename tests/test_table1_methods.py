@@ -265,3 +265,17 @@ def test_train_sweep_and_table_rows_with_their_marks(data64, tmp_path, capsys):
     assert strip(rows["va_gi_wga"]["uLA"]) == ["✗", "~"] and strip(rows["val_bias_unsup"]["uLA"]) == ["✗", "~"]
     assert strip(rows["va_gi_wga"]["XRM+GroupDRO"]) == ["~", "~"]
     assert strip(rows["va_gi_wga"]["DFR"]) == ["✗", "✓"]  # DFR retrains on the true validation groups
+
+
+# ---- the memorization audit --------------------------------------------------------------------------------------
+def test_audit_scores_the_new_methods_and_linear_estimators_refuse_them(data64, tmp_path):
+    from memaware.experiments.memorization import run_audit
+    from memaware.memorization.estimate import estimate
+
+    cfg = TrainConfig(epochs=20, lr=0.05, batch_size=0, selection="last")
+    for name in ("ula", "xrm-groupdro", "lc"):
+        scores = estimate(data64, name, "subsample", cfg, num_models=4)
+        assert scores.method == name and scores.scores.shape == (len(data64.indices(TRAIN)),)
+    with pytest.raises(ConfigError, match="for lc use subsample or trak"):
+        run_audit(data64, ("erm", "lc"), "newton", TrainConfig(weight_decay=1e-2, selection="last"), tmp_path, "t")
+    assert not list(tmp_path.iterdir())  # refused before anything was trained or written
