@@ -50,8 +50,23 @@ def fit_softmax_probe(
     return w.detach(), b.detach()
 
 
+def spectral_norm_sq(x: torch.Tensor, iters: int = 50) -> float:
+    """||x||_2^2 (largest eigenvalue of x^T x) by power iteration from a fixed start, times 1.01: the iteration
+    approaches it from below, and a step size from a slight overestimate stays safe. Far cheaper than an SVD
+    for the wide matrices DFR meets (800 x 5000 TF-IDF: 0.1 s against 10 s)."""
+    v = torch.ones(x.shape[1], dtype=x.dtype) / math.sqrt(x.shape[1])
+    value = 0.0
+    for _ in range(iters):
+        u = x.t() @ (x @ v)
+        value = float(u.norm())
+        if value == 0.0:
+            return 0.0
+        v = u / value
+    return 1.01 * value
+
+
 def l1_logistic(
-    x: torch.Tensor, y: torch.Tensor, num_classes: int, C: float, intercept: bool = True, iters: int = 500,
+    x: torch.Tensor, y: torch.Tensor, num_classes: int, C: float, intercept: bool = True, iters: int = 300,
     tol: float = 1e-5, init: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """L1-penalised logistic regression: argmin_W C * sum_i CE(W x_i + b, y_i) + ||W||_1 (liblinear's objective,
@@ -68,7 +83,7 @@ def l1_logistic(
     rows = 1 if num_classes == 2 else num_classes
     # Lipschitz constant of the smooth part's gradient: C * ||[x, 1]||_2^2 * (1/4 binary, 1/2 softmax)
     xs = torch.cat([x, torch.ones(n, 1, dtype=x.dtype)], dim=1) if intercept else x
-    lip = C * float(torch.linalg.matrix_norm(xs, ord=2)) ** 2 * (0.25 if rows == 1 else 0.5)
+    lip = C * spectral_norm_sq(xs) * (0.25 if rows == 1 else 0.5)
     step = 1.0 / max(lip, 1e-12)
     if init is None:
         w = torch.zeros(rows, d, dtype=torch.float64)
