@@ -18,6 +18,7 @@ FAST_CASES = {  # method, per-slot hyper-parameters (slot j of every stream)
     "mat": ("mat", [{"temperature": 0.1}, {"temperature": 0.01}]),
     "xrm": ("xrm", [{}, {}]),
     "groupdro": ("groupdro", [{"eta": 0.01}, {"eta": 0.3}]),
+    "ula": ("ula", [{"eta": 1.0, "probe_steps": 10}, {"eta": 0.5, "probe_steps": 30}]),
 }
 
 

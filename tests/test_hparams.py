@@ -51,7 +51,14 @@ def test_draws_in_range(method, family):
             assert 1e-3 <= hp["eta"] <= 1e-1
         if method == "jtt":
             assert 1 <= hp["T"] < hp["epochs"] and hp["lambda_up"] in (5, 10, 20, 50, 100)
-        extra = {"mat": {"temperature"}, "groupdro": {"eta"}, "jtt": {"T", "lambda_up"}}.get(method, set())
+        if method == "lc":
+            assert hp["q"] in (0.7, 0.8) and hp["tau"] in (0.1, 0.5, 1.0) and hp["ema"] in (0.0, 0.5, 0.9)
+            assert hp["lambda_bias"] in (0.1, 0.5, 1.0, 2.0)
+        if method == "ula":
+            assert hp["probe_steps"] in (25, 50, 100, 200, 400) and hp["eta"] in (0.5, 1.0, 1.5)
+        extra = {"mat": {"temperature"}, "groupdro": {"eta"}, "jtt": {"T", "lambda_up"},
+                 "lc": {"q", "tau", "lambda_bias", "ema"}, "ula": {"probe_steps", "eta"},
+                 "xrm-groupdro": {"eta"}}.get(method, set())  # fmt: skip
         base = {"lr", "weight_decay", "batch_size", "epochs", "optimizer", "momentum", "hidden", "bias"}
         base |= {"class_balanced", "init"}
         base |= {"schedule", "warmup_fraction", "clip_grad_norm", "head_dropout"} if family == "text" else set()
@@ -110,7 +117,7 @@ def test_datasets_fixed_values_and_group_usage():
     with pytest.raises(ConfigError, match="unknown method"):
         sample_hparams("lff", "features", 0)
     assert [m for m in METHODS if uses_train_groups(m)] == ["groupdro", "subg", "rwg"]
-    assert [m for m in METHODS if not needs_inferred_groups(m)] == ["xrm", "mat"]
+    assert [m for m in METHODS if not needs_inferred_groups(m)] == ["xrm", "mat", "ula", "xrm-groupdro"]
     assert (val_group_use("val_wga"), val_group_use("val_gi_wga"), val_group_use("val_avg")) == (
         "yes",
         "inferred",

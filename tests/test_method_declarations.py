@@ -22,7 +22,7 @@ def data():
 
 
 def test_every_method_declares_itself():
-    assert classifiers() == ["erm", "groupdro", "subg", "rwg", "jtt", "xrm", "mat"]
+    assert classifiers() == ["erm", "groupdro", "subg", "rwg", "jtt", "xrm", "mat", "lc", "ula", "xrm-groupdro", "dfr"]
     for name, cls in METHODS.items():
         assert cls.name == name and cls.summary, name
         method = cls()  # every hyper-parameter has a default that passes its own check
@@ -30,7 +30,9 @@ def test_every_method_declares_itself():
             assert getattr(method, key) == spec.default and spec.help
             assert spec.check(name, key, spec.default) == spec.default
     assert [m for m in classifiers() if METHODS[m].needs_train_groups] == ["groupdro", "subg", "rwg"]
-    assert [m for m in classifiers() if METHODS[m].infers_groups] == ["xrm", "mat"]
+    assert [m for m in classifiers() if METHODS[m].infers_groups] == ["xrm", "mat", "ula", "xrm-groupdro"]
+    assert [m for m in classifiers() if METHODS[m].needs_val_groups] == ["dfr"]
+    assert [METHODS[m].label() for m in ("lc", "ula", "xrm-groupdro", "dfr")] == ["LC", "uLA", "XRM+GroupDRO", "DFR"]
 
 
 def test_declarations_drive_the_sweep_and_the_command(capsys):

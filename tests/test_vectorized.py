@@ -24,6 +24,9 @@ HPARAMS = {
     "mat": [{"temperature": 0.1}, {"temperature": 0.01}],
     "groupdro": [{"eta": 0.01}, {"eta": 0.1}],
     "jtt": [{"T": 2, "lambda_up": 5}, {"T": 3, "lambda_up": 20}],
+    "lc": [{"q": 0.7, "ema": 0.5, "mixup": True}, {"q": 0.8, "lambda_bias": 0.5, "estimator": "authors"}],
+    "ula": [{"probe_steps": 20, "eta": 1.0}, {"probe_steps": 50, "eta": 0.5}],
+    "xrm-groupdro": [{"eta": 0.01}, {"eta": 0.1, "train_groups": "held-out"}],
 }
 SHAPES = {
     "adam": {"optimizer": "adam", "batch_size": 32},
@@ -115,12 +118,12 @@ def _check_against_fit(data, members) -> None:
             _assert_same_run(res.phases[name], phase, data)
 
 
-@pytest.mark.parametrize("method", ["erm", "groupdro", "rwg", "subg", "jtt", "xrm", "mat"])
+@pytest.mark.parametrize("method", ["erm", "groupdro", "rwg", "subg", "jtt", "xrm", "mat", "lc", "ula", "xrm-groupdro"])
 def test_every_method_equals_fit_minibatch_adam(data64, method):
     _check_against_fit(data64, _members(method))
 
 
-@pytest.mark.parametrize("method", ["erm", "groupdro", "subg", "jtt", "xrm", "mat"])
+@pytest.mark.parametrize("method", ["erm", "groupdro", "subg", "jtt", "xrm", "mat", "lc", "ula", "xrm-groupdro"])
 def test_every_method_equals_fit_full_batch_sgd_momentum(data64, method):
     _check_against_fit(data64, _members(method, "sgd-full"))
 

@@ -7,7 +7,8 @@ the evaluations the four validation criteria choose, in ``Selector.reports()``'s
 from the log, a criterion registered today (``register_criterion``) applies to a sweep trained last month.
 
 Built in: ``val_wga`` (true validation groups), ``val_gi_wga`` (XRM-inferred validation groups: the log's own, else
-an XRM run's ``inferred_groups.npz``), ``val_worst_class``, ``val_avg``, ``last`` and the oracle ``test_wga``.
+an XRM run's ``inferred_groups.npz``), ``val_worst_class``, ``val_avg``, ``last``, the oracle ``test_wga`` and
+``val_bias_unsup`` (uLA's score: mean accuracy over the inferred groups).
 """
 
 from __future__ import annotations
@@ -130,6 +131,42 @@ class ValGIWGA(Criterion):
         return out
 
 
+class ValBiasUnsup(Criterion):
+    """uLA's bias-unsupervised validation score (Tsirigotis et al. 2023; the authors' ``u_balanced``): the mean
+    accuracy over the inferred validation groups present, where uLA's groups are (label, bias-proxy prediction).
+    ``val_gi_wga`` on the same groups is their ``u_worst``. Any method's inferred groups (or an XRM run's) work."""
+
+    name = "val_bias_unsup"
+    description = "validation accuracy averaged over inferred groups (uLA's bias-unsupervised score)"
+    val_group_use = "inferred"
+
+    def score(self, log: EvalLog, t: int, external_groups: torch.Tensor | None = None) -> float | None:
+        groups = inferred_groups(log, t, external_groups)
+        if groups is None:
+            return None
+        return _finite(balanced_acc(_val_correct(log, t).float(), groups))
+
+    def score_all(self, log: EvalLog, external_groups: torch.Tensor | None = None) -> list[float | None]:
+        correct = _val_correct_all(log) if len(log) else None
+        out: list[float | None] = []
+        for t in range(len(log)):
+            groups = inferred_groups(log, t, external_groups)
+            out.append(None if groups is None else _finite(balanced_acc(correct[t], groups)))
+        return out
+
+
+def balanced_acc(correct: torch.Tensor, groups: torch.Tensor) -> float:
+    """Mean over the groups present (ids >= 0) of the accuracy in each: correct (n,) float 0/1, groups (n,)."""
+    keep = groups >= 0
+    if not bool(keep.any()):
+        return math.nan
+    g, c = groups[keep], correct[keep].float()
+    counts = torch.bincount(g).float()
+    hits = torch.zeros_like(counts).index_add_(0, g, c)
+    present = counts > 0
+    return float((hits[present] / counts[present]).mean())
+
+
 class ValWorstClass(Criterion):
     name = "val_worst_class"
     description = "validation worst-class accuracy (no group labels)"
@@ -196,7 +233,7 @@ def unregister_criterion(name: str) -> None:
     _REGISTRY.pop(name, None)
 
 
-for _cls in (ValWGA, ValGIWGA, ValWorstClass, ValAvg, Last, OracleTestWGA):
+for _cls in (ValWGA, ValGIWGA, ValWorstClass, ValAvg, Last, OracleTestWGA, ValBiasUnsup):
     register_criterion(_cls)
 
 

@@ -43,7 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", type=in_path, help="--dataset: local backbone weights (resnet50: .pth file; bert: dir)")
     p.add_argument("--image-size", type=int, default=224, help="--dataset: image side for image datasets")
     p.add_argument("--device", default="cpu", help="--dataset: torch device of the embedding, e.g. cpu or cuda")
-    p.add_argument("--methods", type=_methods, default="erm,mat", help="comma-separated: erm, mat")
+    p.add_argument("--methods", type=_methods, default="erm,mat", help=f"comma-separated: {', '.join(AUDIT_METHODS)}")
     p.add_argument("--estimator", choices=tuple(TARGETS), default="subsample", help="memorization estimator")
     add_common(p)
     p.add_argument(

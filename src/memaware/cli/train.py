@@ -43,6 +43,16 @@ def _method_param(text: str) -> tuple[str, str]:
     return key.strip(), value.strip()
 
 
+def _bool(text: str) -> bool:
+    """'true'/'false' (also 1/0, yes/no) -> bool, for a method's true-or-false hyper-parameter flag."""
+    value = text.strip().lower()
+    if value in ("true", "1", "yes"):
+        return True
+    if value in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"true or false, got '{text}'")
+
+
 def add_method_flags(p: argparse.ArgumentParser) -> None:
     """One flag per hyper-parameter declared by a registered method (``Method.hparams``), defaulting to None so
     that the method's own declared default applies; ``--method-param`` covers any method, a user's included."""
@@ -54,7 +64,7 @@ def add_method_flags(p: argparse.ArgumentParser) -> None:
             if flag in seen:
                 continue
             seen[flag] = key
-            kind = spec.kind if spec.kind in (int, float, str) else str
+            kind = _bool if spec.kind is bool else spec.kind if spec.kind in (int, float, str) else str
             group.add_argument(
                 flag, dest=f"hp_{key}", metavar=key.upper(), type=kind, choices=spec.choices, default=None,
                 help=f"{spec.help} (default {spec.default}; {name})",

@@ -132,6 +132,10 @@ def fit(
         raise ConfigError(
             f"method '{method.name}' needs training group labels (field 'a' >= 0 on split 0), the data has none"
         )
+    if method.needs_val_groups and not (len(data.indices(VAL)) and data.has_attrs(VAL)):
+        raise ConfigError(
+            f"method '{method.name}' needs validation group labels (field 'a' >= 0 on split 1), the data has none"
+        )
     if not classify and cfg.selection != "last":
         raise ConfigError(f"method '{method.name}' is a regression: use selection='last'")
     if model_factory is None and (cfg.clip_grad_norm or cfg.head_dropout):
@@ -176,6 +180,7 @@ def fit(
     x_train = data.x[train_idx].to(cfg.device)
     # a linear or MLP head follows the data's float type (float64 data trains a float64 model)
     model.to(cfg.device, dtype=x_train.dtype if x_train.is_floating_point() and model_factory is None else None)
+    method.init_model(model)  # a method fitted before the loop (DFR) writes its weights here
     selection = OnlineSelection(cfg.selection if classify else "last", data, val_inferred_groups, method)
     history = History(data, cfg.history_splits if classify else (), model, cfg.device)
     steps = _single_run_steps(method, model, cfg, data, train_idx, x_train, generator, classify, model_factory)
@@ -235,7 +240,7 @@ def fit(
         steps,
         first=start,
         epochs=0 if done else cfg.epochs,
-        max_steps=cfg.max_steps,
+        max_steps=cfg.max_steps if method.trains else -1,  # no step: one evaluation of init_model's model
         eval_every=cfg.eval_every,
         eval_every_steps=cfg.eval_every_steps,
         on_eval=evaluate,  # also mid-epoch with eval_every_steps (training accuracy and loss of the epoch so far)

@@ -62,7 +62,8 @@ def run_epochs(
 ) -> int:
     """Runs epochs ``first`` .. ``epochs`` and returns the last epoch run (``first - 1`` when none ran).
 
-    ``max_steps`` > 0 stops after that many optimiser steps in all (the authors count steps, not epochs);
+    ``max_steps`` > 0 stops after that many optimiser steps in all (the authors count steps, not epochs), < 0
+    takes no step at all (one evaluation at epoch ``first``: a model computed before the loop, DFR's);
     ``on_eval(epoch)`` runs where ``evaluation_due``; with ``eval_every_steps`` > 0, ``on_step_eval(epoch)``
     (default: ``on_eval``) runs after every step where ``step_evaluation_due``, mid-epoch included;
     ``on_epoch_end(epoch, stopped)`` after every epoch (checkpoints, snapshots). A progress bar shows on a terminal

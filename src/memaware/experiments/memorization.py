@@ -12,9 +12,10 @@ import numpy as np
 from ..artifacts import atomic_writer, write_json
 from ..data import TRAIN
 from ..engine import TrainConfig
+from ..errors import ConfigError
 from ..memorization.audit import gap_change, group_ids, summarize, warnings_for
 from ..memorization.estimate import estimate
-from ..memorization.scores import MemorizationScores
+from ..memorization.scores import LINEAR_AUDIT_METHODS, MemorizationScores
 from ..plots.memorization import plot_fig2
 
 SCHEMA = "memaware.memorization/1"
@@ -86,6 +87,12 @@ def run_audit(data, methods: tuple[str, ...], estimator: str, cfg: TrainConfig, 
     idx = data.indices(TRAIN)
     y, a = data.y[idx].numpy(), data.a[idx].numpy()
     results: dict[str, MemorizationScores] = {}
+    unfit = [m for m in methods if estimator in LINEAR_ESTIMATORS and m not in LINEAR_AUDIT_METHODS]
+    if unfit:  # before any model is trained
+        raise ConfigError(
+            f"{estimator} models an L2-logistic head ({', '.join(LINEAR_AUDIT_METHODS)}); for {', '.join(unfit)} "
+            "use subsample or trak"
+        )
     for m in methods:
         results[m] = estimate(data, m, estimator, cfg, progress=progress, **kwargs)
     per_method, warnings = {}, []

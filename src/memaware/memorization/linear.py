@@ -37,7 +37,7 @@ from ..data.groups import GroupData
 from ..engine import TrainConfig
 from ..errors import ConfigError
 from .fitting import check_config, xrm_shift
-from .scores import MemorizationScores, check_method, train_arrays
+from .scores import LINEAR_AUDIT_METHODS, MemorizationScores, check_method, train_arrays
 
 ESTIMATORS = ("newton", "loo", "influence")
 
@@ -214,6 +214,11 @@ def linear_scores(
     split (``fitting.xrm_shift``), held fixed when i is left out (the LOO is conditional on the shift)."""
     t0 = time.perf_counter()
     check_method(method)
+    if method not in LINEAR_AUDIT_METHODS:
+        raise ConfigError(
+            f"{estimator} models an L2-logistic head ({', '.join(LINEAR_AUDIT_METHODS)}); for {method} use "
+            "subsample or trak"
+        )
     cfg = check_config(config)
     mk = dict(model_kwargs or {})
     if mk.get("hidden"):

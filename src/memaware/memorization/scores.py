@@ -49,7 +49,10 @@ TARGETS: dict[str, tuple[str, str]] = {
         "probability of the true label, in [-1, 1]",
     ),
 }
-AUDIT_METHODS = ("erm", "mat")
+# methods whose trained predictor the audit scores; DFR is left out: its last layer is fitted on validation data
+AUDIT_METHODS = ("erm", "mat", "lc", "ula", "xrm-groupdro")
+# the exact linear estimators (newton / loo / influence) model an L2-logistic head: ERM's, or MAT's with its shift
+LINEAR_AUDIT_METHODS = ("erm", "mat")
 
 
 @dataclass

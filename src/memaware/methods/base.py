@@ -88,6 +88,7 @@ class Method:
     rank: ClassVar[int] = 100  # row order in tables and listings (built-ins: the paper's Table 1 order)
     num_heads: ClassVar[int] = 1
     needs_train_groups: ClassVar[bool] = False
+    needs_val_groups: ClassVar[bool] = False  # trains on the validation groups (DFR): refuses data without them
     infers_groups: ClassVar[bool] = False  # writes its own inferred validation groups (needs no XRM run first)
     task: ClassVar[str] = "classification"  # or "regression": no group metrics, no validation selection
     hparams: ClassVar[dict[str, HParam]] = {}
@@ -98,6 +99,9 @@ class Method:
     # True when ``forward`` equals ``model(x)`` for a linear model (no backbone), which lets the loop train it
     # through the Gram matrix (memaware.engine.dual); a subclass that overrides ``forward`` must opt in explicitly
     plain_linear_forward: ClassVar[bool] = True
+    # False for a method whose model is computed before the loop (DFR's last layer, in ``prepare``) and written
+    # into the fresh model by ``init_model``: the loop then takes no step and evaluates that model once
+    trains: ClassVar[bool] = True
 
     # Set in ``prepare`` by methods that rebalance the training set (RWG, JTT): a weight per training position.
     # The loop samples mini-batches with replacement in proportion to them (the authors' weighted sampler); in
@@ -153,6 +157,10 @@ class Method:
     def prepare(self, ctx: TrainContext, earlier: dict[str, FitResult]) -> None:
         """Called once before training with the results of ``phases()`` (e.g. draw XRM's halves, compute MAT's
         logit shift from phase 1's held-out logits)."""
+
+    def init_model(self, model: torch.nn.Module) -> None:
+        """Called once on the freshly built model, before training (after ``prepare``): a method that computes its
+        weights itself (``trains = False``) writes them here (a resumed run then loads its checkpoint over them)."""
 
     def forward(self, model: MultiHeadNet, x: torch.Tensor) -> torch.Tensor:
         """(b, d) -> (b, H, K) logits used by ``loss``; override to route gradients (single-run MAT)."""

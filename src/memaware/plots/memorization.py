@@ -15,6 +15,17 @@ INTERVAL_LABELS = ("<0.1", "0.1-0.3", "0.3-0.5", "0.5-0.7", "0.7-0.9", ">=0.9")
 COLOURS = ("#3A7BC2", "#EE944F", "#4C9A2A", "#B8336A", "#7D5BA6", "#8C6D31", "#5F9EA0", "#C0504D")
 
 
+def _label(method: str) -> str:
+    """The method's table label (uLA, XRM+GroupDRO, ...); the name in capitals for one memaware does not know."""
+    from ..errors import ConfigError
+    from ..methods import method_class  # lazy: plotting should not import the methods on its own
+
+    try:
+        return method_class(method).label()
+    except ConfigError:
+        return method.upper()
+
+
 def plot_fig2(
     scores: dict[str, np.ndarray],
     y: np.ndarray,
@@ -48,7 +59,7 @@ def plot_fig2(
                                  ls="--" if roles[i] == "minority" else "-", label=label)
             ymax = max(ymax, float(np.max(dens)))
             ax.axvline(v.mean(), color=COLOURS[c % len(COLOURS)], lw=1, ls=":")
-        ax.set(xlabel=xlabel, ylabel="density", title=f"{method.upper()}: per-group distribution", yscale="symlog")
+        ax.set(xlabel=xlabel, ylabel="density", title=f"{_label(method)}: per-group distribution", yscale="symlog")
         ax.grid(ls="--", lw=0.5, alpha=0.5)
         ax.legend(fontsize=8, loc="upper center", framealpha=0.85)
 
@@ -64,7 +75,7 @@ def plot_fig2(
                    hatch="//" if roles[i] == "minority" else None, edgecolor="white", label=names[i])
         ax.set_xticks(xs, INTERVAL_LABELS)
         ax.set(xlabel=f"{xlabel} interval", ylabel="fraction of the group", ylim=(0, 1.02),
-               title=f"{method.upper()}: proportion per interval")
+               title=f"{_label(method)}: proportion per interval")
         ax.grid(axis="y", ls="--", lw=0.5, alpha=0.5)
         ax.legend(fontsize=8, loc="upper right", title="hatched: minority", title_fontsize=8)
     for row in range(len(methods)):

@@ -212,7 +212,7 @@ class Table:
     protocol: str
     datasets: list[str]
     methods: list[str]
-    train_groups: dict[str, str]  # method -> yes / no
+    train_groups: dict[str, str]  # method -> yes / no / inferred
     val_groups: str  # yes / inferred / no (a property of the criterion)
     cells: dict[tuple[str, str], Cell]
     missing: list[RunRecord]
@@ -313,11 +313,23 @@ def _choice(rec: RunRecord, criterion: str) -> dict:
 
 
 def _declared_train_groups(method: str) -> str:
-    """'yes' / 'no' from the method's own declaration, '?' for a method this memaware does not know."""
+    """'yes' / 'no' / 'inferred' (groups the method infers itself, XRM+GroupDRO's) from the method's own
+    declaration, '?' for a method this memaware does not know."""
     try:
-        return "yes" if uses_train_groups(method) else "no"
+        if uses_train_groups(method):
+            return "yes"
+        return "inferred" if getattr(method_class(method), "infers_train_groups", False) else "no"
     except MemawareError:
         return "?"
+
+
+def method_val_groups(method: str, criterion_groups: str) -> str:
+    """The e_va mark of a method's row: 'yes' for a method that trains on the true validation groups (DFR:
+    ``needs_val_groups``) whatever the criterion, else the criterion's own use (``Table.val_groups``)."""
+    try:
+        return "yes" if getattr(method_class(method), "needs_val_groups", False) else criterion_groups
+    except ConfigError:
+        return criterion_groups
 
 
 def build_table(runs: Runs, selection: str = "va_wga", protocol: str = "per-seed") -> Table:
@@ -331,7 +343,9 @@ def build_table(runs: Runs, selection: str = "va_wga", protocol: str = "per-seed
     for method in runs.methods:
         uses = [r.results.get("uses_train_groups") for r in runs.records if r.method == method and r.results]
         known = [u for u in uses if isinstance(u, bool)]
-        if known:
+        if _declared_train_groups(method) == "inferred":  # results.json's bool says only "no true groups"
+            train_groups[method] = "inferred"
+        elif known:
             train_groups[method] = "yes" if any(known) else "no"
         else:
             train_groups[method] = _declared_train_groups(method)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 from ..errors import ConfigError
-from .table import Table, method_label
+from .table import Table, method_label, method_val_groups
 
 MARKS = {
     "md": {"yes": "✓", "no": "✗", "inferred": "~"},
@@ -43,15 +43,16 @@ def format_table(t: Table, fmt: str = "md") -> str:
     pm = "±" if fmt == "md" else r"$\pm$"
     rows = []
     for m in t.methods:
-        row = [marks.get(t.train_groups[m], "?"), marks[t.val_groups], method_label(m)]
+        row = [marks.get(t.train_groups[m], "?"), marks[method_val_groups(m, t.val_groups)], method_label(m)]
         for ds in t.datasets:
             cell = t.cells[(ds, m)]
             star = "*" if cell.partial else ""
             row += [_pct(cell.stat("avg"), cell.n_seeds, pm) + star, _pct(cell.stat("worst"), cell.n_seeds, pm) + star]
         rows.append(row)
     footnotes = [
-        "e_tr: the method trains on the true training group labels; e_va: the validation labels model selection "
-        f"reads ({marks['yes']} true groups, {marks['inferred']} XRM-inferred, {marks['no']} none).",
+        "e_tr: the training group labels the method trains on; e_va: the validation labels model selection (and "
+        f"DFR's last-layer retraining) reads ({marks['yes']} true groups, {marks['inferred']} inferred by the method "
+        f"or an XRM run, {marks['no']} none).",
     ]
     partial = [
         f"{ds}/{m}: {t.cells[(ds, m)].n_seeds} of {t.cells[(ds, m)].expected_seeds} seeds"
@@ -116,7 +117,7 @@ def _csv(t: Table) -> str:
             cell = t.cells[(ds, m)]
             avg, worst = cell.stat("avg"), cell.stat("worst")
             w.writerow(
-                [ds, m, t.train_groups[m], t.val_groups, t.criterion, t.protocol]
+                [ds, m, t.train_groups[m], method_val_groups(m, t.val_groups), t.criterion, t.protocol]
                 + _two(avg)
                 + _two(worst)
                 + [cell.n_seeds, cell.expected_seeds, ";".join(f"{c['seed']}:{c['comb']}" for c in cell.choices)]
