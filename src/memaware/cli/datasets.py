@@ -24,7 +24,9 @@ from .common import in_dir, out_dir, out_file
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data-dir", required=True, type=in_dir, help="folder holding the datasets (or one dataset's own folder)")
+    p.add_argument(
+        "--data-dir", required=True, type=in_dir, help="folder holding the datasets (or one dataset's own folder)"
+    )
     p.add_argument(
         "--dataset",
         action="append",
