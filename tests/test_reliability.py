@@ -3,6 +3,7 @@ named for what it is; a selection criterion is never silently replaced; Ctrl-C o
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import signal
@@ -161,16 +162,21 @@ def test_ctrl_c_on_a_sweep_exits_130_with_how_to_resume_and_no_leaks(tmp_path, n
     # test may have left ignored, would otherwise be inherited, and a process started with SIGINT ignored keeps it so)
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
                          env=env, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
-    deadline = time.monotonic() + 120
-    while not list(out.rglob("spec.json")) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    time.sleep(3)  # the workers are training
-    t0 = time.monotonic()
-    os.killpg(p.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole foreground process group
-    _, err = p.communicate(timeout=60)
-    assert p.returncode == 130 and time.monotonic() - t0 < 20
-    assert err.strip().splitlines() == [
-        "memaware sweep: interrupted; to resume, run the same command again (finished runs are skipped, "
-        "interrupted ones continue from their checkpoints)"
-    ], err
-    assert "leaked" not in err and "Traceback" not in err
+    try:
+        deadline = time.monotonic() + 120
+        while not list(out.rglob("spec.json")) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(3)  # the workers are training
+        t0 = time.monotonic()
+        os.killpg(p.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole foreground process group
+        _, err = p.communicate(timeout=60)
+        assert p.returncode == 130 and time.monotonic() - t0 < 20
+        assert err.strip().splitlines() == [
+            "memaware sweep: interrupted; to resume, run the same command again (finished runs are skipped, "
+            "interrupted ones continue from their checkpoints)"
+        ], err
+        assert "leaked" not in err and "Traceback" not in err
+    finally:  # a failed assertion must not leave a 100000-epoch sweep or its workers running (their own group)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
