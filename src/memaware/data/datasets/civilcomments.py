@@ -24,7 +24,6 @@ group with the same a mean different things, and validation/test averages are ov
 from __future__ import annotations
 
 import csv
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +32,7 @@ from ...errors import DataError
 from ..groups import TEST, TRAIN, VAL, GroupData
 from .common import Metadata, RealDataset, check_metadata, check_root, group_data, index_column, read_metadata
 from .layouts import Layout, Located, Need, detect
-from .tables import read_csv_columns, threshold_column
+from .tables import read_csv_columns, reading_text, threshold_column
 
 NAME = "civilcomments"
 NUM_CLASSES = 2
@@ -81,24 +80,13 @@ def read_texts(path: Path) -> list[str]:
             f"{source}: no such file (the comment texts the metadata's 'filename' indexes into, written with the "
             f"metadata by the XRM / SubpopBench set-up scripts)"
         )
-    limit = csv.field_size_limit()
-    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # a few comments exceed csv's default 128 KiB field limit
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.reader(f)
-            header = [h.strip() for h in next(reader, [])]
-            if TEXT_COLUMN not in header:
-                raise DataError(f"{source}: missing column '{TEXT_COLUMN}'; found {', '.join(header) or 'none'}")
-            col = header.index(TEXT_COLUMN)
-            return [r[col] if len(r) > col else "" for r in reader]
-    except UnicodeDecodeError as e:
-        raise DataError(f"{source}: not a UTF-8 text file ({e.reason} at byte {e.start})") from e
-    except csv.Error as e:
-        raise DataError(f"{source}: malformed CSV ({e})".splitlines()[0]) from e
-    except OSError as e:
-        raise DataError(f"{source}: cannot read ({e.strerror or e})") from e
-    finally:
-        csv.field_size_limit(limit)
+    with reading_text(path), open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.reader(f)
+        header = [h.strip() for h in next(reader, [])]
+        if TEXT_COLUMN not in header:
+            raise DataError(f"{source}: missing column '{TEXT_COLUMN}'; found {', '.join(header) or 'none'}")
+        col = header.index(TEXT_COLUMN)
+        return [r[col] if len(r) > col else "" for r in reader]
 
 
 RELEASE_FILE = "all_data_with_identities.csv"

@@ -18,7 +18,7 @@ from ...errors import DataError
 
 
 @contextmanager
-def _reading(path: Path) -> Iterator[None]:
+def reading_text(path: Path) -> Iterator[None]:
     """Turns the ways reading a text file fails into one-line ``DataError``s naming the file."""
     source = str(path)
     limit = csv.field_size_limit()
@@ -47,7 +47,7 @@ def read_csv_columns(
     source = str(path)
     if not path.is_file():
         raise DataError(f"{source}: no such file{f' ({producer})' if producer else ''}")
-    with _reading(path), open(path, newline="", encoding="utf-8-sig") as f:
+    with reading_text(path), open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f)
         header = next(reader, None)
         if header is None:
@@ -86,7 +86,7 @@ def read_whitespace_table(path: Path, producer: str, count_line: bool) -> tuple[
     source = str(path)
     if not path.is_file():
         raise DataError(f"{source}: no such file ({producer})")
-    with _reading(path), open(path, encoding="utf-8-sig") as f:
+    with reading_text(path), open(path, encoding="utf-8-sig") as f:
         lines = [line.split() for line in f]
     lines = [fields for fields in lines if fields]
     header: list[str] = []
@@ -111,7 +111,7 @@ def read_json_lines(path: Path, keys: Sequence[str], producer: str) -> dict[str,
     if not path.is_file():
         raise DataError(f"{source}: no such file ({producer})")
     out: dict[str, list] = {k: [] for k in keys}
-    with _reading(path), open(path, encoding="utf-8") as f:
+    with reading_text(path), open(path, encoding="utf-8") as f:
         for i, line in enumerate(f):
             if not line.strip():
                 continue
