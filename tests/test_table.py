@@ -266,3 +266,14 @@ def test_logged_runs_without_groups_file_and_with_a_broken_log(tmp_path, capsys)
     t = build_table(collect_runs([root]), "va_wga")  # comb 1 falls back to its (stale) results.json
     assert [(c["comb"], c["epoch"]) for c in t.cells[("toy", "erm")].choices] == [(1, 99)]
     assert any("not a readable evaluation log" in n and "using results.json" in n for n in t.notes)
+
+
+def test_bar_colours_stay_distinct_beyond_ten_methods():
+    from memaware.plots import pyplot
+    from memaware.plots.table import bar_color
+
+    plt = pyplot()
+    for n in (7, 11, 20):
+        cmap = plt.get_cmap("tab10" if n <= 10 else "tab20")
+        colours = [bar_color(cmap, i) for i in range(n)]
+        assert len(set(colours)) == n

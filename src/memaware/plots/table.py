@@ -10,13 +10,21 @@ from ..sweep.table import Table, method_label
 from . import pyplot, save
 
 
+def bar_color(cmap, i: int):
+    """Method ``i``'s colour: tab10 in order; with more than 10 methods, tab20's ten dark hues, then its ten light
+    ones, so that no two methods share a colour (tab10 would repeat ERM's blue for the eleventh)."""
+    if cmap.N <= 10:
+        return cmap(i % cmap.N)
+    return cmap((2 * i) % 20 + (2 * i // 20) % 2)
+
+
 def plot_table(t: Table, path: str | os.PathLike) -> Path:
     """Bar chart of test worst-group accuracy (mean, error bar = std over seeds), one group of bars per dataset."""
     plt = pyplot()
     n_m, n_d = max(1, len(t.methods)), max(1, len(t.datasets))
     width = 0.8 / n_m
     fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * n_d * max(1.0, n_m / 3) + 1.5), 3.6))
-    cmap = plt.get_cmap("tab10")
+    cmap = plt.get_cmap("tab10" if n_m <= 10 else "tab20")
     for i, m in enumerate(t.methods):
         xs, ys, es, labels = [], [], [], []
         for j, ds in enumerate(t.datasets):
@@ -28,7 +36,7 @@ def plot_table(t: Table, path: str | os.PathLike) -> Path:
             ys.append(100 * stat[0])
             es.append(100 * stat[1] if cell.n_seeds > 1 else float("nan"))
             labels.append(f"{100 * stat[0]:.1f}" + ("*" if cell.partial else ""))
-        bars = ax.bar(xs, ys, width * 0.92, color=cmap(i % 10), label=method_label(m))
+        bars = ax.bar(xs, ys, width * 0.92, color=bar_color(cmap, i), label=method_label(m))
         ax.errorbar(xs, ys, yerr=es, fmt="none", ecolor="black", capsize=3, lw=1)
         for b, text in zip(bars, labels, strict=True):
             ax.text(
