@@ -61,7 +61,7 @@ def plot_fig2(
             ax.axvline(v.mean(), color=COLOURS[c % len(COLOURS)], lw=1, ls=":")
         ax.set(xlabel=xlabel, ylabel="density", title=f"{_label(method)}: per-group distribution", yscale="symlog")
         ax.grid(ls="--", lw=0.5, alpha=0.5)
-        ax.legend(fontsize=8, loc="upper center", framealpha=0.85)
+        ax.legend(fontsize=8, loc="upper right", framealpha=0.85)
 
         ax = axes[row, 1]
         width = 0.8 / max(1, len(order))
@@ -79,7 +79,8 @@ def plot_fig2(
         ax.grid(axis="y", ls="--", lw=0.5, alpha=0.5)
         ax.legend(fontsize=8, loc="upper right", title="hatched: minority", title_fontsize=8)
     for row in range(len(methods)):
-        axes[row, 0].set_ylim(0, ymax * 1.6 if ymax > 0 else 1)
+        # symlog axis: 1.5 decades of headroom keep the legend (upper right) above every bar
+        axes[row, 0].set_ylim(0, ymax * 40 if ymax > 0 else 1)
         axes[row, 0].set_xlim(lo, hi)
     fig.tight_layout()
     return save(fig, path)
