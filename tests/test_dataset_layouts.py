@@ -84,6 +84,16 @@ def test_multinli_jsonl_token_ids_equal_the_glue_caches(tmp_path):
     assert notes == ["token arrays converted from the MultiNLI 1.0 jsonl files"]
 
 
+def test_tokenising_in_chunks_gives_the_same_word_pieces(tmp_path):
+    from memaware.data.datasets.multinli_release import load_tokenizer, word_pieces
+
+    tok = load_tokenizer(write_tokenizer(tmp_path / "tok"))
+    texts = [r[k] for r in TABLE["multinli"] for k in ("sentence1", "sentence2")]
+    assert word_pieces(tok, texts, chunk=2) == word_pieces(tok, texts) == tok(texts, add_special_tokens=False)[
+        "input_ids"
+    ]
+
+
 def test_tokenizer_folder_without_vocabulary_is_refused(tmp_path, capsys):
     WRITERS["multinli"]["group_dro-jsonl"](tmp_path)
     empty = tmp_path / "tok"

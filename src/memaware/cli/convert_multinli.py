@@ -18,6 +18,7 @@ nothing is downloaded). Nothing is unpickled on that path."""
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from ..data.datasets.multinli import NAME
@@ -42,7 +43,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    res = convert(args.data_dir, tokenizer=args.tokenizer)
+    # tqdm writes to stderr: the bar shows on a terminal only, never with --quiet
+    res = convert(args.data_dir, tokenizer=args.tokenizer, progress=not args.quiet and sys.stderr.isatty())
     if not args.quiet:
         print(summary(res))
     return 0

@@ -142,16 +142,17 @@ def _from_caches(folder: Path) -> dict[str, Any]:
     return {"arrays": merged, "file_rows": dict(zip(GLUE_FILES, counts, strict=True)), "rows": int(sum(counts))}
 
 
-def convert(data_dir: str | Path, tokenizer: str | Path | None = None) -> dict[str, Any]:
+def convert(data_dir: str | Path, tokenizer: str | Path | None = None, progress: bool = False) -> dict[str, Any]:
     """Writes the MultiNLI token arrays ``features_path(folder)`` of the MultiNLI folder under ``data_dir``: from
     the pickled GLUE caches, or, with ``tokenizer`` (a local tokenizer folder), from the MultiNLI 1.0 jsonl files
-    and group_DRO's metadata_random.csv. Returns a summary (out, rows, file_rows, length, bytes, source)."""
+    and group_DRO's metadata_random.csv (``progress``: a bar while tokenising). Returns a summary (out, rows,
+    file_rows, length, bytes, source)."""
     root = check_root(data_dir)
     folder = dataset_folder(root)
     if tokenizer is not None:
         from ..data.datasets.multinli_release import load_tokenizer, tokenize_release
 
-        res = tokenize_release(folder, load_tokenizer(tokenizer))
+        res = tokenize_release(folder, load_tokenizer(tokenizer), progress=progress)
         source = "the MultiNLI 1.0 jsonl files"
     else:
         res = _from_caches(folder)

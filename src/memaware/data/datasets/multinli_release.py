@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from ...errors import ConfigError, DataError
 from .multinli import LABELS, RELEASE_FILES, read_random_metadata, release_dir
@@ -59,13 +60,22 @@ def truncate_pair(a: list[int], b: list[int], budget: int) -> tuple[list[int], l
     return a, b
 
 
+def word_pieces(tokenizer: Any, texts: list[str], progress: bool = False, chunk: int = 8192) -> list[list[int]]:
+    """The word-piece ids of each text (no special tokens), tokenised ``chunk`` texts at a time so that a progress
+    bar can follow the ~400k sentences of the release."""
+    out: list[list[int]] = []
+    for lo in tqdm(range(0, len(texts), chunk), desc="tokenising", unit="chunk", disable=not progress, leave=False):
+        out += tokenizer(texts[lo : lo + chunk], add_special_tokens=False)["input_ids"]
+    return out
+
+
 def encode_pairs(
-    tokenizer: Any, first: list[str], second: list[str], length: int = MAX_LENGTH
+    tokenizer: Any, first: list[str], second: list[str], length: int = MAX_LENGTH, progress: bool = False
 ) -> dict[str, np.ndarray]:
     """input_ids (N, L) int32, input_mask and segment_ids (N, L) int8 for N sentence pairs, as the GLUE caches."""
     n = len(first)
-    pieces_a = tokenizer(first, add_special_tokens=False)["input_ids"] if n else []
-    pieces_b = tokenizer(second, add_special_tokens=False)["input_ids"] if n else []
+    pieces_a = word_pieces(tokenizer, first, progress)
+    pieces_b = word_pieces(tokenizer, second, progress)
     cls, sep, pad = tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id or 0
     out = {
         "input_ids": np.full((n, length), pad, dtype=np.int32),
@@ -86,7 +96,9 @@ def encode_pairs(
     return out
 
 
-def tokenize_release(folder: Path, tokenizer: Any, length: int = MAX_LENGTH) -> dict[str, Any]:
+def tokenize_release(
+    folder: Path, tokenizer: Any, length: int = MAX_LENGTH, progress: bool = False
+) -> dict[str, Any]:
     """The token arrays (plus label_id (N,) and file_rows) for the rows of ``folder/data/metadata_random.csv``,
     read from the jsonl files; each row's jsonl label must equal its gold_label."""
     meta_path = folder / "data" / "metadata_random.csv"
@@ -123,7 +135,9 @@ def tokenize_release(folder: Path, tokenizer: Any, length: int = MAX_LENGTH) -> 
             f"{labels[line[i]]!r} (metadata and jsonl files do not belong together)"
         )
     rows = line.tolist()
-    arrays: dict[str, Any] = encode_pairs(tokenizer, [first[j] for j in rows], [second[j] for j in rows], length)
+    arrays: dict[str, Any] = encode_pairs(
+        tokenizer, [first[j] for j in rows], [second[j] for j in rows], length, progress
+    )
     arrays["label_id"] = label_id
     # rows taken from each file (lines labelled '-' are in no split, as in the caches)
     edges = np.cumsum([0, *counts])
