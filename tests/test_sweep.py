@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import sweep_fakes
 
@@ -230,14 +231,20 @@ def test_cli_sweep_over_a_real_dataset_layout(tmp_path, capsys):
     layout_fixtures.make_waterbirds(tmp_path / "data")
     argv = ["sweep", "--dataset", "Waterbirds", "--data-dir", str(tmp_path / "data"), "--methods", "groupdro"]
     argv += ["--n-hparams", "1", "--seeds", "1", "--set", "epochs=2", "--jobs", "1", "--out", str(tmp_path / "sw")]
-    assert main(argv) == 0
+    assert main([*argv, "--image-size", "16"]) == 0
     spec = json.loads((tmp_path / "sw" / "groupdro" / "comb0_seed0" / "spec.json").read_text())
     assert spec["dataset"] == "waterbirds" and spec["hparams"]["momentum"] == 0.9  # the image family
+    assert spec["image_size"] == 16 and "max_length" not in spec  # data options reach the runner
     assert (tmp_path / "sw" / "groupdro" / "comb0_seed0" / "results.json").is_file()
     capsys.readouterr()
     assert main(["table", "--sweep", str(tmp_path / "sw"), "--no-plot"]) == 0
     assert "| ✓ | ✓ | GroupDRO |" in capsys.readouterr().out
     assert main([*argv[:3], str(tmp_path), *argv[5:]]) == 2  # no Waterbirds layout there: one line, before any run
+    npz = tmp_path / "f.npz"
+    np.savez(npz, x=np.zeros((4, 2)), y=np.array([0, 1, 0, 1]), split=np.array([0, 0, 1, 2]), a=np.zeros(4, int))
+    bad = ["sweep", "--data", str(npz), "--max-length", "64", "--out", str(tmp_path / "sw2")]
+    assert _exit_code(bad) == 2 and "go with --dataset" in capsys.readouterr().err  # a features file has no texts
+    assert _exit_code([*argv, "--image-size", "0"]) == 2  # a side of 0 pixels is refused by the parser
 
 
 def _exit_code(argv: list[str]) -> int:

@@ -17,7 +17,7 @@ from ..methods import classifiers, is_reference
 from ..sweep import EXECUTORS, DataSource, Run, SlurmOptions, describe, plan_sweep, run_sweep
 from ..sweep.executors import check_executor
 from ..sweep.hparams import FAMILIES, family_for, parse_override
-from .common import SEED_MAX, comma_items, in_dir, in_file, in_path, int_range, out_dir
+from .common import INT_MAX, SEED_MAX, comma_items, in_dir, in_file, in_path, int_range, out_dir
 
 RESUME_HINT = (
     "to resume, run the same command again (finished runs are skipped, interrupted ones continue from their "
@@ -65,6 +65,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", type=in_dir, help="root folder of --dataset")
     p.add_argument("--backbone", help="backbone of --dataset runs (passed to the runner)")
     p.add_argument("--weights", type=in_path, help="backbone weights file of --dataset runs (passed to the runner)")
+    p.add_argument(
+        "--image-size", type=int_range(1, INT_MAX), default=None,
+        help="image side of --dataset image runs (default: 224)",
+    )  # fmt: skip
+    p.add_argument(
+        "--max-length", type=int_range(1, INT_MAX), default=None,
+        help="tokens kept per raw text of --dataset text runs (default: 220, the authors' CivilComments cut)",
+    )  # fmt: skip
     p.add_argument(
         "--methods", type=_methods, default="erm,mat",
         help=f"comma-separated: {', '.join(classifiers())}, or package.module:Class",
@@ -142,8 +150,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _sources(args: argparse.Namespace) -> list[DataSource]:
     if args.data:
-        if args.data_dir or args.backbone or args.weights:
-            raise ConfigError("--data-dir, --backbone and --weights go with --dataset, not --data")
+        if args.data_dir or args.backbone or args.weights or args.image_size or args.max_length:
+            raise ConfigError(
+                "--data-dir, --backbone, --weights, --image-size and --max-length go with --dataset, not --data"
+            )
         from ..data import load_npz
 
         sources = []
@@ -167,6 +177,8 @@ def _sources(args: argparse.Namespace) -> list[DataSource]:
             family_for(name) if args.family == "auto" else args.family,
             args.backbone,
             args.weights,
+            args.image_size,
+            args.max_length,
         )
         for name in args.dataset
     ]

@@ -58,10 +58,18 @@ class DataSource:
         family: str,
         backbone: str | None = None,
         weights: str | None = None,
+        image_size: int | None = None,
+        max_length: int | None = None,
     ) -> DataSource:
+        """``image_size`` / ``max_length``: the image side / the tokens kept per text, for the runner (its defaults
+        when None)."""
         spec: dict[str, Any] = {"dataset": name, "data_dir": str(Path(data_dir).resolve())}
         if backbone is not None:
             spec["backbone"] = backbone
+        if image_size is not None:
+            spec["image_size"] = int(image_size)
+        if max_length is not None:
+            spec["max_length"] = int(max_length)
         if weights is not None:
             spec["weights"] = str(Path(weights).resolve()) if Path(weights).exists() else weights
         return cls(name=name, spec=spec, family=family)
