@@ -16,7 +16,7 @@ from typing import Any
 
 from ..artifacts import atomic_writer
 from ..errors import ConfigError
-from .slurm import SlurmOptions
+from .slurm import QueueWatch, SlurmOptions
 
 EXECUTE = "memaware.sweep.runner:execute"  # (spec, run_dir) -> results; a "module:function" so that workers import it
 EXECUTE_MANY = "memaware.engine.many:execute_many"  # (specs, run_dirs) -> results; runs of one (method, data)
@@ -371,7 +371,7 @@ class SubmititExecutor:
             self.ex.update_parameters(**params)
         except (NameError, ValueError, AssertionError) as e:
             raise ConfigError(f"submitit rejected the job parameters: {str(e).splitlines()[0]}") from None
-        self._ended: dict[Any, str] = {}  # handle -> why it left the queue without results
+        self._watch = QueueWatch()  # why each job that left the queue without results did so
 
     def submit(self, batches: list[list[tuple[dict, str]]]) -> list[Any]:
         return self.ex.submit_array([RunBatch(b, self.execute, self.vectorized) for b in batches])
@@ -379,33 +379,17 @@ class SubmititExecutor:
     def wait(self, handles: list[Any]) -> list[Any]:
         while True:
             if self.cluster == "slurm":
-                self._look_at_queue(handles)
-                done = [h for h in handles if h in self._ended or h.paths.result_pickle.exists()]
+                self._watch.look(handles)
+                done = [h for h in handles if h in self._watch.ended or h.paths.result_pickle.exists()]
             else:
                 done = [h for h in handles if h.done()]
             if done:
                 return done
             time.sleep(self.poll_s)
 
-    def _look_at_queue(self, handles: list[Any]) -> None:
-        from .slurm import NEVER_RUNS, cancel, ended_reason, queue_states
-
-        states = queue_states([h.job_id for h in handles])
-        if states is None:  # squeue did not answer: conclude nothing this time
-            return
-        for h in handles:
-            if h in self._ended:
-                continue
-            state, reason = states.get(h.job_id, (None, ""))
-            if state is None and not h.paths.result_pickle.exists():  # left the queue (pickle checked after squeue)
-                self._ended[h] = ended_reason(h.job_id, h.paths.stderr)
-            elif state == "PENDING" and reason in NEVER_RUNS:
-                cancel(h.job_id)
-                self._ended[h] = f"job {h.job_id} cancelled: Slurm says it can never start ({reason})"
-
     def result(self, handle: Any) -> list[dict] | str:
-        if handle in self._ended:
-            return self._ended.pop(handle)
+        if handle in self._watch.ended:
+            return self._watch.ended.pop(handle)
         try:
             return handle.result()
         except Exception as e:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -175,7 +176,39 @@ def cancel(job_id: str) -> None:
     subprocess.run(["scancel", job_id], capture_output=True, timeout=30, check=False)
 
 
+class QueueWatch:
+    """Tells, from squeue, which submitit jobs left the queue without writing their result (``ended``: handle ->
+    why, for the sweep's report) and cancels jobs Slurm says can never start.
+
+    A job being requeued (submitit's answer to a time limit) passes through a terminal state (e.g. FAILED) for a
+    moment, when squeue does not list it, before Slurm queues it again: only a job unlisted for ``grace_s`` has
+    really left."""
+
+    def __init__(self, grace_s: float = 15.0) -> None:
+        self.grace_s = grace_s
+        self.ended: dict[Any, str] = {}
+        self._absent_since: dict[Any, float] = {}
+
+    def look(self, handles: list[Any]) -> None:
+        states = queue_states([h.job_id for h in handles])
+        if states is None:  # squeue did not answer: conclude nothing this time
+            return
+        for h in handles:
+            if h in self.ended:
+                continue
+            state, reason = states.get(h.job_id, (None, ""))
+            if state is None and not h.paths.result_pickle.exists():  # unlisted (pickle checked after squeue)
+                first = self._absent_since.setdefault(h, time.monotonic())
+                if time.monotonic() - first >= self.grace_s:
+                    self.ended[h] = ended_reason(h.job_id, h.paths.stderr)
+                continue
+            self._absent_since.pop(h, None)
+            if state == "PENDING" and reason in NEVER_RUNS:
+                cancel(h.job_id)
+                self.ended[h] = f"job {h.job_id} cancelled: Slurm says it can never start ({reason})"
+
+
 __all__ = [
     "SlurmOptions", "NEVER_RUNS", "Node", "gres_gpus", "parse_sinfo", "partition_nodes", "check_request",
-    "queue_states", "ended_reason", "cancel",
+    "queue_states", "ended_reason", "cancel", "QueueWatch",
 ]  # fmt: skip
