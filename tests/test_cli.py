@@ -230,11 +230,16 @@ def test_bad_flag_is_one_line_and_exit_2(tmp_path, capsys):
     assert exc.value.code == 2 and err.count("\n") == 1 and "--hidden takes comma-separated integers" in err
 
 
-def test_reproduce_runs_every_experiment_in_one_process(tmp_path, capsys):
-    """The main job: theorem, fig1 and fig3 in one process (fig1/fig3 change torch's thread count; theorem's
-    batched solves must not run after that change, see memaware.threads)."""
-    assert main(["reproduce", "--out", str(tmp_path), "--quiet"]) == 0
+def test_reproduce_runs_the_figures_in_one_process(tmp_path, capsys):
+    """The main job's figure stages: theorem, fig1 and fig3 in one process (fig1/fig3 change torch's thread count;
+    theorem's batched solves must not run after that change, see memaware.threads), then the claim report. Table 1
+    and Fig. 2 run in tests/test_reproduce_report.py."""
+    assert main(["reproduce", "--only", "fig3,fig1", "theorem", "--out", str(tmp_path), "--quiet"]) == 0
     assert capsys.readouterr().out == ""
     names = {p.name for p in tmp_path.iterdir()}
-    assert names == {"fig1.png", "fig1.json", "fig3.png", "fig3.json", "phase.png", "theorem.json"}
+    assert names == {"fig1.png", "fig1.json", "fig3.png", "fig3.json", "phase.png", "theorem.json", "REPORT.md",
+                     "report.html"}
     assert json.loads((tmp_path / "theorem.json").read_text())["agreement"] >= 0.9
+    report = (tmp_path / "REPORT.md").read_text()
+    assert "## Fig. 1" in report and "## Theorem 2.2" in report and "## Fig. 3" in report
+    assert "no table1.json in the results folder" in report  # the stage that did not run is said, not hidden

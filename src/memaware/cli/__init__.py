@@ -19,8 +19,9 @@ COMMANDS: list[tuple[str, str, str]] = [
     (
         "reproduce",
         "memaware.cli.reproduce",
-        "run the paper reproduction (fig1, fig3, theorem) into --out",
+        "run the whole paper reproduction (theorem, table1, fig2, fig1, fig3) and its claim report into --out",
     ),
+    ("report", "memaware.cli.report", "rebuild the claim-by-claim report of a reproduction from its JSON files"),
     (
         "fig1",
         "memaware.cli.fig1",

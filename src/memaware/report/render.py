@@ -1,0 +1,104 @@
+"""REPORT.md and a self-contained report.html (figures inlined as base64 PNG) from checked claims."""
+
+from __future__ import annotations
+
+import base64
+import html
+from collections import Counter
+from pathlib import Path
+
+from .claims import FAILS, HOLDS, NOT_COMPARABLE, THRESHOLDS, Claim
+
+MARK = {HOLDS: "✅ holds", FAILS: "❌ does not hold", NOT_COMPARABLE: "➖ not comparable"}
+COLOUR = {HOLDS: "#1b7837", FAILS: "#b2182b", NOT_COMPARABLE: "#666666"}
+
+
+def tally(claims: list[Claim]) -> str:
+    """'12 hold, 2 do not hold, 1 not comparable (of 15 claims)'."""
+    c = Counter(cl.verdict for cl in claims)
+    return (f"{c[HOLDS]} hold, {c[FAILS]} do not hold, {c[NOT_COMPARABLE]} not comparable "
+            f"(of {len(claims)} claims)")
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _sections(claims: list[Claim]) -> dict[str, list[Claim]]:
+    out: dict[str, list[Claim]] = {}
+    for c in claims:
+        out.setdefault(c.section, []).append(c)
+    return out
+
+
+def render_markdown(claims: list[Claim], header: str = "") -> str:
+    """The report as Markdown: a tally, then per section a table of claims and the section's figures."""
+    lines = ["# memaware: the paper's claims, checked on this run", ""]
+    if header:
+        lines += [header, ""]
+    lines += [f"**{tally(claims)}.** Verdict thresholds: `memaware.report.claims.THRESHOLDS` "
+              "(docs/report.md explains each).", ""]
+    for section, items in _sections(claims).items():
+        lines += [f"## {section}", "", "| claim | paper | memaware (this run) | verdict | why | re-run |",
+                  "|---|---|---|---|---|---|"]
+        for c in items:
+            lines.append(f"| {_cell(c.statement)} | {_cell(c.paper)} | {_cell(c.ours)} | {MARK[c.verdict]} | "
+                         f"{_cell(c.reason)} | `{c.command}` |")
+        figures = list(dict.fromkeys(c.figure for c in items if c.figure))
+        lines.append("")
+        lines += [f"![{section}]({f})" for f in figures]
+        lines.append("")
+    lines += ["## Thresholds", "", "| name | value |", "|---|---|"]
+    lines += [f"| `{k}` | {v:g} |" for k, v in THRESHOLDS.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _img(results: Path, name: str) -> str:
+    path = results / name
+    if not path.is_file():
+        return f'<p class="missing">figure {html.escape(name)} was not produced by this run</p>'
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f'<figure><img alt="{html.escape(name)}" src="data:image/png;base64,{data}"><figcaption>' \
+           f"{html.escape(name)}</figcaption></figure>"
+
+
+CSS = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; padding: 0 1em; color: #222; }
+table { border-collapse: collapse; width: 100%; margin: 0.5em 0 1em; font-size: 0.92em; }
+th, td { border: 1px solid #ccc; padding: 0.35em 0.5em; vertical-align: top; text-align: left; }
+th { background: #f3f3f3; }
+.verdict { font-weight: 600; white-space: nowrap; }
+code { font-size: 0.85em; background: #f6f6f6; padding: 0 0.2em; word-break: break-all; }
+figure { display: inline-block; margin: 0.5em 1em 1em 0; max-width: 48%; vertical-align: top; }
+figure img { max-width: 100%; height: auto; border: 1px solid #ddd; }
+figcaption { font-size: 0.8em; color: #555; }
+.missing { color: #b2182b; }
+"""
+
+
+def render_html(claims: list[Claim], results: Path, header: str = "") -> str:
+    """The report as one HTML page with every figure inlined (opens with no other file beside it)."""
+    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>memaware report</title>",
+             f"<style>{CSS}</style></head><body>", "<h1>memaware: the paper's claims, checked on this run</h1>"]
+    if header:
+        parts.append(f"<p>{html.escape(header)}</p>")
+    parts.append(f"<p><strong>{html.escape(tally(claims))}.</strong></p>")
+    for section, items in _sections(claims).items():
+        parts += [f"<h2>{html.escape(section)}</h2>", "<table><tr><th>claim</th><th>paper</th>"
+                  "<th>memaware (this run)</th><th>verdict</th><th>why</th><th>re-run</th></tr>"]
+        for c in items:
+            parts.append(
+                f"<tr><td>{html.escape(c.statement)}</td><td>{html.escape(c.paper)}</td>"
+                f"<td>{html.escape(c.ours)}</td><td class='verdict' style='color:{COLOUR[c.verdict]}'>"
+                f"{html.escape(MARK[c.verdict])}</td><td>{html.escape(c.reason)}</td>"
+                f"<td><code>{html.escape(c.command)}</code></td></tr>"
+            )
+        parts.append("</table>")
+        parts += [_img(results, f) for f in dict.fromkeys(c.figure for c in items if c.figure)]
+    parts.append("<h2>Thresholds</h2><table><tr><th>name</th><th>value</th></tr>")
+    parts += [f"<tr><td><code>{k}</code></td><td>{v:g}</td></tr>" for k, v in THRESHOLDS.items()]
+    parts.append("</table></body></html>")
+    return "\n".join(parts)
+
+
+__all__ = ["render_html", "render_markdown", "tally"]
