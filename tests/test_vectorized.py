@@ -27,6 +27,7 @@ HPARAMS = {
     "lc": [{"q": 0.7, "ema": 0.5, "mixup": True}, {"q": 0.8, "lambda_bias": 0.5, "estimator": "authors"}],
     "ula": [{"probe_steps": 20, "eta": 1.0}, {"probe_steps": 50, "eta": 0.5}],
     "xrm-groupdro": [{"eta": 0.01}, {"eta": 0.1, "train_groups": "held-out"}],
+    "dfr": [{"retrains": 2}, {"retrains": 3}],
 }
 SHAPES = {
     "adam": {"optimizer": "adam", "batch_size": 32},
@@ -118,12 +119,16 @@ def _check_against_fit(data, members) -> None:
             _assert_same_run(res.phases[name], phase, data)
 
 
-@pytest.mark.parametrize("method", ["erm", "groupdro", "rwg", "subg", "jtt", "xrm", "mat", "lc", "ula", "xrm-groupdro"])
+@pytest.mark.parametrize(
+    "method", ["erm", "groupdro", "rwg", "subg", "jtt", "xrm", "mat", "lc", "ula", "xrm-groupdro", "dfr"]
+)
 def test_every_method_equals_fit_minibatch_adam(data64, method):
     _check_against_fit(data64, _members(method))
 
 
-@pytest.mark.parametrize("method", ["erm", "groupdro", "subg", "jtt", "xrm", "mat", "lc", "ula", "xrm-groupdro"])
+@pytest.mark.parametrize(
+    "method", ["erm", "groupdro", "subg", "jtt", "xrm", "mat", "lc", "ula", "xrm-groupdro", "dfr"]
+)
 def test_every_method_equals_fit_full_batch_sgd_momentum(data64, method):
     _check_against_fit(data64, _members(method, "sgd-full"))
 
@@ -198,7 +203,7 @@ def _without_time(record: dict) -> dict:
     return {k: v for k, v in json.loads(json.dumps(record)).items() if k not in ("seconds", "vectorized")}
 
 
-@pytest.mark.parametrize("method", ["mat", "groupdro", "test_vectorized:Focal"])
+@pytest.mark.parametrize("method", ["mat", "groupdro", "dfr", "test_vectorized:Focal"])
 def test_train_many_gives_runner_execute_results(spec_data, tmp_path, method):
     data, path = spec_data
     specs = _specs(method, path)

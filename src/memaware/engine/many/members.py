@@ -65,10 +65,13 @@ def fast_path(method: Method) -> type[BatchedLoss] | None:
 
 
 def trainable(method: Method, model_kwargs: dict[str, Any] | None = None) -> bool:
-    """Whether the batched mode trains ``method``: a classification method with a fast path, or one whose
-    ``forward`` is ``model(x)`` (a linear head: ``engine.plain_linear_forward``; a network: no own ``forward``)."""
+    """Whether the batched mode trains ``method``: a classification method with a fast path, one whose ``forward``
+    is ``model(x)`` (a linear head: ``engine.plain_linear_forward``; a network: no own ``forward``), or one that
+    takes no step (``trains = False``, DFR: its phases train batched, its model is evaluated once)."""
     if method.task != "classification":
         return False
+    if not method.trains:
+        return True
     if fast_path(method) is not None:
         return True
     if (model_kwargs or {}).get("hidden"):

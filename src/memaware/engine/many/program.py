@@ -16,7 +16,6 @@ from ...data.groups import TEST, TRAIN, VAL, GroupData
 from ...methods import Method
 from ...methods.batched import BatchedLoss
 from ...models import all_logits, build_model, init_heads_
-from ..config import TrainConfig
 from ..fit import FitResult
 from ..loop import evaluation_due, run_epochs, step_evaluation_due
 from ..optim import make_optimizer
@@ -46,7 +45,7 @@ class Program:
         self.dtype = x_train.dtype
         self.layout = lay = Layout(prepared, data.y[train_idx], share=fast is not None, dtype=self.dtype)
         self.num_heads = prepared[0].method.num_heads
-        grid = [[self._model(prepared[int(c)].config) for c in row] for row in lay.source]
+        grid = [[self._model(prepared[int(c)]) for c in row] for row in lay.source]
         self.nets = StackedNets(grid, self.dtype, self.device)
         # each member's own model object, loaded with its selected weights at the end
         self.models = [grid[s][j] for s, j in map(lay.slot, range(len(prepared)))]
@@ -71,12 +70,15 @@ class Program:
         self.final_state: list[dict[str, torch.Tensor] | None] = [None] * C
         self.method_state: list[dict | None] = [None] * C
 
-    def _model(self, cfg: TrainConfig) -> torch.nn.Module:
-        """A member's initial model: ``build_model``'s with its heads' ``init``, as ``fit`` builds it (the data's
-        float type)."""
+    def _model(self, member: Prepared) -> torch.nn.Module:
+        """A member's initial model: ``build_model``'s with its heads' ``init`` and its method's ``init_model``, as
+        ``fit`` builds it (the data's float type)."""
+        cfg = member.config
         model = build_model(self.data.dim, self.data.num_classes, self.num_heads, seed=cfg.seed, **self.model_kwargs)
         init_heads_(model, cfg.init)
-        return model if self.dtype == torch.float32 else model.to(dtype=self.dtype)
+        model = model if self.dtype == torch.float32 else model.to(dtype=self.dtype)
+        member.method.init_model(model)  # a method fitted before the loop (DFR) writes its weights here
+        return model
 
     # ---- training ------------------------------------------------------------------------------------------
     def run(self, label: str = "", progress: bool = False) -> None:
@@ -85,7 +87,8 @@ class Program:
             self.steps,
             first=1,
             epochs=max(p.config.epochs for p in self.prepared),
-            max_steps=cfg.max_steps,
+            # a method that takes no step (DFR): one evaluation of init_model's model, as fit does
+            max_steps=cfg.max_steps if self.prepared[0].method.trains else -1,
             eval_every=cfg.eval_every,
             eval_every_steps=cfg.eval_every_steps,
             on_step_eval=self._step_evaluation,
