@@ -65,6 +65,18 @@ def spectral_norm_sq(x: torch.Tensor, iters: int = 50) -> float:
     return 1.01 * value
 
 
+def class_probs(z: torch.Tensor, binary: bool) -> torch.Tensor:
+    """Class probabilities of (n, R) logits: sigmoid(z) when ``binary`` (R = 1: the logit of class 1 against a
+    class 0 fixed at 0, i.e. softmax([0, z])[1]), else softmax over the R classes.
+
+    Written out rather than ``z.softmax(dim=1)``: torch's softmax over a short innermost axis costs ~1 ms per call
+    for n = 600 on a CPU (10x the elementwise form), and DFR's solver calls it thousands of times per run."""
+    if binary:
+        return torch.sigmoid(z)
+    e = (z - z.amax(dim=1, keepdim=True)).exp()
+    return e / e.sum(dim=1, keepdim=True)
+
+
 def l1_logistic(
     x: torch.Tensor, y: torch.Tensor, num_classes: int, C: float, intercept: bool = True, iters: int = 300,
     tol: float = 1e-5, init: tuple[torch.Tensor, torch.Tensor] | None = None,
@@ -94,17 +106,13 @@ def l1_logistic(
     w_prev, b_prev, t = w.clone(), b.clone(), 1.0
     onehot = F.one_hot(y, num_classes).double()
 
-    def logits(w_: torch.Tensor, b_: torch.Tensor) -> torch.Tensor:
-        z = x @ w_.t() + (b_ if intercept else 0.0)
-        return torch.cat([torch.zeros(n, 1, dtype=z.dtype), z], dim=1) if rows == 1 else z
+    target = onehot[:, 1:] if rows == 1 else onehot
 
     for _ in range(iters):
         t_next = (1.0 + math.sqrt(1.0 + 4.0 * t * t)) / 2.0
         mom = (t - 1.0) / t_next
         vw, vb = w + mom * (w - w_prev), b + mom * (b - b_prev)
-        g = C * (logits(vw, vb).softmax(dim=1) - onehot)  # (n, K): d(C sum CE)/dz
-        if rows == 1:
-            g = g[:, 1:]
+        g = C * (class_probs(x @ vw.t() + (vb if intercept else 0.0), rows == 1) - target)  # d(C sum CE)/dz
         u = vw - step * (g.t() @ x)
         w_new = torch.sign(u) * (u.abs() - step).clamp_min(0.0)  # prox of step * ||.||_1
         b_new = vb - step * g.sum(dim=0) if intercept else vb
