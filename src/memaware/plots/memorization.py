@@ -74,10 +74,13 @@ def plot_fig2(
             ax.bar(xs + (c - (len(order) - 1) / 2) * width, frac, width, color=COLOURS[c % len(COLOURS)],
                    hatch="//" if roles[i] == "minority" else None, edgecolor="white", label=names[i])
         ax.set_xticks(xs, INTERVAL_LABELS)
-        ax.set(xlabel=f"{xlabel} interval", ylabel="fraction of the group", ylim=(0, 1.02),
+        # headroom above 1: the legend sits there, over no bar (the end intervals often hold a whole group)
+        ax.set(xlabel=f"{xlabel} interval", ylabel="fraction of the group", ylim=(0, 1.5),
                title=f"{_label(method)}: proportion per interval")
+        ax.set_yticks(np.linspace(0, 1, 6))
         ax.grid(axis="y", ls="--", lw=0.5, alpha=0.5)
-        ax.legend(fontsize=8, loc="upper right", title="hatched: minority", title_fontsize=8)
+        ax.legend(fontsize=7, loc="upper center", ncols=2, title="hatched: minority", title_fontsize=7,
+                  framealpha=0.9)
     for row in range(len(methods)):
         # symlog axis: 1.5 decades of headroom keep the legend (upper right) above every bar
         axes[row, 0].set_ylim(0, ymax * 40 if ymax > 0 else 1)

@@ -23,7 +23,8 @@ def plot_table(t: Table, path: str | os.PathLike) -> Path:
     plt = pyplot()
     n_m, n_d = max(1, len(t.methods)), max(1, len(t.datasets))
     width = 0.8 / n_m
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * n_d * max(1.0, n_m / 3) + 1.5), 3.6))
+    # capped width: a page or README shows the chart ~1000 px wide, where a wider figure's text would shrink away
+    fig, ax = plt.subplots(figsize=(min(14.0, max(6.0, 1.6 * n_d * max(1.0, n_m / 3) + 1.5)), 4.6))
     cmap = plt.get_cmap("tab10" if n_m <= 10 else "tab20")
     for i, m in enumerate(t.methods):
         xs, ys, es, labels = [], [], [], []
@@ -39,15 +40,16 @@ def plot_table(t: Table, path: str | os.PathLike) -> Path:
         bars = ax.bar(xs, ys, width * 0.92, color=bar_color(cmap, i), label=method_label(m))
         ax.errorbar(xs, ys, yerr=es, fmt="none", ecolor="black", capsize=3, lw=1)
         for b, text in zip(bars, labels, strict=True):
+            inside = b.get_height() >= 15  # a short (or zero) bar cannot hold its label: write it above, in black
             ax.text(
                 b.get_x() + b.get_width() / 2,
-                1.5,
+                1.5 if inside else b.get_height() + 1.5,
                 text,
                 ha="center",
                 va="bottom",
                 fontsize=7,
                 rotation=90,
-                color="white",
+                color="white" if inside else "black",
             )
     ax.set_xlim(-0.5, n_d - 0.5)
     ax.set_xticks(range(len(t.datasets)))

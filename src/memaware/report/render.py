@@ -67,13 +67,38 @@ body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; 
 table { border-collapse: collapse; width: 100%; margin: 0.5em 0 1em; font-size: 0.92em; }
 th, td { border: 1px solid #ccc; padding: 0.35em 0.5em; vertical-align: top; text-align: left; }
 th { background: #f3f3f3; }
-.verdict { font-weight: 600; white-space: nowrap; }
-code { font-size: 0.85em; background: #f6f6f6; padding: 0 0.2em; word-break: break-all; }
-figure { display: inline-block; margin: 0.5em 1em 1em 0; max-width: 48%; vertical-align: top; }
+td.verdict { white-space: nowrap; }
+.badge { display: inline-block; padding: 0.1em 0.5em; border-radius: 0.7em; color: #fff; font-weight: 600;
+         font-size: 0.9em; }
+tr.rerun td { border-top: none; background: #fafafa; font-size: 0.85em; color: #555; }
+code { font-size: 0.9em; background: #f0f0f0; padding: 0 0.2em; }
+figure { display: block; margin: 0.5em 0 1.5em; }
 figure img { max-width: 100%; height: auto; border: 1px solid #ddd; }
 figcaption { font-size: 0.8em; color: #555; }
 .missing { color: #b2182b; }
+.summary td:not(:first-child), .summary th:not(:first-child) { text-align: right; width: 12em; }
 """
+
+
+def _badge(verdict: str) -> str:
+    """A coloured label (text, no emoji: a page may be opened where no emoji font is installed)."""
+    return f"<span class='badge' style='background:{COLOUR[verdict]}'>{html.escape(verdict)}</span>"
+
+
+def _summary_html(claims: list[Claim]) -> list[str]:
+    """A table of verdict counts per section, so that a reader sees at a glance where the paper held."""
+    rows = ["<table class='summary'><tr><th>result</th>" + "".join(f"<th>{_badge(v)}</th>" for v in COLOUR)
+            + "</tr>"]
+    for section, items in _sections(claims).items():
+        counts = Counter(c.verdict for c in items)
+        rows.append(f"<tr><td><a href='#{_anchor(section)}'>{html.escape(section)}</a></td>"
+                    + "".join(f"<td>{counts[v]}</td>" for v in COLOUR) + "</tr>")
+    rows.append("</table>")
+    return rows
+
+
+def _anchor(section: str) -> str:
+    return "".join(ch if ch.isalnum() else "-" for ch in section.lower())
 
 
 def render_html(claims: list[Claim], results: Path, header: str = "") -> str:
@@ -82,16 +107,18 @@ def render_html(claims: list[Claim], results: Path, header: str = "") -> str:
              f"<style>{CSS}</style></head><body>", "<h1>memaware: the paper's claims, checked on this run</h1>"]
     if header:
         parts.append(f"<p>{html.escape(header)}</p>")
-    parts.append(f"<p><strong>{html.escape(tally(claims))}.</strong></p>")
+    parts.append(f"<p><strong>{html.escape(tally(claims))}.</strong> Thresholds: the table at the end; "
+                 "docs/report.md explains each.</p>")
+    parts += _summary_html(claims)
     for section, items in _sections(claims).items():
-        parts += [f"<h2>{html.escape(section)}</h2>", "<table><tr><th>claim</th><th>paper</th>"
-                  "<th>memaware (this run)</th><th>verdict</th><th>why</th><th>re-run</th></tr>"]
+        parts += [f"<h2 id='{_anchor(section)}'>{html.escape(section)}</h2>", "<table><tr><th>claim</th>"
+                  "<th>paper</th><th>memaware (this run)</th><th>verdict</th><th>why</th></tr>"]
         for c in items:
             parts.append(
                 f"<tr><td>{html.escape(c.statement)}</td><td>{html.escape(c.paper)}</td>"
-                f"<td>{html.escape(c.ours)}</td><td class='verdict' style='color:{COLOUR[c.verdict]}'>"
-                f"{html.escape(MARK[c.verdict])}</td><td>{html.escape(c.reason)}</td>"
-                f"<td><code>{html.escape(c.command)}</code></td></tr>"
+                f"<td>{html.escape(c.ours)}</td><td class='verdict'>{_badge(c.verdict)}</td>"
+                f"<td>{html.escape(c.reason)}</td></tr>"
+                f"<tr class='rerun'><td colspan='5'>re-run: <code>{html.escape(c.command)}</code></td></tr>"
             )
         parts.append("</table>")
         parts += [_img(results, f) for f in dict.fromkeys(c.figure for c in items if c.figure)]
