@@ -47,6 +47,7 @@ CHECKED = [
 ]
 
 
+@pytest.mark.filterwarnings("ignore:JTTClassifier. T=5")  # short on purpose: tested in test_estimator_protocol
 @parametrize_with_checks(CHECKED)
 def test_sklearn_compatible(estimator, check):
     check(estimator)
