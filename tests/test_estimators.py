@@ -23,6 +23,7 @@ from memaware.estimators import (
     XRMClassifier,
     estimator_for,
     method_hparams,
+    training_defaults,
 )
 from memaware.methods import METHODS, HParam, Method, classifiers, register
 from memaware.threads import use_one_intraop_thread
@@ -34,17 +35,19 @@ def one_thread():
     use_one_intraop_thread()
 
 
-# Short full-batch runs that still pass check_classifiers_train (> 0.83 training accuracy on scaled blobs). JTT: a
-# 5-epoch identification model (after 1 epoch it flags most points); MAT: temperature 1 (at 0.1 the held-out
-# model's shift explains these spurious-free blobs and f's own training accuracy sits at the 0.83 bar).
+# Short full-batch Adam runs with a bias that still pass check_classifiers_train (> 0.83 training accuracy on scaled
+# blobs). JTT: a 5-epoch identification model (after 1 epoch it flags most points); MAT: temperature 1 (at 0.1 the
+# held-out model's shift explains these spurious-free blobs and f's own training accuracy sits at the 0.83 bar).
+FAST = {"optimizer": "adam", "bias": True}
 CHECKED = [
-    ERMClassifier(epochs=20, lr=0.1),
-    XRMClassifier(epochs=30, lr=0.1),
-    JTTClassifier(epochs=30, lr=0.1, T=5),
-    MATClassifier(epochs=30, lr=0.1, temperature=1.0),
+    ERMClassifier(epochs=20, lr=0.1, **FAST),
+    XRMClassifier(epochs=30, lr=0.1, **FAST),
+    JTTClassifier(epochs=30, lr=0.1, T=5, **FAST),
+    MATClassifier(epochs=30, lr=0.1, temperature=1.0, **FAST),
 ]
 
 
+@pytest.mark.filterwarnings("ignore:JTTClassifier. T=5")  # short on purpose: tested in test_estimator_protocol
 @parametrize_with_checks(CHECKED)
 def test_sklearn_compatible(estimator, check):
     check(estimator)
@@ -61,7 +64,11 @@ def test_one_class_per_registered_classifier():
         assert cls is estimator_for(name) and getattr(estimators, cls.__name__) is cls
         assert cls.__name__ in estimators.__all__
         params = inspect.signature(cls).parameters
-        assert {k: p.default for k, p in params.items()} == {**method_hparams(METHODS[name]), **TRAINING_PARAMS}
+        assert {k: p.default for k, p in params.items()} == {
+            **method_hparams(METHODS[name]),
+            **training_defaults(cls.method_class),
+        }
+        assert training_defaults(cls.method_class).keys() == TRAINING_PARAMS.keys()
         assert all(p.kind is p.KEYWORD_ONLY for p in params.values())
     assert set(inspect.signature(MATClassifier).parameters) >= {"temperature", "mode", "epochs", "lr", "seed"}
     assert set(inspect.signature(JTTClassifier).parameters) >= {"T", "lambda_up"}
@@ -83,7 +90,7 @@ def test_clone_round_trips():
     assert copy is not est and copy.get_params() == est.get_params()
     generic = MemawareClassifier("groupdro", {"eta": 0.1}, epochs=3)
     assert clone(generic).get_params() == generic.get_params()
-    by_class = MemawareClassifier(METHODS["mat"], {"temperature": 1.0}, epochs=30, lr=0.1)
+    by_class = MemawareClassifier(METHODS["mat"], {"temperature": 1.0}, epochs=30, lr=0.1, **FAST)
     x, y = _blobs()
     assert clone(by_class).fit(x, y).method_.temperature == 1.0
     with pytest.raises(ConfigError, match="method must be a registered name"):
@@ -93,7 +100,7 @@ def test_clone_round_trips():
 
 def test_pipeline_and_cross_val_score():
     x, y = _blobs()
-    pipe = make_pipeline(StandardScaler(), MATClassifier(epochs=30, lr=0.1, temperature=1.0))
+    pipe = make_pipeline(StandardScaler(), MATClassifier(epochs=30, lr=0.1, temperature=1.0, **FAST))
     scores = cross_val_score(pipe, x, y, cv=3)
     assert scores.shape == (3,) and scores.min() > 0.8
 
@@ -101,7 +108,7 @@ def test_pipeline_and_cross_val_score():
 def test_labels_probabilities_and_reproducibility():
     x, y = _blobs()
     labels = np.array(["ant", "bee", "cat"])[y]
-    est = ERMClassifier(epochs=30, lr=0.1, batch_size=32, hidden=(8,), validation_fraction=0.2, seed=3)
+    est = ERMClassifier(epochs=30, lr=0.1, batch_size=32, hidden=(8,), validation_fraction=0.2, seed=3, **FAST)
     proba = est.fit(x, labels).predict_proba(x)
     assert list(est.classes_) == ["ant", "bee", "cat"] and est.n_features_in_ == 2
     assert np.allclose(proba.sum(axis=1), 1.0) and est.score(x, labels) > 0.8
@@ -129,8 +136,8 @@ def test_groupdro_with_a_trains():
     data = make_setup21(n_train=400, n_val=10, n_test=400, noise_dim=0, sigma=0.0, seed=0)
     x, y, a = _train_split(data)
     x_test, y_test, a_test = _train_split(data, split=2)
-    dro = GroupDROClassifier(eta=0.1, epochs=30, lr=0.1, validation_fraction=0.25).fit(x, y, a=a)
-    erm = ERMClassifier(epochs=30, lr=0.1).fit(x, y)
+    dro = GroupDROClassifier(eta=0.1, epochs=30, lr=0.1, validation_fraction=0.25, **FAST).fit(x, y, a=a)
+    erm = ERMClassifier(epochs=30, lr=0.1, **FAST).fit(x, y)
     assert dro.fit_result_.selection == "val_wga"  # every group is in the stratified validation part
     q = dro.method_.q
     assert min(q[1], q[2]) > max(q[0], q[3])
@@ -161,7 +168,7 @@ def test_a_user_method_gets_an_estimator():
         params = inspect.signature(cls).parameters
         assert params["scale"].default == 2.0 and params["margin"].default == 0.0  # declared and plain keywords
         x, y = _blobs()
-        est = cls(scale=0.5, margin=0.1, epochs=30, lr=0.1).fit(x, y)
+        est = cls(scale=0.5, margin=0.1, epochs=30, lr=0.1, **FAST).fit(x, y)
         assert (est.method_.scale, est.method_.margin) == (0.5, 0.1) and est.score(x, y) > 0.8
         assert np.array_equal(pickle.loads(pickle.dumps(est)).predict(x), est.predict(x))
     finally:

@@ -6,8 +6,10 @@ lists the method's hyper-parameters beside the training ones, so that ``get_para
 see them. Classes for the built-in methods are attributes of this module; one registered later (a user's own
 ``Method`` subclass) gets its class from ``estimator_for`` or as ``memaware.estimators.<ClassName>Classifier``.
 
-Group attributes go to ``fit(X, y, a=...)`` (ints, -1 unknown); methods that need them (GroupDRO, RWG, SUBG) raise
-``ConfigError`` without them. See docs/estimators.md.
+The training defaults are ``memaware train --data``'s (``memaware.estimator_protocol``): full-batch SGD, lr 1e-2,
+1000 epochs, a head without bias, the last epoch kept; so ``MATClassifier()`` gives what ``memaware train --method
+mat`` gives. Group attributes go to ``fit(X, y, a=...)`` (ints, -1 unknown); methods that need them (GroupDRO, RWG,
+SUBG) raise ``ConfigError`` without them. See docs/estimators.md.
 """
 
 from __future__ import annotations
@@ -22,10 +24,19 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_array, check_consistent_length, check_is_fitted, column_or_1d
+from sklearn.utils.validation import check_consistent_length, check_is_fitted
 
 # the package's public API only (memaware/__init__.py), which stays put while the modules behind it move
-from . import METHODS, ConfigError, DataError, FitResult, GroupData, Method, TrainConfig, fit, make_method
+from . import METHODS, ConfigError, FitResult, Method, TrainConfig, fit, make_method
+from .estimator_protocol import (
+    TRAINING_DEFAULTS,
+    default_validation_fraction,
+    group_attributes,
+    group_data,
+    resolve_selection,
+    validation_mask,
+    warn_unworkable,
+)
 
 try:  # scikit-learn >= 1.6 (check_X_y / check_array plus n_features_in_ and feature_names_in_)
     from sklearn.utils.validation import validate_data
@@ -33,7 +44,7 @@ except ImportError:  # pragma: no cover - scikit-learn 1.3 to 1.5: the same, as 
     validate_data = None
 
 HPARAM_TYPES = (bool, int, float, str)
-TRAIN_SPLIT, VAL_SPLIT, TEST_SPLIT = 0, 1, 2  # GroupData split codes
+D = TRAINING_DEFAULTS  # memaware train --data's settings, read from TrainConfig (estimator_protocol)
 
 
 def method_hparams(method_cls: type[Method]) -> dict[str, Any]:
@@ -54,12 +65,15 @@ class MemawareClassifier(ClassifierMixin, BaseEstimator):
 
     ``method`` is a registered name, a ``package.module:Class`` reference or a ``Method`` subclass, and
     ``method_params`` its keyword hyper-parameters (not an instance: scikit-learn would take an object with
-    ``get_params`` for a nested estimator, which ``Method`` is not). The model is
-    linear (``hidden=()``) or an MLP; training is full batch (``batch_size=0``) or mini-batch, for ``epochs`` epochs.
-    With ``validation_fraction > 0`` a stratified (by class, and by group when ``a`` is given) part of the data is
-    held out and the checkpoint is chosen on it (``selection="auto"``: worst-group accuracy when every validation
-    example has a known group, else inferred groups or average accuracy); otherwise the last epoch is kept. The
-    same ``seed`` gives the same predictions; predictions run on a float64 CPU copy of the model.
+    ``get_params`` for a nested estimator, which ``Method`` is not). The model is linear (``hidden=()``) or an
+    MLP, trained for ``epochs`` epochs full batch (``batch_size=0``) or in mini-batches. The defaults are ``memaware
+    train --data``'s (full-batch SGD, lr 1e-2, 1000 epochs, no bias, torch's head initialisation; ``init="zeros"``
+    is the authors' Table-1 choice). Without a validation part the last epoch is kept. With
+    ``validation_fraction > 0`` a stratified (by class, and by group when ``a`` is given) part is held out and the
+    checkpoint is chosen on it (``selection="auto"``: worst-group accuracy when every validation example has a
+    known group, else the method's inferred groups, else average accuracy); a criterion that cannot be computed is
+    a ``ConfigError`` before training. The same ``seed`` gives the same predictions; predictions run on a float64
+    CPU copy of the model.
 
     Fitted attributes: ``classes_``, ``n_features_in_``, ``fit_result_`` (``memaware.FitResult``: model, history,
     selected epoch), ``method_`` (the trained ``Method``).
@@ -73,19 +87,20 @@ class MemawareClassifier(ClassifierMixin, BaseEstimator):
         method: str | type[Method] = "mat",
         method_params: dict[str, Any] | None = None,
         *,
-        epochs: int = 200,
-        lr: float = 1e-2,
-        optimizer: str = "adam",
-        momentum: float = 0.0,
-        weight_decay: float = 0.0,
-        batch_size: int = 0,
-        hidden: Sequence[int] = (),
-        activation: str = "relu",
-        bias: bool = True,
-        seed: int = 0,
-        validation_fraction: float = 0.0,
-        selection: str = "auto",
-        device: str = "cpu",
+        epochs: int = D["epochs"],
+        lr: float = D["lr"],
+        optimizer: str = D["optimizer"],
+        momentum: float = D["momentum"],
+        weight_decay: float = D["weight_decay"],
+        batch_size: int = D["batch_size"],
+        hidden: Sequence[int] = D["hidden"],
+        activation: str = D["activation"],
+        bias: bool = D["bias"],
+        init: str = D["init"],
+        seed: int = D["seed"],
+        validation_fraction: float = D["validation_fraction"],
+        selection: str = D["selection"],
+        device: str = D["device"],
     ):
         self.method = method
         self.method_params = method_params
@@ -98,6 +113,7 @@ class MemawareClassifier(ClassifierMixin, BaseEstimator):
         self.hidden = hidden
         self.activation = activation
         self.bias = bias
+        self.init = init
         self.seed = seed
         self.validation_fraction = validation_fraction
         self.selection = selection
@@ -141,17 +157,14 @@ class MemawareClassifier(ClassifierMixin, BaseEstimator):
                 "with an int array (-1 = unknown)"
             )
         if a is not None:
-            a = _group_attributes(a, name)
+            a = group_attributes(a, name)
             check_consistent_length(X, a)
         if not 0.0 <= self.validation_fraction < 1.0:
             raise ConfigError(f"validation_fraction must be in [0, 1), got {self.validation_fraction}")
-        val = self._validation_mask(y_enc, a)
-        selection = self.selection
-        if not val.any() and selection not in ("auto", "last"):
-            raise ConfigError(f"selection '{selection}' needs a validation split: set validation_fraction > 0")
-        data = _group_data(X, y_enc, a, val, len(classes), name)
-        if selection == "auto" and not val.any():
-            selection = "last"  # with a validation split, fit's 'auto': val_wga, else val_gi_wga, else val_avg
+        val = validation_mask(y_enc, a, self.validation_fraction, self.seed)
+        selection = resolve_selection(method, self.selection, val, a, name)
+        warn_unworkable(method, self.batch_size, name)
+        data = group_data(X, y_enc, a, val, len(classes), name)
         config = TrainConfig(
             epochs=self.epochs,
             lr=self.lr,
@@ -159,6 +172,7 @@ class MemawareClassifier(ClassifierMixin, BaseEstimator):
             momentum=self.momentum,
             weight_decay=self.weight_decay,
             batch_size=self.batch_size,
+            init=self.init,
             seed=self.seed,
             selection=selection,
             device=self.device,
@@ -170,21 +184,6 @@ class MemawareClassifier(ClassifierMixin, BaseEstimator):
         self.fit_result_: FitResult = result
         self.method_ = result.method
         return self
-
-    def _validation_mask(self, y: np.ndarray, a: np.ndarray | None) -> np.ndarray:
-        """(n,) bool: about ``validation_fraction`` of every class (and group) with two or more members, seeded."""
-        mask = np.zeros(len(y), dtype=bool)
-        if self.validation_fraction == 0:
-            return mask
-        strata = y if a is None else y * (int(a.max()) + 2) + (a + 1)  # a = -1 is a stratum of its own
-        rng = np.random.default_rng(self.seed)
-        for s in np.unique(strata):
-            idx = np.flatnonzero(strata == s)
-            k = min(max(int(round(self.validation_fraction * len(idx))), 1), len(idx) - 1)
-            mask[rng.permutation(idx)[:k]] = True
-        if not mask.any():
-            raise ConfigError(f"validation_fraction={self.validation_fraction} leaves no validation example")
-        return mask
 
     # ---- prediction ---------------------------------------------------------------------------------------
     def _logits(self, X: Any) -> np.ndarray:
@@ -227,32 +226,6 @@ class MemawareClassifier(ClassifierMixin, BaseEstimator):
         return self.classes_[logits.argmax(axis=1)]
 
 
-def _group_attributes(a: Any, source: str) -> np.ndarray:
-    """``a`` as a (n,) int64 array (whole-number floats and bools accepted); ``DataError`` otherwise."""
-    a = column_or_1d(check_array(a, ensure_2d=False, dtype=None))  # NaN / inf: ValueError
-    if a.dtype.kind not in "biuf" or (a.dtype.kind == "f" and not np.all(a == np.round(a))):
-        raise DataError(f"{source}: the group attributes a must be integers (-1 = unknown), found dtype {a.dtype}")
-    return a.astype(np.int64)
-
-
-def _group_data(
-    X: np.ndarray, y: np.ndarray, a: np.ndarray | None, val: np.ndarray, num_classes: int, source: str
-) -> GroupData:
-    """The rows as a ``GroupData``: training, validation (``val``) and one stand-in test row.
-
-    ``memaware.fit`` evaluates non-empty validation and test splits; without validation rows one copied training
-    row stands in (selection 'last' never looks at it), and one copied row is the test split (never reported).
-    """
-    split = np.where(val, VAL_SPLIT, TRAIN_SPLIT).astype(np.int8)
-    extra = [int(np.flatnonzero(val)[0]) if val.any() else 0]
-    extra_split = [TEST_SPLIT] if val.any() else [VAL_SPLIT, TEST_SPLIT]
-    rows = np.concatenate([np.arange(len(y)), np.array(extra * len(extra_split))])
-    split = np.concatenate([split, np.array(extra_split, dtype=np.int8)])
-    return GroupData.from_arrays(
-        X[rows], y[rows], split, None if a is None else a[rows], source=source, num_classes=num_classes
-    )
-
-
 # ---- one class per registered method -----------------------------------------------------------------------
 TRAINING_PARAMS: dict[str, Any] = {
     p.name: p.default
@@ -260,6 +233,12 @@ TRAINING_PARAMS: dict[str, Any] = {
     if p.name not in ("method", "method_params")
 }
 _BUILT: dict[str, type[MemawareClassifier]] = {}  # method name -> estimator class (rebuilt if re-registered)
+
+
+def training_defaults(method_cls: type[Method]) -> dict[str, Any]:
+    """The training parameters' defaults of ``method_cls``'s estimator: ``TRAINING_PARAMS``, with a held-out part
+    for a method that cannot train without one (DFR retrains its last layer on held-out groups)."""
+    return {**TRAINING_PARAMS, "validation_fraction": default_validation_fraction(method_cls)}
 
 
 def _class_name(name: str) -> str:
@@ -291,7 +270,7 @@ def estimator_for(name: str) -> type[MemawareClassifier]:
     kw = inspect.Parameter.KEYWORD_ONLY
     signature = inspect.Signature(
         [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
-        + [inspect.Parameter(k, kw, default=v) for k, v in {**hparams, **TRAINING_PARAMS}.items()]
+        + [inspect.Parameter(k, kw, default=v) for k, v in {**hparams, **training_defaults(method_cls)}.items()]
     )
 
     def __init__(self: MemawareClassifier, **params: Any) -> None:
@@ -347,5 +326,6 @@ __all__ = [
     "MemawareClassifier",
     "estimator_for",
     "method_hparams",
+    "training_defaults",
     *(_class_name(n) for n in _classification_methods()),
 ]
