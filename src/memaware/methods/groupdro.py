@@ -76,6 +76,34 @@ class GroupDROGrad(BatchedLoss):
         self.members.store_per_member(self.q, lambda m, v: setattr(m, "q", v))
 
 
+class MemberGroupDROGrad(GroupDROGrad):
+    """GroupDRO's fast path where every member has its own training groups (XRM+GroupDRO: groups from each member's
+    XRM phase): the same exponentiated step and weights as ``GroupDROGrad``, with the group indicator per member,
+    (S, b, M, G) instead of one per stream (S, b, G)."""
+
+    def __init__(self, members: MemberStack):
+        super().__init__(members)
+        self.groups = members.per_example(lambda m: m.groups)  # (S, n, M)
+
+    def grad(self, z: torch.Tensor, batch: StackedBatch) -> torch.Tensor:
+        logp = z[0].log_softmax(dim=0)  # (K, S, b, M)
+        classes = torch.arange(z.shape[1], device=z.device).view(-1, 1, 1, 1)
+        onehot = (batch.y.unsqueeze(0).unsqueeze(-1) == classes).to(logp.dtype)
+        ce = -(logp * onehot).sum(dim=0)  # (S, b, M)
+        dz = logp.exp_().sub_(onehot)  # softmax - onehot
+        in_group = (batch.take(self.groups).unsqueeze(-1) == self.ids).to(ce.dtype)  # (S, b, M, G)
+        if batch.present is not None:
+            in_group = in_group * batch.present.to(ce.dtype).unsqueeze(-1)
+        counts = in_group.sum(dim=1)  # (S, M, G)
+        sums = torch.einsum("sbm,sbmg->smg", ce, in_group)
+        size = counts.clamp_min(1.0)
+        q = self.q * torch.exp(self.eta * (sums / size).double() * (counts > 0))
+        q = q / q.sum(dim=-1, keepdim=True)
+        self._next_q = (batch, q)
+        w = torch.einsum("sbmg,smg->sbm", in_group, q.to(ce.dtype) / size)  # q_g(i) / n_g(i), 0 where absent
+        return dz.mul_(w).unsqueeze(0)
+
+
 @register
 class GroupDRO(Method):
     name = "groupdro"

@@ -22,7 +22,7 @@ import torch
 from ..errors import ConfigError
 from ..models import all_logits
 from .base import Phase, TrainContext
-from .groupdro import GroupDRO
+from .groupdro import GroupDRO, MemberGroupDROGrad
 from .registry import register
 from .space import HParam
 from .xrm import XRM, cross_mistake_groups
@@ -44,9 +44,8 @@ class XRMGroupDRO(GroupDRO):
     needs_train_groups = False
     infers_groups = True
     infers_train_groups = True  # the table's "~" in the e_tr column
-    # GroupDRO's fast path shares one group vector per stream of members; here each member's groups come from its
-    # own XRM phase, so the batched mode takes GroupDRO's loss through autograd instead
-    batched_loss = None
+    # each member's groups come from its own XRM phase: GroupDRO's fast path with a group indicator per member
+    batched_loss = MemberGroupDROGrad
     hparams = {
         **GroupDRO.hparams,
         "train_groups": HParam(
