@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
 from ..errors import ConfigError
+from ..lazy import lazy_module, no_grad
 from .base import Batch, Method, TrainContext
 from .registry import register
+
+torch = lazy_module("torch")
 
 
 @register
@@ -49,7 +50,7 @@ class MSERegression(Method):
     def loss(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
         return self._member_mse(logits, batch.y).sum()
 
-    @torch.no_grad()
+    @no_grad
     def after_step(self, logits: torch.Tensor, batch: Batch, model) -> None:
         self.last_mse = self._member_mse(logits, batch.y).cpu()  # of the pre-step logits, as the loss saw them
         self.step += 1

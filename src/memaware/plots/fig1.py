@@ -6,9 +6,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
+from ..lazy import lazy_module
 from . import pyplot, save
+
+torch = lazy_module("torch")
 
 CURVES = (  # (history split, key, label, colour, line style)
     ("train", "majority", "Majority train", "k", "-"),

@@ -26,7 +26,7 @@ from ...errors import ConfigError
 from ...methods import Method, TrainContext
 from ...methods.batched import BatchedLoss
 from ..config import TrainConfig
-from ..fit import FitResult, plain_linear_forward
+from ..fitting import FitResult, plain_linear_forward
 from .layout import Prepared
 from .program import Program
 

@@ -17,7 +17,7 @@ from ...methods import Method
 from ...methods.batched import BatchedLoss
 from ...models import all_logits, build_model, init_heads_
 from ..config import TrainConfig
-from ..fit import FitResult
+from ..fitting import FitResult
 from ..loop import evaluation_due, run_epochs, step_evaluation_due
 from ..optim import make_optimizer
 from .layout import Layout, Prepared
