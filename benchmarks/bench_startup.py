@@ -37,7 +37,7 @@ def main() -> None:
     args = parser.parse_args()
     times: dict[str, list[float]] = {name: [] for name in COMMANDS}
     with tempfile.TemporaryDirectory() as cwd:
-        for name, cmd in COMMANDS.items():  # one warm-up each: the file cache, not the interpreter, is warmed
+        for cmd in COMMANDS.values():  # one warm-up each: the file cache, not the interpreter, is warmed
             wall(cmd, cwd)
         for _ in range(args.repeats):
             for name, cmd in COMMANDS.items():
