@@ -20,8 +20,7 @@ import time
 MEMAWARE = [sys.executable, "-m", "memaware"]
 COMMANDS = {
     "memaware train --help": [*MEMAWARE, "train", "--help"],
-    "memaware train --data nope.npz --method erm": [*MEMAWARE, "train", "--data", "nope.npz", "--method", "erm",
-                                                    "--out", "out"],  # fmt: skip
+    "memaware train --data nope.npz --method erm": [*MEMAWARE, *"train --data nope.npz --method erm --out o".split()],
     'python -c "import torch"': [sys.executable, "-c", "import torch"],
 }
 

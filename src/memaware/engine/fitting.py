@@ -227,9 +227,7 @@ def drive(run: Run, saver: Checkpointer, start: int) -> int:
     )
 
 
-def finish(
-    run: Run, epoch: int, earlier: dict[str, FitResult], resumed: int | None, seconds: float
-) -> FitResult:
+def finish(run: Run, epoch: int, earlier: dict[str, FitResult], resumed: int | None, seconds: float) -> FitResult:
     """The model at its selected checkpoint (eval mode), inferred validation groups, curves and outputs."""
     data, cfg, method, model, selection = run.data, run.config, run.method, run.model, run.selection
     if run.steps.dual is not None:
