@@ -16,7 +16,6 @@ from .lazy import lazy_module
 torch = lazy_module("torch")
 
 
-
 def use_one_intraop_thread() -> None:
     """For CLI commands only: one intra-op thread for the rest of the process (see the module docstring)."""
     if torch.get_num_threads() != 1:

@@ -20,6 +20,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..lazy import lazy_module, no_grad
+from ..metrics import worst_group_acc
 from .base import Batch, Method, Phase, TrainContext
 from .erm import ERM
 from .probes import l1_logistic
@@ -79,7 +80,6 @@ class DFR(Method):
 
     def prepare(self, ctx: TrainContext, earlier: dict) -> None:
         from ..data.groups import VAL
-        from ..metrics import worst_group_acc
 
         data, cfg = ctx.data, ctx.config
         val = data.indices(VAL)

@@ -13,7 +13,6 @@ torch = lazy_module("torch")
 F = lazy_module("torch.nn.functional")
 
 
-
 def generalized_ce(logits: torch.Tensor, y: torch.Tensor, q: float) -> torch.Tensor:
     """(b,) generalized cross-entropy (1 - p_y^q) / q of (b, K) logits (Zhang & Sabuncu 2018; LC's biased branch).
 
