@@ -119,3 +119,24 @@ def test_three_runs_share_init_and_labels():
         max_steps=20,
     )
     assert res[0]["test_mse"] == pytest.approx(res[1]["test_mse"])  # same seed, same data, same init
+
+
+def test_regression_step_mse_read_from_the_loss():
+    """after_step reads the per-member MSE its loss computed on the same logits; without a loss call it computes
+    it: the numbers are the same either way."""
+    from memaware.methods import Batch, TrainContext, make_method
+
+    data = stack_problems([make_setup_c1(n=8, noise_dim=4, sigma=s, seed=3) for s in (0.1, 0.0)])
+    ctx = TrainContext(data, torch.arange(len(data)), TrainConfig(selection="last"), torch.Generator())
+    logits = torch.randn(len(data), 2, 1, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    batch = Batch(torch.arange(len(data)), data.y)
+    mse = []
+    for call_loss in (True, False):
+        method = make_method("mse", target_mse=1e-3)
+        method.prepare(ctx, {})
+        if call_loss:
+            method.loss(logits, batch).backward()
+        method.after_step(logits.detach(), batch, EnsembleMLP(5, [0, 1], hidden=(4,)))
+        mse.append(method.last_mse)
+    expected = (logits.detach()[:, :, 0] - data.y).pow(2).mean(dim=0)
+    assert torch.equal(mse[0], mse[1]) and torch.allclose(mse[0], expected)

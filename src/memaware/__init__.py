@@ -1,27 +1,39 @@
-"""memaware: memorization-aware training (MAT) and the experiments of 'The Pitfalls of Memorization'."""
+"""memaware: memorization-aware training (MAT) and the experiments of 'The Pitfalls of Memorization'.
 
-from .data import GroupData, load_npz, make_setup21
-from .engine import FitResult, TrainConfig, fit
+Every public name is imported on first use (``memaware.lazy``): ``import memaware`` and the ``memaware`` command's
+argument parsing stay free of torch."""
+
 from .errors import ConfigError, DataError, MemawareError
-from .methods import METHODS, Method, make_method, mat_log_shift
-from .metrics import group_report, majority_minority_acc, worst_group_acc
-from .models import MultiHeadNet, build_model
+from .lazy import lazy_exports
+
+_EXPORTS = {
+    "GroupData": "memaware.data",
+    "load_npz": "memaware.data",
+    "make_setup21": "memaware.data",
+    "FitResult": "memaware.engine",
+    "TrainConfig": "memaware.engine",
+    "fit": "memaware.engine",
+    "METHODS": "memaware.methods",
+    "Method": "memaware.methods",
+    "make_method": "memaware.methods",
+    "mat_log_shift": "memaware.methods",
+    "group_report": "memaware.metrics",
+    "majority_minority_acc": "memaware.metrics",
+    "worst_group_acc": "memaware.metrics",
+    "MultiHeadNet": "memaware.models",
+    "build_model": "memaware.models",
+    "open_dataset": "memaware.data.datasets",
+    "build_benchmark": "memaware.data.benchmarks",
+    "execute": "memaware.sweep.runner",
+    "sample_hparams": "memaware.sweep.hparams",
+    "train_many": "memaware.engine.many",
+}
+__getattr__ = lazy_exports("memaware", _EXPORTS)
 
 
-def __getattr__(name: str):
-    """Lazy exports of the heavier entry points (real datasets, benchmarks, sweeps) to keep ``import memaware`` fast."""
-    lazy = {
-        "open_dataset": "memaware.data.datasets",
-        "build_benchmark": "memaware.data.benchmarks",
-        "execute": "memaware.sweep.runner",
-        "sample_hparams": "memaware.sweep.hparams",
-        "train_many": "memaware.engine.many",
-    }
-    if name in lazy:
-        import importlib
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
 
-        return getattr(importlib.import_module(lazy[name]), name)
-    raise AttributeError(f"module 'memaware' has no attribute '{name}'")
 
 __version__ = "0.1.0"
 __all__ = [

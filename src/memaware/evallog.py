@@ -29,10 +29,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from .artifacts import atomic_writer
 from .errors import DataError
+from .lazy import lazy_module
+
+torch = lazy_module("torch")
 
 FILENAME = "evaluations.npz"
 VERSION = 1

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import torch
-
 from .data.groups import group_name
+from .lazy import lazy_module
+
+torch = lazy_module("torch")
 
 
 def group_correct(

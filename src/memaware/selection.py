@@ -18,11 +18,12 @@ import math
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-import torch
-
 from .errors import ConfigError
 from .evallog import EvalLog
+from .lazy import lazy_module
 from .metrics import group_report, report_from_counts, worst_class_acc, worst_group_acc
+
+torch = lazy_module("torch")
 
 VAL_CRITERIA = ("val_wga", "val_gi_wga", "val_worst_class", "val_avg")
 VAL_GROUP_USE = ("yes", "inferred", "no")

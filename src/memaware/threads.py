@@ -11,7 +11,9 @@ thread the experiments simply run their trainings one after the other.
 
 from __future__ import annotations
 
-import torch
+from .lazy import lazy_module
+
+torch = lazy_module("torch")
 
 
 def use_one_intraop_thread() -> None:

@@ -22,7 +22,6 @@ import sys
 from typing import Any
 
 from ..data.datasets.multinli import NAME
-from ..experiments.convert_multinli import convert
 from .common import in_dir
 
 
@@ -44,6 +43,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # tqdm writes to stderr: the bar shows on a terminal only, never with --quiet
+    from ..experiments.convert_multinli import convert  # torch: once the arguments are good
+
     res = convert(args.data_dir, tokenizer=args.tokenizer, progress=not args.quiet and sys.stderr.isatty())
     if not args.quiet:
         print(summary(res))

@@ -8,14 +8,15 @@ from __future__ import annotations
 import argparse
 import sys
 import textwrap
-
-import torch
+from typing import TYPE_CHECKING
 
 from ..data.datasets import DATASETS, MODALITIES
 from ..errors import ConfigError
-from ..experiments.features import Features, extract_features
-from ..models.backbones import BACKBONES, DEFAULT_MAX_LENGTH
+from ..models.catalog import BACKBONES, DEFAULT_MAX_LENGTH
 from .common import add_common, in_dir, in_path
+
+if TYPE_CHECKING:
+    from ..experiments.features import Features
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -51,14 +52,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"--device {args.device}: CUDA is not available on this machine")
+    if args.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {args.device}: CUDA is not available on this machine")
     if BACKBONES[args.backbone] != MODALITIES[args.dataset]:
         raise ConfigError(
             f"backbone '{args.backbone}' takes {BACKBONES[args.backbone]} input but dataset '{args.dataset}' is "
             f"{MODALITIES[args.dataset]}; choose from "
             f"{', '.join(b for b, m in BACKBONES.items() if m == MODALITIES[args.dataset])}"
         )
+    from ..experiments.features import extract_features  # torch and the backbones: once the arguments are good
+
     res = extract_features(
         args.dataset, args.data_dir, args.backbone, args.out, weights=args.weights, seed=args.seed,
         batch_size=args.batch_size, image_size=args.image_size, max_length=args.max_length, device=args.device,

@@ -9,8 +9,6 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from ..experiments.fig1 import run_fig1, save_fig1
-from ..threads import use_one_intraop_thread
 from .common import add_common
 
 
@@ -37,6 +35,9 @@ def run(args: argparse.Namespace) -> int:
             f"need epochs >= 1, sigma >= 0, n >= 1, noise-dim >= 0; got epochs={args.epochs}, "
             f"sigma={args.sigma}, n={args.n}, noise-dim={args.noise_dim}"
         )
+    from ..experiments.fig1 import run_fig1, save_fig1  # torch: once the arguments are good
+    from ..threads import use_one_intraop_thread
+
     out = Path(args.out)
     use_one_intraop_thread()
     res, fitted = run_fig1(

@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import argparse
 
-from ..data import load_npz
 from ..engine import OPTIMIZERS
 from ..errors import ConfigError
-from ..experiments.memorization import LINEAR_DEFAULT_WD, audit_config, dataset_features, run_audit
-from ..memorization.audit import audit_text
-from ..memorization.scores import AUDIT_METHODS, TARGETS
+from ..memorization.scores import AUDIT_METHODS, LINEAR_DEFAULT_WD, TARGETS
 from .common import add_common, comma_items, hidden_widths, in_dir, in_file, in_path
 
 
@@ -91,6 +88,11 @@ def run(args: argparse.Namespace) -> int:
 
         if not torch.cuda.is_available():
             raise ConfigError(f"--device {args.device}: CUDA is not available on this machine")
+    # torch, matplotlib and the estimators: once the arguments are known to be good
+    from ..data import load_npz
+    from ..experiments.memorization import audit_config, dataset_features, run_audit
+    from ..memorization.audit import audit_text
+
     if args.dataset is not None:
         data, source = dataset_features(
             args.dataset.lower(), args.data_dir, args.out, args.backbone, args.weights, args.seed, args.image_size,

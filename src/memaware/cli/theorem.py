@@ -14,8 +14,7 @@ import argparse
 import math
 from pathlib import Path
 
-from ..experiments.theorem import run_theorem
-from ..theory.sweep import DEFAULT_DIMS, DEFAULT_SIGMAS, SweepConfig, observed_regime
+from ..theory.settings import DEFAULT_DIMS, DEFAULT_SIGMAS, SweepConfig, observed_regime
 from .common import add_common
 
 
@@ -68,6 +67,8 @@ def summary(result: dict, out: Path) -> str:
 
 def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
+    from ..experiments.theorem import run_theorem  # torch and matplotlib: once the arguments are good
+
     out = Path(args.out)
     result = run_theorem(cfg, out, quiet=args.quiet)
     if not args.quiet:

@@ -14,9 +14,8 @@ from pathlib import Path
 from ..engine import SELECTIONS, TrainConfig
 from ..engine.config import DECAY_RULES, HEAD_INITS, OPTIMIZERS, SCHEDULES
 from ..errors import ConfigError
-from ..experiments.train import run_training
 from ..methods import METHODS, classifiers, is_reference, method_class
-from ..models.backbones import DEFAULT_MAX_LENGTH
+from ..models.catalog import DEFAULT_MAX_LENGTH
 from .common import add_common, hidden_widths, in_dir, in_file, in_path
 
 RESUME_HINT = "to resume, run the same command with --resume (it continues from the checkpoint in --out)"
@@ -248,6 +247,8 @@ def run(args: argparse.Namespace) -> int:
         "inferred_groups": args.inferred_groups,
         "save_model": True,
     }
+    from ..experiments.train import run_training  # torch: only once the arguments are known to be good
+
     out = Path(args.out)
     res = run_training(spec, out, resume=args.resume, progress=not args.quiet)
     if not args.quiet:

@@ -12,11 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ..artifacts import atomic_writer
 from ..errors import DataError
+from ..lazy import lazy_module
 from .files import not_npz_reason
+
+torch = lazy_module("torch")
 
 TRAIN, VAL, TEST = 0, 1, 2
 SPLIT_NAMES = {TRAIN: "train", VAL: "validation", TEST: "test"}

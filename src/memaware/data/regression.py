@@ -10,10 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import torch
-
 from ..errors import ConfigError
+from ..lazy import lazy_module
 from .groups import GroupData
+
+torch = lazy_module("torch")
 
 
 def paper_function(x: torch.Tensor) -> torch.Tensor:

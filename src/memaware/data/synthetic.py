@@ -13,10 +13,11 @@ which removes sampling noise from rho without changing the model's view of the d
 
 from __future__ import annotations
 
-import torch
-
 from ..errors import ConfigError
+from ..lazy import lazy_module
 from .groups import TEST, TRAIN, VAL, GroupData
+
+torch = lazy_module("torch")
 
 
 def _signed_code(labels: torch.Tensor, num_classes: int) -> torch.Tensor:

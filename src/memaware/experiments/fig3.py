@@ -9,14 +9,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from ..artifacts import write_json
 from ..data.regression import RegressionProblem, make_setup_c1, stack_problems
-from ..engine import TrainConfig, fit
-from ..models import EnsembleMLP
+from ..engine import TrainConfig
+from ..lazy import lazy_module
 from ..plots.fig3 import plot_fig3, plot_fig3_sweep
 from ..threads import worker_count
+
+torch = lazy_module("torch")
 
 RUNS = {"good": 1e-4, "bad": 1e-3, "ugly": 0.0}
 SWEEP_SIGMAS = (0.0, 1e-6, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 1e-1)
@@ -40,6 +40,9 @@ def train_problems(
     label: str = "fig3",
 ) -> list[dict[str, Any]]:
     """Trains one MLP per problem (all in one ensemble, one loop) and measures each on its clean sweep."""
+    from ..engine.fitting import fit  # torch: at the first training, not when the command parses
+    from ..models.heads import EnsembleMLP
+
     data = stack_problems(problems)
     model = EnsembleMLP(data.x.shape[2], init_seeds, hidden=hidden, activation="tanh")
     cfg = TrainConfig(

@@ -15,11 +15,10 @@ from ..engine import TrainConfig
 from ..errors import ConfigError
 from ..memorization.audit import gap_change, group_ids, summarize, warnings_for
 from ..memorization.estimate import estimate
-from ..memorization.scores import LINEAR_AUDIT_METHODS, MemorizationScores
+from ..memorization.scores import LINEAR_AUDIT_METHODS, LINEAR_DEFAULT_WD, MemorizationScores
 from ..plots.memorization import plot_fig2
 
 SCHEMA = "memaware.memorization/1"
-LINEAR_DEFAULT_WD = 1e-3
 LINEAR_ESTIMATORS = ("newton", "loo", "influence")  # L2-logistic heads: need weight decay > 0
 
 

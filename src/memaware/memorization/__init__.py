@@ -1,13 +1,19 @@
 """Memorization audit: per-example memorization / self-influence scores (paper Appendix B.2, eq. 8 with j = i)
 and their per-group summaries. See docs/memorization.md for each estimator's formula and target."""
 
-from .audit import audit_text, gap_change, summarize, warnings_for
-from .estimate import estimate
-from .fitting import ScoredModel, train_full_models
-from .linear import fit_logistic, linear_scores, loo_margins
-from .scores import TARGETS, MemorizationScores
-from .subsample import split_half_reliability, subsample_probs, subsample_scores
-from .trak import self_influence, trak_scores
+from ..lazy import lazy_exports
+
+_EXPORTS = {
+    **dict.fromkeys(("audit_text", "gap_change", "summarize", "warnings_for"), "audit"),
+    "estimate": "estimate",
+    **dict.fromkeys(("ScoredModel", "train_full_models"), "fitting"),
+    **dict.fromkeys(("fit_logistic", "linear_scores", "loo_margins"), "linear"),
+    **dict.fromkeys(("TARGETS", "MemorizationScores"), "scores"),
+    **dict.fromkeys(("split_half_reliability", "subsample_probs", "subsample_scores"), "subsample"),
+    **dict.fromkeys(("self_influence", "trak_scores"), "trak"),
+}
+# imported on first use (memaware.lazy): the command line reads the estimator names without torch
+__getattr__ = lazy_exports("memaware.memorization", {k: f"memaware.memorization.{m}" for k, m in _EXPORTS.items()})
 
 __all__ = [
     "MemorizationScores", "TARGETS", "estimate", "subsample_scores", "subsample_probs", "split_half_reliability",

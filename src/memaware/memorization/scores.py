@@ -15,10 +15,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import torch
 
 from ..data.groups import TRAIN, GroupData
 from ..errors import ConfigError, DataError
+from ..lazy import lazy_module
+
+torch = lazy_module("torch")
 
 # estimator -> (the quantity it targets, its units)
 TARGETS: dict[str, tuple[str, str]] = {
@@ -52,6 +54,7 @@ TARGETS: dict[str, tuple[str, str]] = {
 # methods whose trained predictor the audit scores; DFR is left out: its last layer is fitted on validation data
 AUDIT_METHODS = ("erm", "mat", "lc", "ula", "xrm-groupdro")
 # the exact linear estimators (newton / loo / influence) model an L2-logistic head: ERM's, or MAT's with its shift
+LINEAR_DEFAULT_WD = 1e-3  # the L2 weight decay of the linear estimators (newton, loo, influence) by default
 LINEAR_AUDIT_METHODS = ("erm", "mat")
 
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
+from ..lazy import lazy_module
 from .base import Batch, Method, TrainContext
 from .batched import CrossEntropyGrad
 from .registry import register
+
+torch = lazy_module("torch")
 
 
 def inverse_frequency_weights(labels: torch.Tensor) -> torch.Tensor:

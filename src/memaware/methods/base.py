@@ -18,11 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import torch
-import torch.nn.functional as F
-
 from ..errors import ConfigError
+from ..lazy import lazy_module, no_grad
 from .space import HParam
+
+torch = lazy_module("torch")
+F = lazy_module("torch.nn.functional")
 
 if TYPE_CHECKING:
     from ..data.groups import GroupData
@@ -170,7 +171,7 @@ class Method:
         """Scalar training loss of (b, H, K) logits. Must not change the method's state (``after_step`` does)."""
         raise NotImplementedError
 
-    @torch.no_grad()
+    @no_grad
     def after_step(self, logits: torch.Tensor, batch: Batch, model: torch.nn.Module) -> None:
         """Called after each optimiser step with the (pre-step, detached) training logits: state changes here."""
 
@@ -194,7 +195,7 @@ class Method:
         """Inferred group ids for validation examples (y * 2 + flag), or None if the method infers none."""
         return None
 
-    @torch.no_grad()
+    @no_grad
     def outputs(self, model: MultiHeadNet, ctx: TrainContext) -> dict[str, Any]:
         """Extra results after training (e.g. XRM's held-out logits)."""
         return {}

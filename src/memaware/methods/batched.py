@@ -9,7 +9,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import torch
+from ..lazy import lazy_module, no_grad
+
+torch = lazy_module("torch")
+
 
 if TYPE_CHECKING:
     from .base import Method
@@ -165,7 +168,7 @@ class BatchedLoss:
         """dL_m/dz (H, K, S, b, M) of every member's loss on its batch, from logits z (H, K, S, b, M)."""
         raise NotImplementedError
 
-    @torch.no_grad()
+    @no_grad
     def after_step(self, z: torch.Tensor, batch: StackedBatch) -> None:
         """Every member's ``after_step`` with the pre-step logits z of ``grad``'s call."""
 

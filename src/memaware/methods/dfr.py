@@ -18,15 +18,16 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
 from ..errors import ConfigError
+from ..lazy import lazy_module, no_grad
 from ..metrics import worst_group_acc
 from .base import Batch, Method, Phase, TrainContext
 from .erm import ERM
 from .probes import l1_logistic
 from .registry import register
 from .space import HParam
+
+torch = lazy_module("torch")
 
 C_GRID = (1.0, 0.7, 0.3, 0.1, 0.07, 0.03, 0.01)
 
@@ -49,7 +50,7 @@ def split_halves(n: int, generator: torch.Generator) -> tuple[torch.Tensor, torc
     return perm[n // 2 :], perm[: n // 2]
 
 
-@torch.no_grad()
+@no_grad
 def model_features(model: torch.nn.Module, x: torch.Tensor, batch_size: int, device: str) -> torch.Tensor:
     """(n, d_feat) float64 features phi(x) the model's last layer reads, in eval mode, batched."""
     was = model.training

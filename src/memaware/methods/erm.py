@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import torch
-
+from ..lazy import lazy_module
 from .base import Batch, Method
 from .batched import CrossEntropyGrad
 from .registry import register
+
+torch = lazy_module("torch")
 
 
 @register

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-import torch.nn.functional as F
-
+from ..lazy import lazy_module, no_grad
 from .base import Batch, Method, TrainContext
 from .batched import BatchedLoss, MemberStack, StackedBatch
 from .registry import register
 from .space import HParam, LogUniform
+
+torch = lazy_module("torch")
+F = lazy_module("torch.nn.functional")
 
 
 def group_mean_losses(losses: torch.Tensor, groups: torch.Tensor, num_groups: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -66,7 +67,7 @@ class GroupDROGrad(BatchedLoss):
             w = w * batch.present
         return dz.mul_(w).unsqueeze(0)
 
-    @torch.no_grad()
+    @no_grad
     def after_step(self, z: torch.Tensor, batch: StackedBatch) -> None:
         if self._next_q is None or self._next_q[0] is not batch:
             self.grad(z, batch)
@@ -133,7 +134,7 @@ class GroupDRO(Method):
         means, q = self._step(logits, batch)
         return (q.to(means.dtype) * means).sum()
 
-    @torch.no_grad()
+    @no_grad
     def after_step(self, logits: torch.Tensor, batch: Batch, model: torch.nn.Module) -> None:
         # the same pre-step logits as loss() saw: the same q it weighed the batch with
         self.q = self._step(logits, batch)[1]

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
+from ..lazy import lazy_module
 from .base import Batch, Method, Phase, TrainContext
 from .batched import CrossEntropyGrad
 from .erm import ERM
 from .registry import register
 from .space import Choice, EpochFraction, HParam
+
+torch = lazy_module("torch")
 
 
 def upweight(errors: torch.Tensor, lambda_up: float) -> torch.Tensor:

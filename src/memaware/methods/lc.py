@@ -27,12 +27,13 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import torch
-
+from ..lazy import lazy_module, no_grad
 from .base import Batch, Method, TrainContext
 from .probes import generalized_ce
 from .registry import register
 from .space import Choice, HParam
+
+torch = lazy_module("torch")
 
 CORRECTION_EPS = 1e-4  # the authors' LogitCorrectionLoss and correction-matrix guards
 MIXUP_RAMPUP = 0.5
@@ -149,7 +150,7 @@ class LC(Method):
             gce_mean = gce.mean()
         return self.ce(z + shift, batch) + self.lambda_bias * gce_mean
 
-    @torch.no_grad()
+    @no_grad
     def after_step(self, logits: torch.Tensor, batch: Batch, model) -> None:
         self.matrix = self._matrix(logits, batch.y)[0].cpu()
         self.step += 1

@@ -19,15 +19,16 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-import torch.nn.functional as F
-
 from ..errors import ConfigError
+from ..lazy import lazy_module, no_grad
 from .base import Batch, Method, Phase, TrainContext
 from .batched import CrossEntropyGrad, MemberStack, StackedBatch
 from .registry import register
 from .space import Choice, HParam
 from .xrm import XRM, TwinHeads, cross_mistake_groups, heldout_logits_pass, rows
+
+torch = lazy_module("torch")
+F = lazy_module("torch.nn.functional")
 
 SHIFT_EPS = 1e-6
 MODES = ("two-phase", "single-run")
@@ -177,7 +178,7 @@ class MAT(Method):
             self.twins.load_state_dict(state)
             self.heldout_buffer = state["heldout_buffer"].clone()
 
-    @torch.no_grad()
+    @no_grad
     def after_step(self, logits: torch.Tensor, batch: Batch, model) -> None:
         if self.mode == "single-run":
             self.heldout_buffer = self._single_run_buffer(logits[:, :2], batch.pos)
@@ -192,7 +193,7 @@ class MAT(Method):
             return cross_mistake_groups(logits[:, :2], y)
         return self.val_groups if split == "val" else None
 
-    @torch.no_grad()
+    @no_grad
     def outputs(self, model, ctx: TrainContext) -> dict[str, Any]:
         if self.mode == "two-phase":
             return {"heldout_logits": self.used_heldout, "phase1": self.phase1_summary}

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import math
 
-import torch
-import torch.nn.functional as F
+from ..lazy import lazy_module
+
+torch = lazy_module("torch")
+F = lazy_module("torch.nn.functional")
 
 
 def generalized_ce(logits: torch.Tensor, y: torch.Tensor, q: float) -> torch.Tensor:

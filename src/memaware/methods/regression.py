@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
 from ..errors import ConfigError
+from ..lazy import lazy_module, no_grad
 from .base import Batch, Method, TrainContext
 from .registry import register
+
+torch = lazy_module("torch")
 
 
 @register
@@ -38,6 +39,7 @@ class MSERegression(Method):
         self.frozen: list[torch.Tensor] = []
         self.step = 0
         self.single_done = False
+        self.batch_mse: torch.Tensor | None = None  # (E,) of the step's loss, read by after_step
 
     def predict_logits(self, logits: torch.Tensor) -> torch.Tensor:
         return logits.reshape(logits.shape[0], -1)  # (n, E)
@@ -47,11 +49,16 @@ class MSERegression(Method):
         return (pred - y.reshape(pred.shape)).pow(2).mean(dim=0)
 
     def loss(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
-        return self._member_mse(logits, batch.y).sum()
+        mse = self._member_mse(logits, batch.y)
+        self.batch_mse = mse.detach()  # after_step reads it: the same numbers, not computed twice per step
+        return mse.sum()
 
-    @torch.no_grad()
+    @no_grad
     def after_step(self, logits: torch.Tensor, batch: Batch, model) -> None:
-        self.last_mse = self._member_mse(logits, batch.y).cpu()  # of the pre-step logits, as the loss saw them
+        # of the pre-step logits, as the loss saw them (computed there unless a caller steps without ``loss``)
+        mse = self.batch_mse if self.batch_mse is not None else self._member_mse(logits, batch.y)
+        self.batch_mse = None
+        self.last_mse = mse.cpu()
         self.step += 1
         if len(self.done) == 1:  # a single model (plain Python scalars: this runs every step)
             mse = float(self.last_mse[0])

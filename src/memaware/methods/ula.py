@@ -20,14 +20,15 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
+from ..lazy import lazy_module, no_grad
 from .base import Batch, Method, TrainContext
 from .mat import ShiftedCrossEntropyGrad, label_given_heldout
 from .probes import fit_softmax_probe, standardize
 from .registry import register
 from .space import Choice, HParam
 from .xrm import rows
+
+torch = lazy_module("torch")
 
 SHIFT_EPS = 1e-6
 PROBE_LR = 0.01
@@ -40,7 +41,7 @@ def ula_log_shift(bias_logits: torch.Tensor, y: torch.Tensor, num_classes: int, 
     return eta * torch.log(cond[p_bias.argmax(dim=1)] + SHIFT_EPS)
 
 
-@torch.no_grad()
+@no_grad
 def frozen_features(ctx: TrainContext, index: torch.Tensor) -> torch.Tensor:
     """(len(index), d) the features a linear probe reads: the input itself on a features file, else the initial
     (pretrained) backbone's features, computed in eval mode."""
@@ -102,7 +103,7 @@ class ULA(Method):
             out["proxy_train_acc"] = self.proxy_train_acc
         return out
 
-    @torch.no_grad()
+    @no_grad
     def outputs(self, model, ctx: TrainContext) -> dict[str, Any]:
         return {"proxy_train_acc": self.proxy_train_acc}
 

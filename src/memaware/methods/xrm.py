@@ -7,13 +7,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-import torch.nn.functional as F
-
-from ..models import all_logits
+from ..lazy import lazy_module, no_grad
 from .base import Batch, Method, TrainContext
 from .batched import BatchedLoss, MemberStack, StackedBatch, softmax_grad
 from .registry import register
+
+torch = lazy_module("torch")
+F = lazy_module("torch.nn.functional")
 
 
 def random_halves(n: int, generator: torch.Generator) -> torch.Tensor:
@@ -100,6 +100,8 @@ class TwinHeads:
 
 def heldout_logits_pass(model, ctx: TrainContext, heads: tuple[int, int], twins: TwinHeads) -> torch.Tensor:
     """Held-out logits (n_train, K) for every training example, in order, from one sequential eval-mode pass."""
+    from ..models import all_logits  # models import torch at once: here, not when the registry loads
+
     logits = all_logits(model, ctx.data.x[ctx.train_idx], ctx.config.eval_batch_size, ctx.config.device)
     return twins.heldout(logits[:, list(heads)], torch.arange(len(ctx.train_idx))).float().cpu()
 
@@ -131,7 +133,7 @@ class XRMGrad(BatchedLoss):
         held_in = torch.stack([~sel, sel]).to(dz.dtype).unsqueeze(1)  # (2, 1, S, b, M): head h holds i in
         return dz.mul_(w).unsqueeze(0) * held_in
 
-    @torch.no_grad()
+    @no_grad
     def after_step(self, z: torch.Tensor, batch: StackedBatch) -> None:
         if self._step is None or self._step[0] is not batch:
             self._step = (batch, batch.take(self.held_in), batch.take(self.labels))
@@ -166,7 +168,7 @@ class XRM(Method):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.twins.load_state_dict(state)
 
-    @torch.no_grad()
+    @no_grad
     def after_step(self, logits: torch.Tensor, batch: Batch, model) -> None:
         self.twins.flip(logits, batch.pos)
 
@@ -177,7 +179,7 @@ class XRM(Method):
     def infer_groups(self, logits: torch.Tensor, y: torch.Tensor, split: str) -> torch.Tensor:
         return cross_mistake_groups(logits, y)
 
-    @torch.no_grad()
+    @no_grad
     def outputs(self, model, ctx: TrainContext) -> dict[str, Any]:
         return {
             "heldout_logits": heldout_logits_pass(model, ctx, (0, 1), self.twins),

@@ -17,15 +17,15 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
 from ..errors import ConfigError
-from ..models import all_logits
+from ..lazy import lazy_module, no_grad
 from .base import Phase, TrainContext
 from .groupdro import GroupDRO, MemberGroupDROGrad
 from .registry import register
 from .space import HParam
 from .xrm import XRM, cross_mistake_groups
+
+torch = lazy_module("torch")
 
 TRAIN_GROUP_RULES = ("cross-mistake", "held-out")
 
@@ -71,6 +71,8 @@ class XRMGroupDRO(GroupDRO):
         if self.train_groups == "held-out":
             self.groups = heldout_mistake_groups(xrm.outputs["heldout_logits"], y)
         else:
+            from ..models import all_logits  # imports torch: here, not when the registry loads
+
             x = ctx.data.x[ctx.train_idx]
             logits_ab = all_logits(xrm.model, x, ctx.config.eval_batch_size, ctx.config.device).cpu()
             self.groups = cross_mistake_groups(logits_ab[:, :2], y)
@@ -90,7 +92,7 @@ class XRMGroupDRO(GroupDRO):
             out["inferred_group_sizes"] = torch.bincount(groups, minlength=self.num_groups).tolist()
         return out
 
-    @torch.no_grad()
+    @no_grad
     def outputs(self, model, ctx: TrainContext) -> dict[str, Any]:
         return {"train_inferred_groups": self.groups.clone(), "phase1": self.phase1_summary}
 

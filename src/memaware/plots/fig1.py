@@ -6,9 +6,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
+from ..lazy import lazy_module
 from . import pyplot, save
+
+torch = lazy_module("torch")
 
 CURVES = (  # (history split, key, label, colour, line style)
     ("train", "majority", "Majority train", "k", "-"),
@@ -76,7 +78,9 @@ def plot_fig1(res: dict[str, Any], fitted: dict[str, Any], path: str | Path, tit
         Line2D([], [], ls="", marker="X", c="grey", mec="k", label="minority (a != y)"),
         Line2D([], [], c="k", lw=1.2, label="decision boundary (noise = 0)"),
     ]
-    fig.tight_layout(rect=(0, 0.035, 1, 0.965))
+    # the margins tight_layout(rect=(0, 0.035, 1, 0.965)) finds for this fixed figure, written down: it measured
+    # every text's extent, a quarter of the figure's drawing time
+    fig.subplots_adjust(left=0.064, right=0.986, bottom=0.107, top=0.922, wspace=0.254, hspace=0.205)
     fig.legend(handles=curves, loc="upper center", ncol=4, frameon=False, fontsize=10, bbox_to_anchor=(0.5, 1.0))
     fig.legend(handles=points, loc="lower center", ncol=4, frameon=False, fontsize=10, bbox_to_anchor=(0.5, 0.0))
     return save(fig, path)

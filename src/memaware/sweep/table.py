@@ -27,15 +27,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from ..errors import ConfigError, DataError, MemawareError
 from ..evallog import FILENAME as EVAL_LOG
 from ..evallog import EvalLog
+from ..lazy import lazy_module
 from ..methods import method_class
 from ..metrics import report_from_counts
 from ..selection import get_criterion, select
 from .hparams import uses_train_groups
+
+torch = lazy_module("torch")
 
 PROTOCOLS = ("per-seed", "first-seed")
 

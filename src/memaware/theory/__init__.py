@@ -10,10 +10,21 @@
 The derivation and every approximation are written down in docs/theory.md.
 """
 
-from .conditions import TheoremConditions, check_config, noise_curve_d, theorem_conditions
-from .fixed_point import FixedPoint, boundary_sigma2_d, regime_of, solve_fixed_point, solve_fixed_point_arrays
-from .logistic import LogisticFit, fit_logistic, fit_logistic_gram, fit_logistic_primal, logistic_objective
-from .sweep import SweepConfig, agreement, observed_regime, run_sweep
+from ..lazy import lazy_exports
+
+_EXPORTS = {
+    **dict.fromkeys(("TheoremConditions", "check_config", "noise_curve_d", "theorem_conditions"), "conditions"),
+    **dict.fromkeys(
+        ("FixedPoint", "boundary_sigma2_d", "regime_of", "solve_fixed_point", "solve_fixed_point_arrays"), "fixed_point"
+    ),
+    **dict.fromkeys(
+        ("LogisticFit", "fit_logistic", "fit_logistic_gram", "fit_logistic_primal", "logistic_objective"), "logistic"
+    ),
+    **dict.fromkeys(("SweepConfig", "observed_regime"), "settings"),
+    **dict.fromkeys(("agreement", "run_sweep"), "sweep"),
+}
+# imported on first use (memaware.lazy): ``theory.settings`` serves the command line without torch
+__getattr__ = lazy_exports("memaware.theory", {k: f"memaware.theory.{m}" for k, m in _EXPORTS.items()})
 
 __all__ = [
     "FixedPoint",

@@ -15,14 +15,16 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
-import torch
 
 from ...errors import ConfigError, DataError
+from ...lazy import lazy_module
 from ..groups import SPLIT_NAMES, TEST, TRAIN, VAL, GroupData
 from .tables import int_column, read_csv_columns
+
+torch = lazy_module("torch")
 
 METADATA_COLUMNS = ("id", "filename", "split", "y", "a")
 REQUIRED_COLUMNS = ("filename", "split", "y", "a")  # 'id' is carried by the standard files but never needed
@@ -31,7 +33,7 @@ IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
 # the raw input of a backbone for a batch of rows: images (b, 3, S, S), texts, or token arrays (b, L) each
-Batch = torch.Tensor | list[str] | dict[str, torch.Tensor]
+Batch: TypeAlias = "torch.Tensor | list[str] | dict[str, torch.Tensor]"  # a string: torch loads at first use
 
 
 @dataclass(frozen=True)

@@ -27,13 +27,15 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ...errors import DataError
+from ...lazy import lazy_module
 from ..groups import GroupData
 from .common import Metadata, RealDataset, check_metadata, check_root, group_data, index_column, read_metadata
 from .layouts import DatasetNotFound, Found, Layout, Located, Need, detect
 from .tables import int_column, read_csv_columns
+
+torch = lazy_module("torch")
 
 NAME = "multinli"
 NUM_CLASSES = 3

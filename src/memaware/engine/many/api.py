@@ -18,7 +18,7 @@ import torch
 from ...data.groups import GroupData
 from ...errors import ConfigError
 from ...methods import Method, make_method
-from ..fit import FitResult
+from ..result import FitResult
 from .members import Member, fast_path, train_members, trainable
 
 # hyper-parameters every member of one program shares (they fix the program's shape and schedule)

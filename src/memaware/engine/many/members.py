@@ -26,7 +26,8 @@ from ...errors import ConfigError
 from ...methods import Method, TrainContext
 from ...methods.batched import BatchedLoss
 from ..config import TrainConfig
-from ..fit import FitResult, plain_linear_forward
+from ..optimisation import plain_linear_forward
+from ..result import FitResult
 from .layout import Prepared
 from .program import Program
 

@@ -16,9 +16,9 @@ from ...data.groups import TEST, TRAIN, VAL, GroupData
 from ...methods import Method
 from ...methods.batched import BatchedLoss
 from ...models import all_logits, build_model, init_heads_
-from ..fit import FitResult
 from ..loop import evaluation_due, run_epochs, step_evaluation_due
-from ..optim import make_optimizer
+from ..optimisation import build_members
+from ..result import FitResult
 from .layout import Layout, Prepared
 from .selection import ManySelection
 from .stacked import StackedNets
@@ -51,7 +51,7 @@ class Program:
         self.models = [grid[s][j] for s, j in map(lay.slot, range(len(prepared)))]
         per_member = lambda values: self.nets.per_member(lay.per_slot(values))  # noqa: E731  (S M, 1) float64
         self.lr = per_member([p.config.lr for p in prepared])
-        optimizer = make_optimizer(
+        optimizer = build_members(
             cfg.optimizer,
             self.nets.leaves,
             self.lr,
