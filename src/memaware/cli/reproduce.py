@@ -7,6 +7,7 @@ quick (default) fits about ten minutes on two CPU cores; --size full is BENCHMAR
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -81,7 +82,9 @@ def run(args: argparse.Namespace) -> int:
         from ..experiments.reproduce import run_experiment
 
         t = time.perf_counter()
-        res = run_experiment(name, out, args.seed, progress=not args.quiet, size=size, log=say)
+        # bars on a terminal only (tqdm writes to stderr): a log file keeps the stage lines and the summary
+        bars = not args.quiet and sys.stderr.isatty()
+        res = run_experiment(name, out, args.seed, progress=bars, size=size, log=say)
         timings.append((name, time.perf_counter() - t, stage_line(name, res)))
         say(f"   {name} done in {timings[-1][1]:.1f} s: {timings[-1][2]}")
     report = write_report(out, header=f"seed {args.seed}, size {size}, stages {', '.join(stages)}")
