@@ -39,11 +39,12 @@ def plot_table(t: Table, path: str | os.PathLike) -> Path:
             labels.append(f"{100 * stat[0]:.1f}" + ("*" if cell.partial else ""))
         bars = ax.bar(xs, ys, width * 0.92, color=bar_color(cmap, i), label=method_label(m))
         ax.errorbar(xs, ys, yerr=es, fmt="none", ecolor="black", capsize=3, lw=1)
-        for b, text in zip(bars, labels, strict=True):
+        for b, text, err in zip(bars, labels, es, strict=True):
             inside = b.get_height() >= 15  # a short (or zero) bar cannot hold its label: write it above, in black
+            above = b.get_height() + (0.0 if err != err else err) + 1.5  # over the error bar's cap (nan: none)
             ax.text(
                 b.get_x() + b.get_width() / 2,
-                1.5 if inside else b.get_height() + 1.5,
+                1.5 if inside else above,
                 text,
                 ha="center",
                 va="bottom",
