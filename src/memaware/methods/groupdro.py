@@ -43,12 +43,17 @@ class GroupDROGrad(BatchedLoss):
         self.ids = torch.arange(members.first.num_groups, device=members.device)
         self._next_q: tuple | None = None
 
-    def grad(self, z: torch.Tensor, batch: StackedBatch) -> torch.Tensor:
+    @staticmethod
+    def ce_and_residual(z: torch.Tensor, batch: StackedBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(per-example cross-entropy (S, b, M), softmax - onehot (K, S, b, M)) of head 0 of logits z."""
         logp = z[0].log_softmax(dim=0)  # (K, S, b, M)
         classes = torch.arange(z.shape[1], device=z.device).view(-1, 1, 1, 1)
         onehot = (batch.y.unsqueeze(0).unsqueeze(-1) == classes).to(logp.dtype)
-        ce = -(logp * onehot).sum(dim=0)  # (S, b, M)
-        dz = logp.exp_().sub_(onehot)  # softmax - onehot
+        ce = -(logp * onehot).sum(dim=0)
+        return ce, logp.exp_().sub_(onehot)
+
+    def grad(self, z: torch.Tensor, batch: StackedBatch) -> torch.Tensor:
+        ce, dz = self.ce_and_residual(z, batch)
         in_group = (batch.take(self.groups).unsqueeze(-1) == self.ids).to(ce.dtype)  # (S, b, G)
         if batch.present is None:
             counts = in_group.sum(dim=1).unsqueeze(1)  # (S, 1, G)
@@ -87,11 +92,7 @@ class MemberGroupDROGrad(GroupDROGrad):
         self.groups = members.per_example(lambda m: m.groups)  # (S, n, M)
 
     def grad(self, z: torch.Tensor, batch: StackedBatch) -> torch.Tensor:
-        logp = z[0].log_softmax(dim=0)  # (K, S, b, M)
-        classes = torch.arange(z.shape[1], device=z.device).view(-1, 1, 1, 1)
-        onehot = (batch.y.unsqueeze(0).unsqueeze(-1) == classes).to(logp.dtype)
-        ce = -(logp * onehot).sum(dim=0)  # (S, b, M)
-        dz = logp.exp_().sub_(onehot)  # softmax - onehot
+        ce, dz = self.ce_and_residual(z, batch)
         in_group = (batch.take(self.groups).unsqueeze(-1) == self.ids).to(ce.dtype)  # (S, b, M, G)
         if batch.present is not None:
             in_group = in_group * batch.present.to(ce.dtype).unsqueeze(-1)
