@@ -12,17 +12,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import subprocess
 import sys
 import tempfile
-import time
 
-
-def wall(cmd: list[str], cwd: str) -> float:
-    t0 = time.perf_counter()
-    subprocess.run(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
-    return time.perf_counter() - t0
+from command_timing import print_times, time_rounds
 
 
 def commands(args: argparse.Namespace, out: str) -> dict[str, list[str]]:
@@ -48,14 +41,8 @@ def main() -> None:
     parser.add_argument("--only", choices=("fig1", "fig3"))
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as cwd:
-        cmds = commands(args, cwd)
-        times: dict[str, list[float]] = {name: [] for name in cmds}
-        for _ in range(args.repeats):
-            for name, cmd in cmds.items():
-                times[name].append(wall(cmd, cwd))
-    print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs; {args.repeats} rounds")
-    for name, ts in times.items():
-        print(f"{name:<48} best {min(ts):6.2f} s   median {statistics.median(ts):6.2f} s")
+        times = time_rounds(commands(args, cwd), cwd, args.repeats)
+    print_times(times, args.repeats)
 
 
 if __name__ == "__main__":

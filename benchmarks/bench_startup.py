@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import subprocess
 import sys
 import tempfile
-import time
+
+from command_timing import print_times, time_rounds, wall
 
 MEMAWARE = [sys.executable, "-m", "memaware"]
 COMMANDS = {
@@ -23,12 +22,6 @@ COMMANDS = {
     "memaware train --data nope.npz --method erm": [*MEMAWARE, *"train --data nope.npz --method erm --out o".split()],
     'python -c "import torch"': [sys.executable, "-c", "import torch"],
 }
-
-
-def wall(cmd: list[str], cwd: str) -> float:
-    t0 = time.perf_counter()
-    subprocess.run(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
-    return time.perf_counter() - t0
 
 
 def main() -> None:
@@ -41,16 +34,11 @@ def main() -> None:
         env = f"PYTHONPATH={os.path.abspath(args.before)}"
         for name in list(COMMANDS)[:2]:
             commands[f"{name} (before)"] = ["env", env, *COMMANDS[name]]
-    times: dict[str, list[float]] = {name: [] for name in commands}
     with tempfile.TemporaryDirectory() as cwd:
         for cmd in commands.values():  # one warm-up each: the file cache, not the interpreter, is warmed
-            wall(cmd, cwd)
-        for _ in range(args.repeats):
-            for name, cmd in commands.items():
-                times[name].append(wall(cmd, cwd))
-    print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs; {args.repeats} rounds")
-    for name, ts in times.items():
-        print(f"{name:<57} median {statistics.median(ts):.3f} s   best {min(ts):.3f} s")
+            wall(cmd, cwd, check=False)
+        times = time_rounds(commands, cwd, args.repeats, check=False)  # an argument error exits 2, by design
+    print_times(times, args.repeats, width=57)
 
 
 if __name__ == "__main__":
