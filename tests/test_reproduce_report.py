@@ -118,3 +118,24 @@ def test_reproduce_only_table1_writes_the_table_and_its_report_section(tmp_path,
     section = report.split("## Table 1")[1].split("\n## ")[0]
     assert section.count("smoke size") == 12  # 3 claims x 4 analogues, none judged at the smoke size
     assert "![Table 1](table1_val_wga.png)" in section
+
+
+def test_report_says_what_each_section_ran_on(tmp_path):
+    """The data behind Table 1 and Fig. 2 (e.g. TF-IDF where MiniLM is missing) is written beside the claims."""
+    table1 = _table1(0.80, 0.50, 0.80)
+    table1["size"] = {"name": "quick", "n_hparams": 3, "seeds": 2, "setup21": [2, 2, 1000]}
+    table1["analogues"]["adult"].update(description="FineFoods-like, tfidf features (MiniLM not installed)", n=5000,
+                                        dim=5000, runs=66, data_seconds=1.5, sweep_seconds=35.5)  # fmt: skip
+    fig2 = {"seed": 0, "size": "quick", "panels": {"setup21": {
+        "source": "Setup 2.1, sigma = 0.5", "estimator": "newton", "num_models": None, "config": {"epochs": 1000},
+        "gap_change": {"erm_gap": 0.5, "mat_gap": 0.2}, "seconds": 3.2}}}  # fmt: skip
+    (tmp_path / "table1.json").write_text(json.dumps(table1))
+    (tmp_path / "fig2.json").write_text(json.dumps(fig2))
+    write_report(tmp_path)
+    md = (tmp_path / "REPORT.md").read_text()
+    assert "3 hyper-parameter combinations x 2 seeds per analogue (Setup 2.1: 2x2)" in md
+    assert ("- `adult` (CelebA analogue): FineFoods-like, tfidf features (MiniLM not installed); n = 5000, 5000 "
+            "features; 66 runs, 37 s.") in md  # fmt: skip
+    assert "- `setup21`: Setup 2.1, sigma = 0.5; newton estimator; heads trained with epochs 1000; 3 s." in md
+    page = (tmp_path / "report.html").read_text()
+    assert "<li><code>adult</code> (CelebA analogue): FineFoods-like, tfidf features" in page

@@ -11,6 +11,7 @@ from typing import Any
 from ..artifacts import atomic_writer
 from ..errors import DataError
 from .claims import CHECKS, FAILS, HOLDS, NOT_COMPARABLE, THRESHOLDS, Claim, check_claims
+from .notes import section_notes
 from .render import render_html, render_markdown, tally
 
 STAGE_FILES = {stage: f"{stage}.json" for stage, _ in CHECKS}
@@ -39,9 +40,9 @@ def write_report(results: str | Path, header: str = "") -> dict[str, Any]:
     loaded = load_results(results)
     if all(v is None for v in loaded.values()):
         raise DataError(f"--results {results}: no {', '.join(STAGE_FILES.values())} in it (run memaware reproduce)")
-    claims = check_claims(loaded)
+    claims, notes = check_claims(loaded), section_notes(loaded)
     md, page = results / "REPORT.md", results / "report.html"
-    text, page_text = render_markdown(claims, header), render_html(claims, results, header)
+    text, page_text = render_markdown(claims, header, notes), render_html(claims, results, header, notes)
     atomic_writer(md, lambda p: p.write_text(text), ".md")
     atomic_writer(page, lambda p: p.write_text(page_text), ".html")
     return {"claims": claims, "tally": tally(claims), "markdown": md, "html": page}

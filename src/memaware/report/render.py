@@ -31,8 +31,9 @@ def _sections(claims: list[Claim]) -> dict[str, list[Claim]]:
     return out
 
 
-def render_markdown(claims: list[Claim], header: str = "") -> str:
-    """The report as Markdown: a tally, then per section a table of claims and the section's figures."""
+def render_markdown(claims: list[Claim], header: str = "", notes: dict[str, list[str]] | None = None) -> str:
+    """The report as Markdown: a tally, then per section a table of claims, what it ran on (``notes``: {section:
+    lines}) and the section's figures."""
     lines = ["# memaware: the paper's claims, checked on this run", ""]
     if header:
         lines += [header, ""]
@@ -46,6 +47,8 @@ def render_markdown(claims: list[Claim], header: str = "") -> str:
                          f"{_cell(c.reason)} | `{c.command}` |")
         figures = list(dict.fromkeys(c.figure for c in items if c.figure))
         lines.append("")
+        if (notes or {}).get(section):
+            lines += ["Ran on:", ""] + [f"- {line}" for line in notes[section]] + [""]
         lines += [f"![{section}]({f})" for f in figures]
         lines.append("")
     lines += ["## Thresholds", "", "| name | value |", "|---|---|"]
@@ -97,11 +100,19 @@ def _summary_html(claims: list[Claim]) -> list[str]:
     return rows
 
 
+def _inline_code(line: str) -> str:
+    """A Markdown line's `code` spans as <code>, the rest escaped."""
+    pieces = html.escape(line).split("`")
+    return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(pieces))
+
+
 def _anchor(section: str) -> str:
     return "".join(ch if ch.isalnum() else "-" for ch in section.lower())
 
 
-def render_html(claims: list[Claim], results: Path, header: str = "") -> str:
+def render_html(
+    claims: list[Claim], results: Path, header: str = "", notes: dict[str, list[str]] | None = None
+) -> str:
     """The report as one HTML page with every figure inlined (opens with no other file beside it)."""
     parts = ["<!doctype html><html><head><meta charset='utf-8'><title>memaware report</title>",
              f"<style>{CSS}</style></head><body>", "<h1>memaware: the paper's claims, checked on this run</h1>"]
@@ -121,6 +132,9 @@ def render_html(claims: list[Claim], results: Path, header: str = "") -> str:
                 f"<tr class='rerun'><td colspan='5'>re-run: <code>{html.escape(c.command)}</code></td></tr>"
             )
         parts.append("</table>")
+        if (notes or {}).get(section):
+            parts.append("<p>Ran on:</p><ul>" + "".join(f"<li>{_inline_code(line)}</li>" for line in notes[section])
+                         + "</ul>")
         parts += [_img(results, f) for f in dict.fromkeys(c.figure for c in items if c.figure)]
     parts.append("<h2>Thresholds</h2><table><tr><th>name</th><th>value</th></tr>")
     parts += [f"<tr><td><code>{k}</code></td><td>{v:g}</td></tr>" for k, v in THRESHOLDS.items()]
