@@ -10,11 +10,9 @@ Protocols: ``per-seed`` (default): for every seed, the combination with the best
 (ties: the lower combination index); ``first-seed``: the combination best on the first seed, reported over all
 seeds (the authors' read_results). The std is over seeds with ddof = 0, as the authors compute it.
 
-Each run's score and test numbers are those of the evaluation the criterion chooses: read from the run's
-``evaluations.npz`` with ``memaware.selection`` when it has one (so any registered criterion, including one written
-after the sweep, works), else from results.json's ``criteria`` (older sweeps: the four criteria computed in training).
-Formatting lives in ``table_format``.
-"""
+A run's score and test numbers are those of the evaluation the criterion chooses, from its ``evaluations.npz``
+(any registered criterion, even one written after the sweep) or else results.json's ``criteria`` (older sweeps).
+Formatting lives in ``table_format``."""
 
 from __future__ import annotations
 
