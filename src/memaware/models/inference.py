@@ -11,9 +11,8 @@ batch size, one compiled form per input size (C, H, W):
   ``optimize_for_inference``: batch norms folded into the convolutions, oneDNN fusions). Needs nothing more than
   torch.
 
-``auto`` (the default) takes ``onnxruntime`` when it is installed, else ``torch``; ``feature_engine`` says which one
-ran so that reports can name it. BENCHMARKS.md ("Feature extraction") has both engines' rates next to eager
-PyTorch. Both give eager PyTorch's outputs up to float32 rounding of the fused arithmetic (max abs difference
+``auto`` (the default) takes ``onnxruntime`` when it is installed, else ``torch`` (``feature_engine`` says which).
+BENCHMARKS.md ("FashionBirds feature extraction") has both engines' rates next to eager PyTorch. Both give eager PyTorch's outputs up to float32 rounding of the fused arithmetic (max abs difference
 ~1e-5 on EfficientNet-Lite0 features; tests/test_feature_speed.py pins it below 1e-4).
 """
 

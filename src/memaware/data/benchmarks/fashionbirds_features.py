@@ -5,10 +5,10 @@ This puts the benchmark in the paper's regime: a linear head on 1280 pretrained 
 can fit its few minority examples through directions the majority does not use (it memorizes them), which a head
 on 784 raw pixels cannot. Extraction renders the next batch in a second thread while the network, compiled for
 inference (``models.inference``: ONNX Runtime when installed, else frozen torch), embeds the current one
-(BENCHMARKS.md, "Feature extraction", has the rates). The features of each split are cached under
-``<cache dir>/fashionbirds/`` in a file named by a hash of everything that decides them (every row's garment,
-background and crop, the render constants, the weights file's SHA-256), so preparing twice, or another seed's
-sweep of the same data, costs nothing, and any change recomputes.
+(BENCHMARKS.md, "FashionBirds feature extraction", has the rates). The features of each split are cached
+under ``<cache dir>/fashionbirds/`` in a file named by a hash of everything that decides them (every row's
+garment, background and crop, the render constants, the weights file's SHA-256), so preparing twice, or another
+seed's sweep of the same data, costs nothing, and any change recomputes.
 """
 
 from __future__ import annotations
