@@ -12,8 +12,9 @@ batch size, one compiled form per input size (C, H, W):
   torch.
 
 ``auto`` (the default) takes ``onnxruntime`` when it is installed, else ``torch`` (``feature_engine`` says which).
-BENCHMARKS.md ("FashionBirds feature extraction") has both engines' rates next to eager PyTorch. Both give eager PyTorch's outputs up to float32 rounding of the fused arithmetic (max abs difference
-~1e-5 on EfficientNet-Lite0 features; tests/test_feature_speed.py pins it below 1e-4).
+BENCHMARKS.md ("FashionBirds feature extraction") has both engines' rates next to eager PyTorch. Both give eager
+PyTorch's outputs up to float32 rounding of the fused arithmetic (max abs difference ~1e-5 on EfficientNet-Lite0
+features; tests/test_feature_speed.py pins it below 1e-4).
 """
 
 from __future__ import annotations
