@@ -16,7 +16,7 @@ from memaware.engine.optimisation import build_members, build_single, strategy_f
 from memaware.errors import ConfigError
 from memaware.lazy import lazy_module, no_grad
 from memaware.methods import ERM, make_method
-from memaware.models import build_model
+from memaware.models import EnsembleMLP, build_model
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +47,13 @@ def test_each_run_gets_its_strategy(wide):
     assert _strategy(wide, full_sgd, bias=True) == "rules"  # W = s W0 + C^T X has no bias term
     assert _strategy(wide, full_sgd, method=Tempered()) == "rules"
     assert _strategy(wide, full_sgd, method=make_method("mat")) == "gram"  # declares a plain linear forward
+    adam = TrainConfig(epochs=2, optimizer="adam")
+    mlp = EnsembleMLP(wide.dim, [0], hidden=(8,))
+    assert strategy_for(adam, make_method("mse"), mlp, wide.x, False) == "analytic"  # Fig. 3: hand-derived backward
+    assert strategy_for(dataclasses.replace(adam, analytic=False), make_method("mse"), mlp, wide.x, False) == "rules"
+    gelu = EnsembleMLP(wide.dim, [0], hidden=(8,), activation="gelu")  # its backward needs the pre-activation
+    assert strategy_for(adam, make_method("mse"), gelu, wide.x, False) == "rules"
+    assert strategy_for(adam, ERM(), mlp, wide.x, False) == "rules"  # no closed-form output gradient
 
 
 def test_build_single_and_members_objects(wide):

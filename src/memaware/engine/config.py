@@ -36,6 +36,8 @@ class TrainConfig:
     # (the authors' code zeroes its linear heads); hidden layers and backbones are never zeroed
     init: str = "default"
     dual: bool = True  # full-batch SGD of a linear model through its Gram matrix when cheaper (memaware.dual)
+    # an MLP regression stepped through its hand-derived backward, bit-identical to autograd (engine.optimisation)
+    analytic: bool = True
     history_splits: tuple[str, ...] = ()
     eval_batch_size: int = 8192
     # end-to-end fine-tuning (a backbone): learning-rate schedule over the run's steps and its warm-up share

@@ -196,7 +196,7 @@ def single_run_steps(
     opt = build_single(cfg, method, model, x_train, -(-pool // bs), end_to_end)
     return SingleRunSteps(
         method, model, opt.optimizer, x_train, data.y[train_idx].to(cfg.device), groups, num_groups, bs, generator,
-        weights, loss_weights, opt.dual, opt.schedule, cfg.clip_grad_norm,
+        weights, loss_weights, opt.dual, opt.schedule, cfg.clip_grad_norm, opt.strategy == "analytic",
     )  # fmt: skip
 
 

@@ -72,7 +72,10 @@ def run_epochs(
     epoch = first - 1
     show = progress and sys.stderr.isatty()
     step_eval = on_step_eval if on_step_eval is not None else on_eval
-    for epoch in tqdm(range(first, epochs + 1), desc=label, disable=not show, leave=False):
+    # no tqdm object at all when no bar shows: constructing one starts tqdm's monitor thread, and a process with a
+    # second thread alive may not fork its side-by-side workers (memaware.threads.can_fork)
+    epoch_range = range(first, epochs + 1)
+    for epoch in tqdm(epoch_range, desc=label, leave=False) if show else epoch_range:
         for payload in steps.epoch():
             if max_steps and steps.steps >= max_steps:
                 break

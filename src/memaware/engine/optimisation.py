@@ -1,6 +1,6 @@
 """The one home of optimiser construction: which update strategy a run takes, and the objects that carry it out.
 
-Three strategies, chosen per run by ``strategy_for``:
+Four strategies, chosen per run by ``strategy_for``:
 
 - ``"torch"``: a backbone is fine-tuned end to end (``fit(..., model_factory=...)``). ``torch.optim`` with weight
   decay per parameter group and a ``LambdaLR`` warm-up/decay schedule (``torch_optim``). Importing torch.optim
@@ -11,6 +11,12 @@ Three strategies, chosen per run by ``strategy_for``:
 - ``"rules"``: everything else on features (heads, MLPs, the Fig. 3 ensembles), and every member of a batched
   program (``engine.many``): the hand-written SGD / Adam / AdamW of ``optim`` (torch.optim's exact formulas), whose
   hyper-parameters may be per-member tensors, without torch.optim's import cost (longer than a Fig. 1 run).
+- ``"analytic"``: the ``"rules"`` optimiser on a model that backpropagates by hand (``EnsembleMLP.backward_into``)
+  and a method with a closed-form output gradient (``Method.loss_and_gradient``: the Fig. 3 regression). No
+  autograd graph is built per step, and the parameters and gradients are views of one flat buffer each
+  (``flatten_parameters``), so Adam's update is seven kernels instead of seven per parameter. The kernels are those
+  autograd and the per-parameter update run, so the iterates are the same bit for bit (tests/test_fig3.py); a
+  step of the Fig. 3 MLP takes 0.47 instead of 0.74 ms (BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from .dual import DualSGD
 from .optim import SGD, Adam, Hyper, make_optimizer
 from .torch_optim import make_schedule, make_torch_optimizer, warmup_steps_for
 
-STRATEGIES = ("torch", "gram", "rules")
+STRATEGIES = ("torch", "gram", "rules", "analytic")
 
 
 @dataclass
@@ -65,7 +71,32 @@ def strategy_for(
         and method.active_positions is None
         and DualSGD.applicable(model, len(x_train), x_train[0].numel(), cfg)
     )
-    return "gram" if gram else "rules"
+    if gram:
+        return "gram"
+    analytic = (
+        cfg.analytic
+        and method.analytic_gradient
+        and plain_linear_forward(type(method))  # forward is model(x)
+        and bool(getattr(model, "analytic_backward", False))
+    )
+    return "analytic" if analytic else "rules"
+
+
+def flatten_parameters(model: torch.nn.Module) -> torch.nn.Parameter:
+    """Makes every trainable parameter of ``model`` a view of one flat buffer and its ``.grad`` a view of one flat
+    gradient buffer; returns the flat buffer as a leaf whose ``.grad`` is that gradient, for the optimiser."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    flat = torch.cat([p.detach().reshape(-1) for p in params])
+    grad = torch.zeros_like(flat)
+    offset = 0
+    for p in params:
+        k = p.numel()
+        p.data = flat[offset : offset + k].view_as(p)
+        p.grad = grad[offset : offset + k].view_as(p)
+        offset += k
+    leaf = torch.nn.Parameter(flat)  # shares the storage the model's parameters now view
+    leaf.grad = grad
+    return leaf
 
 
 def build_single(
@@ -81,7 +112,8 @@ def build_single(
         if cfg.head_dropout:
             set_head_dropout(model, cfg.head_dropout)
         return Optimisation(strategy, optimizer, schedule)
-    optimizer = make_optimizer(cfg.optimizer, model.parameters(), cfg.lr, cfg.momentum, cfg.weight_decay)
+    params = [flatten_parameters(model)] if strategy == "analytic" else model.parameters()
+    optimizer = make_optimizer(cfg.optimizer, params, cfg.lr, cfg.momentum, cfg.weight_decay)
     dual = DualSGD(model, x_train, cfg.lr, cfg.weight_decay) if strategy == "gram" else None
     return Optimisation(strategy, optimizer, dual=dual)
 
@@ -94,4 +126,7 @@ def build_members(
     return make_optimizer(name, leaves, lr, momentum, weight_decay)
 
 
-__all__ = ["STRATEGIES", "Optimisation", "plain_linear_forward", "strategy_for", "build_single", "build_members"]
+__all__ = [
+    "STRATEGIES", "Optimisation", "plain_linear_forward", "strategy_for", "flatten_parameters", "build_single",
+    "build_members",
+]  # fmt: skip

@@ -35,8 +35,10 @@ class SingleRunSteps:
         dual: DualSGD | None = None,
         schedule=None,
         clip_grad_norm: float = 0.0,
+        analytic: bool = False,
     ):
         self.method, self.model, self.optimizer, self.dual, self.schedule = method, model, optimizer, dual, schedule
+        self.analytic = analytic  # the hand-derived backward of engine.optimisation's "analytic" strategy
         self.clip_grad_norm = clip_grad_norm  # > 0: the gradient's L2 norm over all parameters is capped there
         self.x, self.y, self.groups, self.num_groups = x_train, y_train, groups, num_groups
         self.n, self.bs, self.generator = len(y_train), batch_size, generator
@@ -76,6 +78,14 @@ class SingleRunSteps:
             loss = self.method.loss(logits, batch)
             loss.backward()
             self.dual.step(logits)
+        elif self.analytic:  # the same gradients as loss.backward(), without building a graph
+            with torch.no_grad():
+                logits, inputs = self.model.forward_saving(xb)
+                loss, grad_logits = self.method.loss_and_gradient(logits, batch)
+                self.model.backward_into(inputs, grad_logits)
+                if self.clip_grad_norm:
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_grad_norm)
+            self.optimizer.step()
         else:
             logits = self.method.forward(self.model, xb)
             loss = self.method.loss(logits, batch)

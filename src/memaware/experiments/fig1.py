@@ -4,7 +4,6 @@ noise) trained on the same data seed, their final majority / minority accuracies
 from __future__ import annotations
 
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,8 +12,9 @@ from ..artifacts import write_json
 from ..data import TEST, TRAIN, GroupData, make_setup21
 from ..engine import FitResult, TrainConfig, fit
 from ..metrics import majority_minority_acc
+from ..plots import pyplot
 from ..plots.fig1 import plot_fig1
-from ..threads import worker_count
+from ..threads import run_side_by_side
 
 
 @dataclass(frozen=True)
@@ -78,10 +78,10 @@ def run_fig1(
         kwargs = {"temperature": temperature, "mode": mat_mode} if run.method == "mat" else {}
         return fit(datasets[run.sigma], run.method, cfg, **kwargs)
 
-    # the runs are independent and latency-bound: side by side when torch uses one intra-op thread
+    # the runs are independent and latency-bound: side by side (worker processes where it is safe, memaware.threads)
+    # when torch uses one intra-op thread, importing matplotlib for the figure meanwhile
     order = sorted(runs, key=lambda r: r.method != "mat")  # the longest (XRM + MAT) first
-    with ThreadPoolExecutor(max_workers=worker_count(min(parallel, len(runs)))) as pool:
-        fits = list(pool.map(train, order))
+    fits = run_side_by_side(train, order, parallel, meanwhile=pyplot)
     by_key = {r.key: f for r, f in zip(order, fits, strict=True)}
     results, fitted = {}, {}
     for run in runs:

@@ -5,7 +5,6 @@ its fit rides on the input noise; the three runs of the figure and a sweep over 
 from __future__ import annotations
 
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +12,9 @@ from ..artifacts import write_json
 from ..data.regression import RegressionProblem, make_setup_c1, stack_problems
 from ..engine import TrainConfig
 from ..lazy import lazy_module
+from ..plots import pyplot
 from ..plots.fig3 import plot_fig3, plot_fig3_sweep
-from ..threads import worker_count
+from ..threads import run_side_by_side
 
 torch = lazy_module("torch")
 
@@ -77,18 +77,19 @@ def train_problems(
 def _train_each(
     items: list[tuple[str, RegressionProblem, int]], max_steps: int, progress: bool, workers: int = 2
 ) -> dict[str, dict[str, Any]]:
-    """One model per (label, problem, init seed), up to ``workers`` at a time (``memaware.threads``).
+    """One model per (label, problem, init seed), up to ``workers`` at a time in worker processes
+    (``threads.run_side_by_side``); matplotlib is imported meanwhile, for the figure that follows.
 
-    For these small MLPs one model per thread beats an ensemble: an ensemble steps every member until the
-    slowest reaches the target, and batched matmuls of 20 x 300 blocks gain little on a CPU (BENCHMARKS.md).
+    For these small MLPs one model per core beats an ensemble: an ensemble steps every member until the
+    slowest reaches the target, and batched matmuls of 20 x 300 blocks gain nothing on a CPU (BENCHMARKS.md).
     """
 
     def train(item: tuple[str, RegressionProblem, int]) -> dict[str, Any]:
         label, p, init_seed = item
         return train_problems([p], [init_seed], max_steps=max_steps, progress=progress, label=label)[0]
 
-    with ThreadPoolExecutor(max_workers=worker_count(workers)) as pool:
-        return dict(zip([label for label, _, _ in items], pool.map(train, items), strict=True))
+    rows = run_side_by_side(train, items, workers, meanwhile=pyplot)
+    return dict(zip([label for label, _, _ in items], rows, strict=True))
 
 
 def run_fig3(seed: int = 0, max_steps: int = 100_000, progress: bool = False, **data_kwargs: Any):

@@ -100,6 +100,9 @@ class Method:
     # True when ``forward`` equals ``model(x)`` for a linear model (no backbone), which lets the loop train it
     # through the Gram matrix (memaware.engine.dual); a subclass that overrides ``forward`` must opt in explicitly
     plain_linear_forward: ClassVar[bool] = True
+    # True when ``loss_and_gradient`` gives dL/d(logits) in closed form: with a model that backpropagates by hand
+    # (``EnsembleMLP.backward_into``) the loop then takes no autograd graph per step (engine.optimisation, "analytic")
+    analytic_gradient: ClassVar[bool] = False
     # False for a method whose model is computed before the loop (DFR's last layer, in ``prepare``) and written
     # into the fresh model by ``init_model``: the loop then takes no step and evaluates that model once
     trains: ClassVar[bool] = True
@@ -169,6 +172,11 @@ class Method:
 
     def loss(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
         """Scalar training loss of (b, H, K) logits. Must not change the method's state (``after_step`` does)."""
+        raise NotImplementedError
+
+    def loss_and_gradient(self, logits: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(``loss``, dL/d(logits)) without autograd, for methods that declare ``analytic_gradient``; the gradient
+        must equal ``loss``'s autograd gradient bit for bit."""
         raise NotImplementedError
 
     @no_grad

@@ -23,6 +23,7 @@ class MSERegression(Method):
     name = "mse"
     summary = "least squares until the training MSE is below a target (paper Setup C.1)"
     task = "regression"
+    analytic_gradient = True
 
     def __init__(self, target_mse: float | None = 1e-6):
         if target_mse is not None and not target_mse > 0:
@@ -40,6 +41,7 @@ class MSERegression(Method):
         self.step = 0
         self.single_done = False
         self.batch_mse: torch.Tensor | None = None  # (E,) of the step's loss, read by after_step
+        self.inv_n: tuple | None = None  # ((shape, dtype, device), the mean's backward (n, E)): loss_and_gradient
 
     def predict_logits(self, logits: torch.Tensor) -> torch.Tensor:
         return logits.reshape(logits.shape[0], -1)  # (n, E)
@@ -54,18 +56,35 @@ class MSERegression(Method):
         return mse.sum()
 
     @no_grad
+    def loss_and_gradient(self, logits: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """``loss`` and its gradient w.r.t. ``logits`` (same shape), for the engine's analytic strategy.
+
+        sum_e mean_i (p_ie - y_ie)^2 has gradient (1 / n) * (2 (p - y)). It is computed as autograd's backward of
+        ``loss`` computes it: the mean's backward (a fresh (n, E) tensor of 1/n in the logits' dtype) times the
+        square's (2 (p - y)), in that operand order, so that values and memory layout (which fixes the order of
+        the bias gradient's sum over n) agree bit for bit.
+        """
+        pred = self.predict_logits(logits)
+        diff = pred - batch.y.reshape(pred.shape)
+        mse = diff.pow(2).mean(dim=0)
+        self.batch_mse = mse
+        key = (tuple(diff.shape), diff.dtype, diff.device)
+        if self.inv_n is None or self.inv_n[0] != key:
+            ones = torch.ones((), dtype=diff.dtype, device=diff.device)
+            self.inv_n = key, ones.expand(diff.shape[1:]).unsqueeze(0).expand(diff.shape) / diff.shape[0]
+        return mse.sum(), (self.inv_n[1] * (2.0 * diff)).view(logits.shape)
+
+    @no_grad
     def after_step(self, logits: torch.Tensor, batch: Batch, model) -> None:
         # of the pre-step logits, as the loss saw them (computed there unless a caller steps without ``loss``)
         mse = self.batch_mse if self.batch_mse is not None else self._member_mse(logits, batch.y)
         self.batch_mse = None
-        self.last_mse = mse.cpu()
         self.step += 1
-        if len(self.done) == 1:  # a single model (plain Python scalars: this runs every step)
-            mse = float(self.last_mse[0])
-            self.final_mse[0], self.steps[0] = mse, self.step
-            self.single_done = self.target_mse is not None and mse < self.target_mse
-            self.done[0] = self.single_done  # the loop stops right after this step
-            return
+        if len(self.done) == 1:  # a single model: Python scalars only (this runs every step), tensors in ``outputs``
+            self.single_mse = float(mse)
+            self.single_done = self.target_mse is not None and self.single_mse < self.target_mse
+            return  # the loop stops right after this step when done
+        self.last_mse = mse.cpu()
         running = ~self.done
         self.final_mse[running] = self.last_mse[running]
         self.steps[running] = self.step
@@ -91,6 +110,8 @@ class MSERegression(Method):
         return self.target_mse is not None and bool(self.done.all())
 
     def outputs(self, model, ctx: TrainContext) -> dict[str, Any]:
+        if len(self.done) == 1 and self.step:
+            self.final_mse[0], self.steps[0], self.done[0] = self.single_mse, self.step, self.single_done
         if self.frozen:  # the finished members end at their frozen parameters
             with torch.no_grad():
                 for p, keep in zip(model.parameters(), self.frozen, strict=True):
