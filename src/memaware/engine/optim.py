@@ -19,6 +19,8 @@ from typing import Any
 
 import torch
 
+from ..lazy import no_grad
+
 Hyper = float | torch.Tensor
 
 
@@ -75,7 +77,7 @@ class SGD:
         for p in self.params:
             p.grad = None
 
-    @torch.no_grad()
+    @no_grad
     def step(self) -> None:
         h = self.h
         for i, p in enumerate(self.params):
@@ -122,7 +124,7 @@ class Adam:
         for p in self.params:
             p.grad = None
 
-    @torch.no_grad()
+    @no_grad
     def step(self) -> None:
         self.t += 1
         b1, b2 = self.betas

@@ -101,8 +101,9 @@ class SingleRunSteps:
         if gb is not None:
             self.hits.index_add_(0, gb, (self.method.predict_logits(detached).argmax(dim=1) == yb).float())
             self.seen.index_add_(0, gb, torch.ones_like(yb, dtype=self.seen.dtype))
-        self.loss_sum += loss.detach() * len(yb)
-        self.drawn += len(yb)
+        drawn = yb.shape[0]
+        self.loss_sum += loss.detach() * drawn
+        self.drawn += drawn
 
     def should_stop(self) -> bool:
         return self.method.should_stop()

@@ -45,9 +45,12 @@ def train_problems(
 
     data = stack_problems(problems)
     model = EnsembleMLP(data.x.shape[2], init_seeds, hidden=hidden, activation="tanh")
+    # one evaluation, at the end: a regression run records only its loss there, and an evaluation per step (one
+    # epoch is one full-batch step) would cost ~3 % of the step
     cfg = TrainConfig(
-        epochs=max_steps, lr=lr, optimizer="adam", selection="last", progress=progress, progress_label=label
-    )
+        epochs=max_steps, lr=lr, optimizer="adam", selection="last", eval_every=max_steps, progress=progress,
+        progress_label=label,
+    )  # fmt: skip
     result = fit(data, "mse", cfg, model=model, target_mse=target_mse)
     out = result.outputs
     rows = []

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from ..lazy import no_grad
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU}
 # dL/d(pre-activation) from dL/d(output) and the output, as autograd computes it for these two (GELU needs its input)
@@ -193,7 +194,7 @@ class EnsembleMLP(nn.Module):
         """Whether ``backward_into`` can differentiate this activation from its output alone (tanh, relu)."""
         return self.activation in ACTIVATION_BACKWARD
 
-    @torch.no_grad()
+    @no_grad
     def backward_into(self, inputs: list[torch.Tensor], grad_out: torch.Tensor) -> None:
         """Backpropagates dL/d(output) (n, E, out) through the layers whose ``inputs`` ``forward_saving`` returned
         and writes every parameter's gradient into its existing ``.grad`` (``out=``, nothing allocated there).
