@@ -82,9 +82,9 @@ def test_hand_derived_backward_equals_autograd_bit_for_bit(activation):
     for p in model.parameters():
         p.grad = torch.full_like(p, float("nan"))  # every entry must be overwritten
     with torch.no_grad():
-        out, inputs = model.forward_saving(x)
+        out, saved = model.forward_saving(x)
         loss, grad = method.loss_and_gradient(out, batch)
-        model.backward_into(inputs, grad)
+        model.backward_into(saved, grad)
     assert torch.equal(loss, auto.detach())
     for p, e in zip(model.parameters(), expected, strict=True):
         assert torch.equal(p.grad, e)

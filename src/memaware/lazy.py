@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -54,8 +55,7 @@ def no_grad(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        import torch
-
+        torch = sys.modules["torch"] if "torch" in sys.modules else importlib.import_module("torch")
         if not torch.is_grad_enabled():
             return fn(*args, **kwargs)
         with torch.no_grad():

@@ -54,7 +54,8 @@ class SingleRunSteps:
         if self.groups is not None:  # per-group training accuracy of this epoch (+1 bucket: unknown attribute)
             self.hits = torch.zeros(self.num_groups + 1, device=dev)
             self.seen = torch.zeros(self.num_groups + 1, device=dev)
-        self.loss_sum, self.drawn = torch.zeros((), device=dev), 0
+        self.loss_sum.zero_()  # in place: one small kernel instead of an allocation per epoch (an epoch can be a step)
+        self.drawn = 0
         return epoch_batches(self.n, self.bs, self.generator, self.weights, self.method.active_positions)
 
     def step(self, pos: torch.Tensor | None) -> None:
@@ -73,19 +74,21 @@ class SingleRunSteps:
         if lw is not None and len(pos) != self.n:
             lw = lw[pos]
         batch = Batch(pos, yb, lw)
+        if self.analytic:  # the same gradients as loss.backward(), without building a graph; one no_grad context
+            with torch.no_grad():
+                logits, saved = self.model.forward_saving(xb)
+                loss, grad_logits = self.method.loss_and_gradient(logits, batch)
+                self.model.backward_into(saved, grad_logits)
+                if self.clip_grad_norm:
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_grad_norm)
+                self.optimizer.step()
+                self.after_step(logits, loss, batch, yb, gb)
+            return
         if self.dual is not None:  # the same iterates as a primal step, through the Gram matrix
             logits = self.dual.leaf_logits()
             loss = self.method.loss(logits, batch)
             loss.backward()
             self.dual.step(logits)
-        elif self.analytic:  # the same gradients as loss.backward(), without building a graph
-            with torch.no_grad():
-                logits, inputs = self.model.forward_saving(xb)
-                loss, grad_logits = self.method.loss_and_gradient(logits, batch)
-                self.model.backward_into(inputs, grad_logits)
-                if self.clip_grad_norm:
-                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_grad_norm)
-            self.optimizer.step()
         else:
             logits = self.method.forward(self.model, xb)
             loss = self.method.loss(logits, batch)
@@ -96,13 +99,19 @@ class SingleRunSteps:
             self.optimizer.step()
             if self.schedule is not None:
                 self.schedule.step()
-        detached = logits.detach()
+        self.after_step(logits.detach(), loss.detach(), batch, yb, gb)
+
+    def after_step(
+        self, logits: torch.Tensor, loss: torch.Tensor, batch: Batch, yb: torch.Tensor, gb: torch.Tensor | None
+    ) -> None:
+        """The method's per-step hook on the (pre-step, detached) logits, and this epoch's accuracy and loss."""
+        detached = logits
         self.method.after_step(detached, batch, self.model)
         if gb is not None:
             self.hits.index_add_(0, gb, (self.method.predict_logits(detached).argmax(dim=1) == yb).float())
             self.seen.index_add_(0, gb, torch.ones_like(yb, dtype=self.seen.dtype))
         drawn = yb.shape[0]
-        self.loss_sum += loss.detach() * drawn
+        self.loss_sum += loss * drawn
         self.drawn += drawn
 
     def should_stop(self) -> bool:

@@ -33,7 +33,7 @@ class MSERegression(Method):
     def prepare(self, ctx: TrainContext, earlier: dict) -> None:
         if self.target_mse is not None and 0 < ctx.config.batch_size < len(ctx.train_idx):
             raise ConfigError("a target MSE is checked on the full training set: use batch_size=0 (full batch)")
-        members = 1 if ctx.data.y.dim() == 1 else ctx.data.y.shape[1]
+        self.members = members = 1 if ctx.data.y.dim() == 1 else ctx.data.y.shape[1]
         self.steps = torch.zeros(members, dtype=torch.long)  # step at which each member reached the target
         self.final_mse = torch.full((members,), float("nan"))
         self.done = torch.zeros(members, dtype=torch.bool)
@@ -68,7 +68,7 @@ class MSERegression(Method):
         diff = pred - batch.y.reshape(pred.shape)
         mse = diff.pow(2).mean(dim=0)
         self.batch_mse = mse
-        key = (tuple(diff.shape), diff.dtype, diff.device)
+        key = diff.shape, diff.dtype, diff.device
         if self.inv_n is None or self.inv_n[0] != key:
             ones = torch.ones((), dtype=diff.dtype, device=diff.device)
             self.inv_n = key, ones.expand(diff.shape[1:]).unsqueeze(0).expand(diff.shape) / diff.shape[0]
@@ -80,7 +80,7 @@ class MSERegression(Method):
         mse = self.batch_mse if self.batch_mse is not None else self._member_mse(logits, batch.y)
         self.batch_mse = None
         self.step += 1
-        if len(self.done) == 1:  # a single model: Python scalars only (this runs every step), tensors in ``outputs``
+        if self.members == 1:  # a single model: Python scalars only (this runs every step), tensors in ``outputs``
             self.single_mse = float(mse)
             self.single_done = self.target_mse is not None and self.single_mse < self.target_mse
             return  # the loop stops right after this step when done

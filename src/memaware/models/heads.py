@@ -15,6 +15,8 @@ from ..errors import ConfigError
 from ..lazy import no_grad
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU}
+# what each activation module computes (nn.Tanh: torch.tanh, nn.ReLU: torch.relu, nn.GELU: exact gelu)
+ACTIVATION_FUNCTIONS = {"relu": torch.relu, "tanh": torch.tanh, "gelu": nn.functional.gelu}
 # dL/d(pre-activation) from dL/d(output) and the output, as autograd computes it for these two (GELU needs its input)
 ACTIVATION_BACKWARD = {
     "tanh": lambda grad, out: torch.ops.aten.tanh_backward(grad, out),
@@ -177,17 +179,19 @@ class EnsembleMLP(nn.Module):
         indexing an ``nn.ParameterList`` costs ~2 us per item, a tenth of a Fig. 3 step for its six."""
         return list(zip(self.weights._parameters.values(), self.biases._parameters.values(), strict=True))
 
-    def forward_saving(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """x (n, E, d) -> (output (n, E, out), the input of every layer (E, n, width)) for ``backward_into``."""
+    def forward_saving(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[list, list[torch.Tensor]]]:
+        """x (n, E, d) -> (output (n, E, out), saved): ``saved`` holds the layers' parameters and every layer's
+        input (E, n, width), what ``backward_into`` needs."""
         h = x.transpose(0, 1)  # (E, n, d)
-        inputs = []
-        last = len(self.weights) - 1
-        for i, (w, b) in enumerate(self.layer_parameters()):
+        layers, inputs = self.layer_parameters(), []
+        act = ACTIVATION_FUNCTIONS[self.activation]  # the modules' own function, without a module call per layer
+        last = len(layers) - 1
+        for i, (w, b) in enumerate(layers):
             inputs.append(h)
             h = torch.baddbmm(b, h, w)
             if i < last:
-                h = self.act(h)
-        return h.transpose(0, 1), inputs  # (n, E, out)
+                h = act(h)
+        return h.transpose(0, 1), (layers, inputs)  # (n, E, out)
 
     @property
     def analytic_backward(self) -> bool:
@@ -195,9 +199,9 @@ class EnsembleMLP(nn.Module):
         return self.activation in ACTIVATION_BACKWARD
 
     @no_grad
-    def backward_into(self, inputs: list[torch.Tensor], grad_out: torch.Tensor) -> None:
-        """Backpropagates dL/d(output) (n, E, out) through the layers whose ``inputs`` ``forward_saving`` returned
-        and writes every parameter's gradient into its existing ``.grad`` (``out=``, nothing allocated there).
+    def backward_into(self, saved: tuple[list, list[torch.Tensor]], grad_out: torch.Tensor) -> None:
+        """Backpropagates dL/d(output) (n, E, out) through the forward pass ``forward_saving`` ``saved`` and writes
+        every parameter's gradient into its existing ``.grad`` (``out=``, nothing allocated there).
 
         The kernels and operand layouts are those autograd takes for ``baddbmm`` (dW = h^T g, db = sum_n g,
         dh = g W^T) and for the activation (``tanh_backward`` / ``threshold_backward`` on the layer's output),
@@ -205,7 +209,7 @@ class EnsembleMLP(nn.Module):
         """
         act_backward = ACTIVATION_BACKWARD[self.activation]
         g = grad_out.transpose(0, 1)  # (E, n, out)
-        layers = self.layer_parameters()
+        layers, inputs = saved
         for i in range(len(layers) - 1, -1, -1):
             (w, b), h = layers[i], inputs[i]
             torch.bmm(h.transpose(1, 2), g, out=w.grad)
