@@ -93,3 +93,60 @@ def comparable(results: dict, root: Path) -> dict:
         out.pop(key, None)
     out.get("spec", {}).pop("checkpoint_every", None)
     return out
+
+
+# ---- runs that logged their evaluations (evaluations.npz), for memaware table (tests/test_table.py) ------------
+# Validation: 16 examples, groups y=0,a=0 (ids 0-5), y=0,a=1 (6-7), y=1,a=0 (8-9), y=1,a=1 (10-15).
+VAL_Y = [0] * 8 + [1] * 8
+VAL_A = [0] * 6 + [1] * 2 + [0] * 2 + [1] * 6
+# which validation examples an evaluation gets wrong -> (val_wga, val_worst_class, val_avg)
+PATTERNS = {
+    "A": [6, 8],  # 0.5, 0.875, 0.875
+    "B": [0, 1, 10],  # 0.667, 0.75, 0.8125
+    "C": [6],  # 0.5, 0.875, 0.9375
+    "E": [0],  # 0.833, 0.875, 0.9375
+}
+LOGGED = {0: "CBA", 1: "BE"}  # comb -> the patterns of its evaluations (epochs 1, 2, ...)
+
+
+def class0_right(comb: int, t: int) -> int:
+    """The test predictions of evaluation t of comb are right on the first ``class0_right`` of 10 class-0 test
+    examples and on every class-1 one, so test worst-group = that / 10 and average = (that + 10) / 20 identify the
+    evaluation."""
+    return t + 1 + 3 * comb
+
+
+def _report(avg: float, worst: float) -> dict:
+    return {"avg_acc": avg, "worst_group_acc": worst, "worst_class_acc": worst, "groups": {}}
+
+
+def write_logged_run(root: Path, comb: int, seed: int, groups_file: Path | None) -> Path:
+    """An ERM run root/erm/comb<comb>_seed<seed> of dataset 'toy' whose evaluations.npz logs LOGGED[comb] (numpy
+    arrays only: writing it needs no torch) beside a results.json with stale numbers; ``groups_file``: an XRM-like
+    inferred_groups.npz (written if missing, groups = the attribute) that the spec names."""
+    from memaware.evallog import EvalLog
+
+    val_y, val_a = np.array(VAL_Y), np.array(VAL_A)
+    test_y = np.array([0] * 10 + [1] * 10)
+    log = EvalLog.start(val_y, val_a, test_y, test_y.copy(), 2, 2, [0, 1, 2, 3])
+    for t, pattern in enumerate(LOGGED[comb]):
+        val_pred = val_y.copy()
+        val_pred[PATTERNS[pattern]] = 1 - val_pred[PATTERNS[pattern]]
+        test_pred = test_y.copy()
+        test_pred[class0_right(comb, t) : 10] = 1
+        log.append(t + 1, 50 * (t + 1), val_pred, test_pred)
+    d = root / "erm" / f"comb{comb}_seed{seed}"
+    log.save(d / "evaluations.npz")
+    spec = {"method": "erm", "dataset": "toy", "seed": seed, "comb": comb, "hparams": {}}
+    if groups_file is not None:
+        spec["inferred_groups"] = str(groups_file)
+    # stale numbers in results.json: a table that read them instead of the log would choose otherwise
+    stale = {
+        c: {"epoch": 99, "val_score": 0.99 * comb, "val": _report(0.9, 0.9), "test": _report(0.01, 0.01)}
+        for c in ("val_wga", "val_worst_class", "val_avg")
+    }
+    write_json(d / "spec.json", spec)
+    write_json(d / "results.json", {"spec": spec, "method": "erm", "uses_train_groups": False, "criteria": stale})
+    if groups_file is not None and not groups_file.exists():
+        np.savez(groups_file, val_groups=np.array(VAL_A))  # "inferred" groups = the attribute
+    return d

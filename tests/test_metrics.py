@@ -80,3 +80,33 @@ def test_report_from_counts_equals_group_report_to_the_bit():
         assert got == expected  # exact float equality, group names and counts included
         cases += 1
     assert cases == 60
+
+
+def test_numpy_and_torch_give_the_same_numbers():
+    """Every function computes in numpy for arrays (memaware table, without torch) and in torch for tensors: the
+    same floats, to the bit, and hit_counts the same counts."""
+    import numpy as np
+
+    from memaware.metrics import group_correct, hit_counts
+
+    gen = torch.Generator().manual_seed(3)
+    for trial in range(20):
+        K, A, n = 2 + trial % 3, 1 + trial % 3, int(torch.randint(1, 2000, (1,), generator=gen))
+        y, a = torch.randint(0, K, (n,), generator=gen), torch.randint(-1, A, (n,), generator=gen)
+        pred = torch.where(torch.rand(n, generator=gen) < 0.7, y, torch.randint(0, K, (n,), generator=gen))
+        arrays = [v.numpy() for v in (pred, y, a)]
+        assert group_report(*arrays, K, A) == group_report(pred, y, a, K, A)
+        assert group_report(pred, *arrays[1:], K, A) == group_report(pred, y, a, K, A)  # mixed: numpy
+        correct = pred == y
+        mm_np, mm_t = majority_minority_acc(correct.numpy(), y.numpy(), a.numpy()), majority_minority_acc(correct, y, a)
+        assert np.array_equal(mm_np, mm_t, equal_nan=True)
+        hits, counts = group_correct(correct.numpy(), y.numpy(), K)
+        assert isinstance(hits, np.ndarray) and hits.dtype == np.float32
+        assert np.array_equal(hits, group_correct(correct, y, K)[0].numpy())
+        g = torch.where(a >= 0, y * A + a, -1)
+        preds = torch.stack([pred, y, torch.zeros_like(y)])
+        by_numpy = hit_counts(preds.numpy(), y.numpy(), g.numpy(), K * A, K)
+        by_torch = hit_counts(preds, y.numpy(), g.numpy(), K * A, K)
+        for u, v in zip(by_numpy, by_torch, strict=True):
+            assert u.dtype == v.dtype == np.int64 and np.array_equal(u, v)
+        assert by_numpy[2].tolist() == [int(correct.sum()), n, int((y == 0).sum())]

@@ -1,5 +1,6 @@
 """The ``memaware`` command answers --help and bad arguments without importing torch (nor matplotlib, pandas,
-transformers): each case runs in a fresh interpreter, whose ``sys.modules`` afterwards says what was imported."""
+transformers), and ``memaware datasets`` and ``memaware table`` run whole without torch: each case runs in a fresh
+interpreter, whose ``sys.modules`` afterwards says what was imported."""
 
 import json
 import subprocess
@@ -7,6 +8,7 @@ import sys
 
 import pytest
 from dataset_trees import WRITERS
+from sweep_fakes import LOGGED, fake_execute, write_logged_run
 
 from memaware.cli import COMMANDS
 
@@ -73,3 +75,25 @@ def test_datasets_never_imports_torch(tmp_path):
     code, heavy, err = _probe("datasets", "--data-dir", str(root), "--export", str(tmp_path / "export"))
     assert code == 0 and heavy == [], err
     assert (tmp_path / "export" / "waterbirds" / "metadata_waterbirds.csv").is_file()
+
+
+def test_a_whole_table_run_never_imports_torch(tmp_path):
+    """``memaware table`` reads runs, rescores their evaluation logs (evaluations.npz, with an XRM run's inferred
+    groups), selects and writes the table in numpy: no torch, pandas or transformers, and no matplotlib either
+    unless it draws the bar chart."""
+    sweep = tmp_path / "sweep"
+    for seed in (0, 1):
+        for comb in LOGGED:
+            write_logged_run(sweep, comb, seed, tmp_path / "xrm_groups.npz")
+    spec = {"method": "groupdro", "dataset": "toy", "seed": 0, "comb": 0, "hparams": {"epochs": 1}}
+    fake_execute(spec, sweep / "groupdro" / "comb0_seed0")  # results.json only, as an older sweep's runs
+    for selection in ("val_wga", "val_gi_wga", "val_bias_unsup", "test_wga"):
+        out = tmp_path / f"{selection}.json"
+        argv = ("table", "--sweep", str(sweep), "--selection", selection, "--format", "json", "--no-plot")
+        code, heavy, err = _probe(*argv, "--out", str(out))
+        assert code == 0 and heavy == [], (selection, heavy, err)
+        cells = {c["method"]: c for c in json.loads(out.read_text())["cells"]}
+        assert cells["erm"]["n_seeds"] == 2, selection  # chosen from the logs
+    code, heavy, err = _probe("table", "--sweep", str(sweep), "--out", str(tmp_path / "table.md"))
+    assert code == 0 and heavy == ["matplotlib"], err  # the chart's, and only it
+    assert "| ERM |" in (tmp_path / "table.md").read_text() and (tmp_path / "table.png").is_file()

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+from sweep_fakes import LOGGED, class0_right, write_logged_run
 
 from memaware.artifacts import write_json
 from memaware.cli import main
@@ -127,55 +128,7 @@ def test_cli_writes_table_and_chart_and_lists_missing_runs(sweeps, tmp_path, cap
 
 
 # ---- runs that logged their evaluations (evaluations.npz): any criterion, chosen after the fact ---------------
-# Validation: 16 examples, groups y=0,a=0 (ids 0-5), y=0,a=1 (6-7), y=1,a=0 (8-9), y=1,a=1 (10-15).
-VAL_Y = [0] * 8 + [1] * 8
-VAL_A = [0] * 6 + [1] * 2 + [0] * 2 + [1] * 6
-# which validation examples an evaluation gets wrong -> (val_wga, val_worst_class, val_avg)
-PATTERNS = {
-    "A": [6, 8],  # 0.5, 0.875, 0.875
-    "B": [0, 1, 10],  # 0.667, 0.75, 0.8125
-    "C": [6],  # 0.5, 0.875, 0.9375
-    "E": [0],  # 0.833, 0.875, 0.9375
-}
-LOGGED = {0: "CBA", 1: "BE"}  # comb -> the patterns of its evaluations (epochs 1, 2, ...)
-
-
-def _code(comb: int, t: int) -> int:
-    """The test predictions of evaluation t of comb: right on the first `code` of 10 class-0 test examples and on
-    every class-1 one, so test worst-group = code / 10 and average = (code + 10) / 20 identify the evaluation."""
-    return t + 1 + 3 * comb
-
-
-def _write_logged_run(root: Path, comb: int, seed: int, groups_file: Path | None) -> Path:
-    import numpy as np
-    import torch
-
-    from memaware.evallog import EvalLog
-
-    val_y, val_a = torch.tensor(VAL_Y), torch.tensor(VAL_A)
-    test_y = torch.tensor([0] * 10 + [1] * 10)
-    log = EvalLog.start(val_y, val_a, test_y, test_y.clone(), 2, 2, [0, 1, 2, 3])
-    for t, pattern in enumerate(LOGGED[comb]):
-        val_pred = val_y.clone()
-        val_pred[PATTERNS[pattern]] = 1 - val_pred[PATTERNS[pattern]]
-        test_pred = test_y.clone()
-        test_pred[_code(comb, t) : 10] = 1
-        log.append(t + 1, 50 * (t + 1), val_pred, test_pred)
-    d = root / "erm" / f"comb{comb}_seed{seed}"
-    log.save(d / "evaluations.npz")
-    spec = {"method": "erm", "dataset": "toy", "seed": seed, "comb": comb, "hparams": {}}
-    if groups_file is not None:
-        spec["inferred_groups"] = str(groups_file)
-    # stale numbers in results.json: a table that read them instead of the log would choose otherwise
-    stale = {
-        c: {"epoch": 99, "val_score": 0.99 * comb, "val": _report(0.9, 0.9), "test": _report(0.01, 0.01)}
-        for c in ("val_wga", "val_worst_class", "val_avg")
-    }
-    write_json(d / "spec.json", spec)
-    write_json(d / "results.json", {"spec": spec, "method": "erm", "uses_train_groups": False, "criteria": stale})
-    if groups_file is not None and not groups_file.exists():
-        np.savez(groups_file, val_groups=np.array(VAL_A))  # "inferred" groups = the attribute
-    return d
+# the runs are sweep_fakes.write_logged_run's: PATTERNS says what each evaluation scores, class0_right its test numbers
 
 
 @pytest.fixture
@@ -183,7 +136,7 @@ def logged(tmp_path):
     root = tmp_path / "logged"
     for seed in (0, 1):
         for comb in LOGGED:
-            _write_logged_run(root, comb, seed, tmp_path / "xrm_groups.npz")
+            write_logged_run(root, comb, seed, tmp_path / "xrm_groups.npz")
     return root
 
 
@@ -213,7 +166,7 @@ def test_logged_runs_are_selected_from_their_evaluations(logged):
         "test_wga": (1, 2),  # the oracle: the highest test worst-group accuracy
     }
     for name, (comb, epoch) in expected.items():
-        worst = _code(comb, epoch - 1) / 10
+        worst = class0_right(comb, epoch - 1) / 10
         assert _chosen(logged, name) == [(s, comb, epoch, worst) for s in (0, 1)], name
     t = build_table(collect_runs([logged]), "va_wga")
     assert t.cells[("toy", "erm")].stat("avg") == pytest.approx((0.75, 0.0))
@@ -259,7 +212,7 @@ def test_criterion_registered_after_the_runs(logged, sweeps, capsys):
 def test_logged_runs_without_groups_file_and_with_a_broken_log(tmp_path, capsys):
     root = tmp_path / "runs"
     for comb in LOGGED:
-        _write_logged_run(root, comb, 0, None)
+        write_logged_run(root, comb, 0, None)
     gi = build_table(collect_runs([root]), "va_gi_wga")
     assert gi.cells[("toy", "erm")].n_seeds == 0 and any("val_gi_wga" in n for n in gi.notes)
     (root / "erm" / "comb1_seed0" / "evaluations.npz").write_bytes(b"broken")

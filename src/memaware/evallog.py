@@ -3,7 +3,8 @@ selection criterion after training (``memaware.selection``), including criteria 
 
 Per evaluation t it keeps the validation predictions themselves (validation criteria need per-example correctness,
 and a criterion added later may group the examples differently) but only hit counts on the test split (test is never
-used to choose, only reported). Arrays (``np.savez``, read with ``allow_pickle=False``):
+used to choose, only reported). The log is numpy throughout, so reading and scoring one never imports torch; a
+training run appends torch tensors, counted where they are. Arrays (``np.savez``, read with ``allow_pickle=False``):
 
 ========================  ==============  ===================================================================
 ``epoch``, ``step``       (T,) int64      when each evaluation happened
@@ -30,11 +31,10 @@ from typing import Any
 
 import numpy as np
 
+from .arrays import is_tensor, to_numpy
 from .artifacts import atomic_writer
 from .errors import DataError
-from .lazy import lazy_module
-
-torch = lazy_module("torch")
+from .metrics import ArrayLike, group_ids, hit_counts
 
 FILENAME = "evaluations.npz"
 VERSION = 1
@@ -47,52 +47,54 @@ _LAYOUT = (
 _ROWS = ("epoch", "step", "val_pred", "val_inferred", "test_group_hits", "test_class_hits", "test_hits")
 
 
-def _long(v: Any) -> torch.Tensor:
-    """Any array-like as an int64 CPU tensor (logs live on the CPU whatever device the run trains on)."""
-    return torch.as_tensor(np.asarray(v) if not isinstance(v, torch.Tensor) else v).detach().cpu().long()
+def _long(v: ArrayLike) -> np.ndarray:
+    """Any array-like or tensor (on any device) as an int64 numpy array: logs live on the CPU, in numpy, whatever
+    the run trains on, so that reading one never needs torch."""
+    return to_numpy(v).astype(np.int64, copy=False)
 
 
 class EvalLog:
     """Evaluations of one run. Build it with ``start`` (or ``start_many``), ``append`` one row per evaluation, then
     ``save``; ``load`` reads a saved log (which can be scored but not appended to: it has no test labels).
 
+    Everything is kept as numpy arrays on the CPU (``append`` takes torch tensors on any device as well as arrays).
     Row accessors (``val_pred_at(t)`` ...) cost nothing per call, so an online selector can score evaluation t
     right after appending it; ``stacked(key)`` gives the (T, ...) arrays.
     """
 
     def __init__(
         self,
-        val_y: torch.Tensor,
-        val_a: torch.Tensor,
-        test_group_counts: torch.Tensor,
-        test_class_counts: torch.Tensor,
+        val_y: ArrayLike,
+        val_a: ArrayLike,
+        test_group_counts: ArrayLike,
+        test_class_counts: ArrayLike,
         test_n: int,
         num_classes: int,
         num_attrs: int,
         val_groups_complete: bool,
-        test_labels: tuple[torch.Tensor, torch.Tensor] | None = None,
+        test_labels: tuple[np.ndarray, np.ndarray] | None = None,
     ):
         """Low level (``start`` / ``load`` call it). ``test_labels``: (test group id or -1 (n_test,), test y
-        (n_test,)), needed only to append."""
+        (n_test,)) int64 arrays, needed only to append."""
         self.val_y, self.val_a = _long(val_y), _long(val_a)
         self.test_group_counts, self.test_class_counts = _long(test_group_counts), _long(test_class_counts)
         self.test_n, self.num_classes, self.num_attrs = int(test_n), int(num_classes), int(num_attrs)
         self.val_groups_complete = bool(val_groups_complete)
         self.test_labels = test_labels
         self.rows: dict[str, list] = {k: [] for k in _ROWS}
-        self._stacked: dict[str, torch.Tensor | None] = {}
+        self._stacked: dict[str, np.ndarray | None] = {}
 
     # ---- construction ----------------------------------------------------------------------------------------
     @classmethod
     def start(
         cls,
-        val_y: torch.Tensor,
-        val_a: torch.Tensor,
-        test_y: torch.Tensor,
-        test_a: torch.Tensor,
+        val_y: ArrayLike,
+        val_a: ArrayLike,
+        test_y: ArrayLike,
+        test_a: ArrayLike,
         num_classes: int,
         num_attrs: int,
-        train_groups_present: torch.Tensor | Sequence[int],
+        train_groups_present: ArrayLike | Sequence[int],
     ) -> EvalLog:
         """An empty log for one run. Labels (n,) int, a = -1 where unknown. ``train_groups_present``: (G,) bool mask
         of the groups y * A + a with training examples, or their ids (unknown training attributes are no group)."""
@@ -101,24 +103,24 @@ class EvalLog:
         K, A = int(num_classes), int(num_attrs)
         G = K * A
         val_y, val_a, test_y, test_a = (_long(v) for v in (val_y, val_a, test_y, test_a))
-        present = torch.as_tensor(train_groups_present)
-        if present.dtype == torch.bool:
-            mask = present.cpu()
+        present = to_numpy(train_groups_present)
+        if present.dtype == np.bool_:
+            mask = present
         else:  # group ids
-            ids = present.long().cpu()
-            mask = torch.zeros(G, dtype=torch.bool)
+            ids = present.astype(np.int64)
+            mask = np.zeros(G, dtype=np.bool_)
             mask[ids[(ids >= 0) & (ids < G)]] = True
         if mask.shape != (G,):
             raise ValueError(f"train_groups_present: a ({G},) mask or group ids, got shape {tuple(mask.shape)}")
-        val_g = _group_ids(val_y, val_a, A)
-        in_val = torch.bincount(val_g[val_g >= 0], minlength=G)[:G] > 0
+        val_g = group_ids(val_y, val_a, A)
+        in_val = np.bincount(val_g[val_g >= 0], minlength=G)[:G] > 0
         complete = bool((in_val | ~mask).all())
-        test_g = _group_ids(test_y, test_a, A)
+        test_g = group_ids(test_y, test_a, A)
         return cls(
             val_y,
             val_a,
-            torch.bincount(test_g[test_g >= 0], minlength=G)[:G],
-            torch.bincount(test_y, minlength=K)[:K],
+            np.bincount(test_g[test_g >= 0], minlength=G)[:G],
+            np.bincount(test_y, minlength=K)[:K],
             len(test_y),
             K,
             A,
@@ -128,7 +130,7 @@ class EvalLog:
 
     @classmethod
     def start_many(cls, count: int, *args: Any, **kwargs: Any) -> list[EvalLog]:
-        """``count`` empty logs on the same data (``start``'s arguments), sharing their label tensors."""
+        """``count`` empty logs on the same data (``start``'s arguments), sharing their label arrays."""
         first = cls.start(*args, **kwargs)
         logs = [first]
         for _ in range(count - 1):
@@ -151,57 +153,49 @@ class EvalLog:
         self,
         epoch: int,
         step: int,
-        val_pred: torch.Tensor,
-        test_pred: torch.Tensor,
-        val_inferred: torch.Tensor | None = None,
+        val_pred: ArrayLike,
+        test_pred: ArrayLike,
+        val_inferred: ArrayLike | None = None,
     ) -> None:
         """One evaluation: predicted classes ``val_pred`` (n_val,), ``test_pred`` (n_test,); ``val_inferred``
         (n_val,) the method's inferred validation groups at this evaluation, or None."""
-        EvalLog.append_many(
-            [self], epoch, step, _long(val_pred)[None], torch.as_tensor(test_pred)[None], [val_inferred]
-        )
+        val_pred, test_pred = (v if is_tensor(v) else np.asarray(v) for v in (val_pred, test_pred))
+        EvalLog.append_many([self], epoch, step, val_pred[None], test_pred[None], [val_inferred])
 
     @staticmethod
     def append_many(
         logs: Sequence[EvalLog],
         epoch: int,
         step: int,
-        val_pred: torch.Tensor,
-        test_pred: torch.Tensor,
-        val_inferred: torch.Tensor | Sequence[torch.Tensor | None] | None = None,
+        val_pred: ArrayLike,
+        test_pred: ArrayLike,
+        val_inferred: ArrayLike | Sequence[ArrayLike | None] | None = None,
     ) -> None:
         """One evaluation of C runs on the same data (``start_many``): ``val_pred`` (C, n_val), ``test_pred``
         (C, n_test), ``val_inferred`` None, (C, n_val) or a list of C (n_val,)-or-None; appends row c to logs[c].
-        Test hits are counted for all C at once (one index_add over the C x n_test correctness)."""
+        Test hits are counted for all C at once, where the predictions are (``metrics.hit_counts``)."""
         first = logs[0]
         if first.test_labels is None:
             raise ValueError("this evaluation log was loaded from a file: it has no test labels to append with")
         test_g, test_y = first.test_labels
         for log in logs[1:]:
             if log.test_labels is not first.test_labels and not (
-                log.test_labels is not None and all(map(torch.equal, log.test_labels, first.test_labels))
+                log.test_labels is not None and all(map(np.array_equal, log.test_labels, first.test_labels))
             ):
                 raise ValueError("append_many: the logs were started on different data")
         C, n_val = len(logs), len(first.val_y)
-        val_pred, test_pred = _long(val_pred), torch.as_tensor(test_pred)
-        device = test_pred.device  # count where the predictions are (a GPU engine's), keep the counts on the CPU
-        test_g, test_y = test_g.to(device), test_y.to(device)
-        if val_pred.shape != (C, n_val) or test_pred.shape != (C, first.test_n):
+        val_pred = _long(val_pred)
+        test_pred = test_pred if is_tensor(test_pred) else np.asarray(test_pred)
+        if val_pred.shape != (C, n_val) or tuple(test_pred.shape) != (C, first.test_n):
             raise ValueError(
                 f"append_many: expected val_pred ({C}, {n_val}) and test_pred ({C}, {first.test_n}), "
                 f"got {tuple(val_pred.shape)} and {tuple(test_pred.shape)}"
             )
-        correct = (test_pred == test_y).long()  # (C, n_test)
-        keep = test_g >= 0
-        group_hits = torch.zeros(C, first.num_classes * first.num_attrs, dtype=torch.long, device=device)
-        group_hits.index_add_(1, test_g[keep], correct[:, keep])
-        class_hits = torch.zeros(C, first.num_classes, dtype=torch.long, device=device)
-        class_hits.index_add_(1, test_y, correct)
-        group_hits, class_hits, hits = group_hits.cpu(), class_hits.cpu(), correct.sum(dim=1).cpu()
+        group_hits, class_hits, hits = hit_counts(test_pred, test_y, test_g, first.num_groups, first.num_classes)
         inferred = [None] * C if val_inferred is None else list(val_inferred)
         if len(inferred) != C:
             raise ValueError(f"append_many: {len(inferred)} inferred-group vectors for {C} runs")
-        preds = val_pred.to(torch.int16)
+        preds = val_pred.astype(np.int16)
         for c, log in enumerate(logs):  # only list appends here: the counting above is batched
             inf = None if inferred[c] is None else _long(inferred[c])
             if inf is not None and inf.shape != (n_val,):
@@ -232,11 +226,11 @@ class EvalLog:
     def epoch_at(self, t: int) -> int:
         return int(self.rows["epoch"][t])
 
-    def val_pred_at(self, t: int) -> torch.Tensor:
+    def val_pred_at(self, t: int) -> np.ndarray:
         """(n_val,) int64 predicted classes at evaluation t."""
-        return self.rows["val_pred"][t].long()
+        return self.rows["val_pred"][t].astype(np.int64)
 
-    def val_inferred_at(self, t: int) -> torch.Tensor | None:
+    def val_inferred_at(self, t: int) -> np.ndarray | None:
         """(n_val,) int64 inferred validation groups at evaluation t, or None."""
         return self.rows["val_inferred"][t]
 
@@ -252,35 +246,39 @@ class EvalLog:
             "num_attrs": self.num_attrs,
         }
 
-    def stacked(self, key: str) -> torch.Tensor | None:
-        """Rows of ``key`` (one of epoch, step, val_pred, val_inferred, test_*_hits) stacked to (T, ...); None for
-        val_inferred when no evaluation had inferred groups (rows without them are -1)."""
+    def stacked(self, key: str) -> np.ndarray | None:
+        """Rows of ``key`` (one of epoch, step, val_pred, val_inferred, test_*_hits) stacked to (T, ...), int16 for
+        val_pred, else int64; None for val_inferred when no evaluation had inferred groups (rows without them are
+        -1)."""
         if key not in self._stacked:
             rows = self.rows[key]
             if key == "val_inferred":
                 if not self.has_inferred:
                     self._stacked[key] = None
                     return None
-                empty = torch.full((len(self.val_y),), -1, dtype=torch.long)
+                empty = np.full((len(self.val_y),), -1, dtype=np.int64)
                 rows = [empty if r is None else r for r in rows]
             widths = {"val_pred": (len(self.val_y),), "val_inferred": (len(self.val_y),)}
             widths |= {"test_group_hits": (self.num_groups,), "test_class_hits": (self.num_classes,)}
+            dtype = np.int16 if key == "val_pred" else np.int64
             if rows:
-                self._stacked[key] = torch.stack([torch.as_tensor(r) for r in rows])
+                self._stacked[key] = np.stack([np.asarray(r) for r in rows]).astype(dtype, copy=False)
             else:
-                dtype = torch.int16 if key == "val_pred" else torch.long
-                self._stacked[key] = torch.zeros((0, *widths.get(key, ())), dtype=dtype)
+                self._stacked[key] = np.zeros((0, *widths.get(key, ())), dtype=dtype)
         return self._stacked[key]
 
     # ---- persistence -----------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """Rows as plain tensors and ints (for a checkpoint read with ``torch.load(weights_only=True)``)."""
-        state: dict[str, Any] = {k: self.stacked(k) for k in _ROWS}
+        """Rows as plain tensors and ints (for a checkpoint read with ``torch.load(weights_only=True)``; a training
+        run's, so torch is loaded already)."""
+        import torch
+
+        state: dict[str, Any] = {k: None if (v := self.stacked(k)) is None else torch.from_numpy(v) for k in _ROWS}
         state["shape"] = [len(self.val_y), self.test_n, self.num_classes, self.num_attrs]
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restores the rows of ``state_dict`` into a log started on the same data."""
+        """Restores the rows of ``state_dict`` (tensors or arrays) into a log started on the same data."""
         if list(state["shape"]) != [len(self.val_y), self.test_n, self.num_classes, self.num_attrs]:
             raise ValueError(f"evaluation log state has shape {state['shape']}, this log another")
         self._set_rows(state)
@@ -292,20 +290,20 @@ class EvalLog:
             if key == "val_inferred":
                 rows = [None] * T if value is None else [None if bool((r < 0).all()) else r for r in _long(value)]
             elif key == "val_pred":
-                rows = list(torch.as_tensor(np.asarray(value)).to(torch.int16).unbind(0))
+                rows = list(to_numpy(value).astype(np.int16))
             else:
-                rows = list(_long(value).unbind(0))
+                rows = list(_long(value))
             self.rows[key] = rows
         self._stacked.clear()
 
     def arrays(self) -> dict[str, np.ndarray]:
         """The file's arrays (see the module docstring)."""
-        out = {k: v.numpy() for k in _ROWS if (v := self.stacked(k)) is not None}
+        out = {k: v for k in _ROWS if (v := self.stacked(k)) is not None}
         out |= {
-            "val_y": self.val_y.numpy(),
-            "val_a": self.val_a.numpy(),
-            "test_group_counts": self.test_group_counts.numpy(),
-            "test_class_counts": self.test_class_counts.numpy(),
+            "val_y": self.val_y,
+            "val_a": self.val_a,
+            "test_group_counts": self.test_group_counts,
+            "test_class_counts": self.test_class_counts,
             "test_n": np.int64(self.test_n),
             "num_classes": np.int64(self.num_classes),
             "num_attrs": np.int64(self.num_attrs),
@@ -346,11 +344,6 @@ class EvalLog:
         )
         log._set_rows(arrays)
         return log
-
-
-def _group_ids(y: torch.Tensor, a: torch.Tensor, num_attrs: int) -> torch.Tensor:
-    """(n,) group ids y * A + a, -1 where a is unknown."""
-    return torch.where(a >= 0, y * num_attrs + a, torch.full_like(y, -1))
 
 
 def _check(arrays: dict[str, np.ndarray], source: str) -> None:

@@ -5,6 +5,8 @@ rates evaluation t (higher is better, None = not computable for this log). ``sel
 criterion chooses (ties: the later one, as ``tracking.Selector``), ``reports`` the validation and test reports of
 the evaluations the four validation criteria choose, in ``Selector.reports()``'s format. Because everything is read
 from the log, a criterion registered today (``register_criterion``) applies to a sweep trained last month.
+Scores are computed in numpy from the log's arrays (``memaware table`` never imports torch), with the float32
+arithmetic torch used, so training and the table agree to the last bit; ``external_groups`` may be a tensor.
 
 Built in: ``val_wga`` (true validation groups), ``val_gi_wga`` (XRM-inferred validation groups: the log's own, else
 an XRM run's ``inferred_groups.npz``), ``val_worst_class``, ``val_avg``, ``last``, the oracle ``test_wga`` and
@@ -18,12 +20,12 @@ import math
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
+import numpy as np
+
+from .arrays import float32_mean, to_numpy
 from .errors import ConfigError
 from .evallog import EvalLog
-from .lazy import lazy_module
-from .metrics import group_report, report_from_counts, worst_class_acc, worst_group_acc
-
-torch = lazy_module("torch")
+from .metrics import ArrayLike, accuracy, group_report, report_from_counts, worst_class_acc, worst_group_acc
 
 VAL_CRITERIA = ("val_wga", "val_gi_wga", "val_worst_class", "val_avg")
 VAL_GROUP_USE = ("yes", "inferred", "no")
@@ -48,18 +50,18 @@ class Criterion:
     val_group_use: ClassVar[str] = "no"
     oracle: ClassVar[bool] = False  # reads the test split: for diagnostics, never for reporting
 
-    def score(self, log: EvalLog, t: int, external_groups: torch.Tensor | None = None) -> float | None:
+    def score(self, log: EvalLog, t: int, external_groups: ArrayLike | None = None) -> float | None:
         """The score of evaluation t (higher is better), or None when it is not computable for this log.
         ``external_groups`` (n_val,): inferred validation groups from another run (an XRM run's)."""
         raise NotImplementedError
 
-    def score_all(self, log: EvalLog, external_groups: torch.Tensor | None = None) -> list[float | None]:
+    def score_all(self, log: EvalLog, external_groups: ArrayLike | None = None) -> list[float | None]:
         """``score`` of every evaluation, (T,). Built-ins override it with one batched computation over T that gives
-        the same floats (selecting is then a few tensor ops per run, not T Python calls per criterion)."""
+        the same floats (selecting is then a few array ops per run, not T Python calls per criterion)."""
         return [self.score(log, t, external_groups) for t in range(len(log))]
 
 
-def _val_correct(log: EvalLog, t: int) -> torch.Tensor:
+def _val_correct(log: EvalLog, t: int) -> np.ndarray:
     """(n_val,) bool: validation predictions of evaluation t that are right."""
     return log.val_pred_at(t) == log.val_y
 
@@ -68,21 +70,24 @@ def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _val_correct_all(log: EvalLog) -> torch.Tensor:
+def _val_correct_all(log: EvalLog) -> np.ndarray:
     """(T, n_val) float32: 1 where evaluation t's validation prediction is right."""
-    return (log.stacked("val_pred").long() == log.val_y).float()
+    return (log.stacked("val_pred").astype(np.int64) == log.val_y).astype(np.float32)
 
 
-def _worst_all(correct: torch.Tensor, groups: torch.Tensor, num_groups: int) -> list[float | None]:
-    """Per row t of ``correct`` (T, n), ``metrics.worst_group_acc`` over ``groups`` ((n,) or (T, n) ids, < 0
-    ignored) with its float32 arithmetic: hit sums of 0/1 values are exact, so the floats are the same."""
-    groups = groups.expand_as(correct)
+def _worst_all(correct: np.ndarray, groups: np.ndarray, num_groups: int) -> list[float | None]:
+    """Per row t of ``correct`` (T, n), ``metrics.worst_group_acc`` over ``groups`` ((n,) or (T, n) ids in
+    0..num_groups-1, < 0 ignored) with its float32 arithmetic: hit sums of 0/1 values are exact, so the floats are
+    the same."""
+    T, G = len(correct), num_groups
+    groups = np.broadcast_to(groups, correct.shape)
     keep = groups >= 0
-    ids = torch.where(keep, groups, torch.zeros_like(groups))
-    hits = torch.zeros(len(correct), num_groups).scatter_add_(1, ids, correct * keep)
-    counts = torch.zeros(len(correct), num_groups).scatter_add_(1, ids, keep.float())
-    ratio = torch.where(counts > 0, hits / counts, torch.full_like(hits, math.inf))
-    return [_finite(v) for v in ratio.min(dim=1).values.tolist()]
+    ids = (np.where(keep, groups, 0) + G * np.arange(T)[:, None]).ravel()
+    hits = np.bincount(ids, weights=(correct * keep).ravel().astype(np.float64), minlength=T * G)
+    counts = np.bincount(ids, weights=keep.ravel().astype(np.float64), minlength=T * G)
+    hits, counts = hits.reshape(T, G).astype(np.float32), counts.reshape(T, G).astype(np.float32)
+    ratio = np.where(counts > 0, hits / np.maximum(counts, 1), np.float32(math.inf))
+    return [_finite(v) for v in ratio.min(axis=1).tolist()]
 
 
 def val_wga_computable(log: EvalLog) -> bool:
@@ -96,13 +101,13 @@ class ValWGA(Criterion):
     description = "validation worst-group accuracy (true groups)"
     val_group_use = "yes"
 
-    def score(self, log: EvalLog, t: int, external_groups: torch.Tensor | None = None) -> float | None:
+    def score(self, log: EvalLog, t: int, external_groups: ArrayLike | None = None) -> float | None:
         if not val_wga_computable(log):
             return None
         group = log.val_y * log.num_attrs + log.val_a
         return _finite(worst_group_acc(_val_correct(log, t), group, log.num_groups))
 
-    def score_all(self, log: EvalLog, external_groups: torch.Tensor | None = None) -> list[float | None]:
+    def score_all(self, log: EvalLog, external_groups: ArrayLike | None = None) -> list[float | None]:
         if not val_wga_computable(log) or not len(log):
             return [None] * len(log)
         return _worst_all(_val_correct_all(log), log.val_y * log.num_attrs + log.val_a, log.num_groups)
@@ -113,18 +118,18 @@ class ValGIWGA(Criterion):
     description = "validation worst-group accuracy (XRM-inferred groups)"
     val_group_use = "inferred"
 
-    def score(self, log: EvalLog, t: int, external_groups: torch.Tensor | None = None) -> float | None:
+    def score(self, log: EvalLog, t: int, external_groups: ArrayLike | None = None) -> float | None:
         groups = inferred_groups(log, t, external_groups)
         if groups is None:
             return None
         return _finite(worst_group_acc(_val_correct(log, t), groups, int(groups.max()) + 1))
 
-    def score_all(self, log: EvalLog, external_groups: torch.Tensor | None = None) -> list[float | None]:
+    def score_all(self, log: EvalLog, external_groups: ArrayLike | None = None) -> list[float | None]:
         rows = [inferred_groups(log, t, external_groups) for t in range(len(log))]
         have = [t for t, g in enumerate(rows) if g is not None]
         out: list[float | None] = [None] * len(log)
         if have:
-            groups = torch.stack([rows[t] for t in have])
+            groups = np.stack([rows[t] for t in have])
             # a row's own number of groups is its max + 1: larger ids have no examples and change no minimum
             worst = _worst_all(_val_correct_all(log)[have], groups, int(groups.max()) + 1)
             for t, v in zip(have, worst, strict=True):
@@ -141,13 +146,13 @@ class ValBiasUnsup(Criterion):
     description = "validation accuracy averaged over inferred groups (uLA's bias-unsupervised score)"
     val_group_use = "inferred"
 
-    def score(self, log: EvalLog, t: int, external_groups: torch.Tensor | None = None) -> float | None:
+    def score(self, log: EvalLog, t: int, external_groups: ArrayLike | None = None) -> float | None:
         groups = inferred_groups(log, t, external_groups)
         if groups is None:
             return None
-        return _finite(balanced_acc(_val_correct(log, t).float(), groups))
+        return _finite(balanced_acc(_val_correct(log, t), groups))
 
-    def score_all(self, log: EvalLog, external_groups: torch.Tensor | None = None) -> list[float | None]:
+    def score_all(self, log: EvalLog, external_groups: ArrayLike | None = None) -> list[float | None]:
         correct = _val_correct_all(log) if len(log) else None
         out: list[float | None] = []
         for t in range(len(log)):
@@ -156,26 +161,28 @@ class ValBiasUnsup(Criterion):
         return out
 
 
-def balanced_acc(correct: torch.Tensor, groups: torch.Tensor) -> float:
-    """Mean over the groups present (ids >= 0) of the accuracy in each: correct (n,) float 0/1, groups (n,)."""
+def balanced_acc(correct: ArrayLike, groups: ArrayLike) -> float:
+    """Mean over the groups present (ids >= 0) of the accuracy in each: correct (n,) bool or 0/1, groups (n,).
+    float32 accuracies, averaged in torch's order (``arrays.float32_mean``): the floats torch gave before."""
+    correct, groups = to_numpy(correct), to_numpy(groups)
     keep = groups >= 0
     if not bool(keep.any()):
         return math.nan
-    g, c = groups[keep], correct[keep].float()
-    counts = torch.bincount(g).float()
-    hits = torch.zeros_like(counts).index_add_(0, g, c)
+    g = groups[keep]
+    counts = np.bincount(g)
+    hits = np.bincount(g, weights=correct[keep].astype(np.float64), minlength=len(counts))
     present = counts > 0
-    return float((hits[present] / counts[present]).mean())
+    return float32_mean(hits[present].astype(np.float32) / counts[present].astype(np.float32))
 
 
 class ValWorstClass(Criterion):
     name = "val_worst_class"
     description = "validation worst-class accuracy (no group labels)"
 
-    def score(self, log: EvalLog, t: int, external_groups: torch.Tensor | None = None) -> float | None:
+    def score(self, log: EvalLog, t: int, external_groups: ArrayLike | None = None) -> float | None:
         return _finite(worst_class_acc(_val_correct(log, t), log.val_y, log.num_classes))
 
-    def score_all(self, log: EvalLog, external_groups: torch.Tensor | None = None) -> list[float | None]:
+    def score_all(self, log: EvalLog, external_groups: ArrayLike | None = None) -> list[float | None]:
         return _worst_all(_val_correct_all(log), log.val_y, log.num_classes) if len(log) else []
 
 
@@ -183,20 +190,21 @@ class ValAvg(Criterion):
     name = "val_avg"
     description = "validation average accuracy (no group labels)"
 
-    def score(self, log: EvalLog, t: int, external_groups: torch.Tensor | None = None) -> float | None:
-        return _finite(float(_val_correct(log, t).float().mean())) if len(log.val_y) else None
+    def score(self, log: EvalLog, t: int, external_groups: ArrayLike | None = None) -> float | None:
+        return _finite(accuracy(_val_correct(log, t))) if len(log.val_y) else None
 
-    def score_all(self, log: EvalLog, external_groups: torch.Tensor | None = None) -> list[float | None]:
+    def score_all(self, log: EvalLog, external_groups: ArrayLike | None = None) -> list[float | None]:
         if not len(log.val_y) or not len(log):
             return [None] * len(log)
-        return [_finite(v) for v in _val_correct_all(log).mean(dim=1).tolist()]
+        right = np.count_nonzero(_val_correct_all(log), axis=1).astype(np.float32)
+        return [_finite(v) for v in (right / np.float32(len(log.val_y))).tolist()]  # as a float32 mean
 
 
 class Last(Criterion):
     name = "last"
     description = "the last evaluation (runs compared by its validation average accuracy)"
 
-    def score(self, log: EvalLog, t: int, external_groups: torch.Tensor | None = None) -> float | None:
+    def score(self, log: EvalLog, t: int, external_groups: ArrayLike | None = None) -> float | None:
         # only the last evaluation has a score; its value ranks hyper-parameter combinations against each other
         return ValAvg().score(log, t) if t == len(log) - 1 else None
 
@@ -207,7 +215,7 @@ class OracleTestWGA(Criterion):
     val_group_use = "yes"
     oracle = True
 
-    def score(self, log: EvalLog, t: int, external_groups: torch.Tensor | None = None) -> float | None:
+    def score(self, log: EvalLog, t: int, external_groups: ArrayLike | None = None) -> float | None:
         return _finite(report_from_counts(**log.test_counts_at(t))["worst_group_acc"])
 
 
@@ -268,14 +276,14 @@ def _as_criterion(criterion: str | Criterion) -> Criterion:
     return criterion if isinstance(criterion, Criterion) else get_criterion(criterion)
 
 
-def inferred_groups(log: EvalLog, t: int, external_groups: torch.Tensor | None = None) -> torch.Tensor | None:
+def inferred_groups(log: EvalLog, t: int, external_groups: ArrayLike | None = None) -> np.ndarray | None:
     """(n_val,) inferred validation groups at evaluation t: the method's own, else ``external_groups``, else None."""
     own = log.val_inferred_at(t)
     if own is not None:
         return own
     if external_groups is None:
         return None
-    groups = torch.as_tensor(external_groups).long().cpu()
+    groups = to_numpy(external_groups, np.int64)
     if groups.shape != log.val_y.shape:
         raise ConfigError(
             f"inferred validation groups have {len(groups)} entries, the validation split {len(log.val_y)}"
@@ -290,12 +298,12 @@ def improves(score: float | None, best: float | None) -> bool:
     return best is None or score >= best
 
 
-def scores(log: EvalLog, criterion: str | Criterion, external_groups: torch.Tensor | None = None) -> list[float | None]:
+def scores(log: EvalLog, criterion: str | Criterion, external_groups: ArrayLike | None = None) -> list[float | None]:
     """The criterion's score of every evaluation, (T,)."""
     return _as_criterion(criterion).score_all(log, external_groups)
 
 
-def select(log: EvalLog, criterion: str | Criterion, external_groups: torch.Tensor | None = None) -> int | None:
+def select(log: EvalLog, criterion: str | Criterion, external_groups: ArrayLike | None = None) -> int | None:
     """Index of the evaluation the criterion chooses (ties: the later), or None when it is not computable."""
     best_t, best = None, None
     for t, s in enumerate(scores(log, criterion, external_groups)):
@@ -310,7 +318,7 @@ GI_WGA_HINT = (
 )
 
 
-def resolve(criterion: str, log: EvalLog, external_groups: torch.Tensor | None = None) -> str:
+def resolve(criterion: str, log: EvalLog, external_groups: ArrayLike | None = None) -> str:
     """The criterion a run follows: 'auto' is val_wga when computable, else val_gi_wga when inferred groups exist
     (the log's or external), else val_avg (the run's results say which). An explicit criterion is followed or
     refused, never replaced: val_gi_wga without inferred groups and val_wga that is not computable are a
@@ -352,9 +360,7 @@ def report_at(log: EvalLog, t: int) -> dict[str, Any]:
     }
 
 
-def chosen(
-    log: EvalLog, criterion: str | Criterion, external_groups: torch.Tensor | None = None
-) -> dict[str, Any] | None:
+def chosen(log: EvalLog, criterion: str | Criterion, external_groups: ArrayLike | None = None) -> dict[str, Any] | None:
     """{"epoch", "val_score", "val", "test"} of the evaluation the criterion chooses, or None."""
     all_scores = scores(log, criterion, external_groups)
     best_t, best = None, None
@@ -368,7 +374,7 @@ def chosen(
 
 
 def reports(
-    log: EvalLog, external_groups: torch.Tensor | None = None, criteria: Sequence[str] = VAL_CRITERIA
+    log: EvalLog, external_groups: ArrayLike | None = None, criteria: Sequence[str] = VAL_CRITERIA
 ) -> dict[str, dict[str, Any]]:
     """{criterion: {"epoch", "val_score", "val", "test"}} for the ``criteria`` computable on this log, as
     ``tracking.Selector.reports()`` (results.json's ``criteria``)."""

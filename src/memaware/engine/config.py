@@ -64,7 +64,7 @@ class TrainConfig:
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got '{self.optimizer}'")
         if self.selection not in SELECTIONS:  # a registered or module:Class criterion, never the test oracle
-            from ..selection import get_criterion  # lazy: selection imports torch-heavy report code
+            from ..selection import get_criterion  # lazy: only a name beyond the built-ins needs the registry
 
             try:
                 oracle = get_criterion(self.selection).oracle

@@ -29,13 +29,10 @@ import numpy as np
 from ..errors import ConfigError, DataError, MemawareError
 from ..evallog import FILENAME as EVAL_LOG
 from ..evallog import EvalLog
-from ..lazy import lazy_module
 from ..methods import method_class
 from ..metrics import report_from_counts
 from ..selection import get_criterion, select
 from .hparams import uses_train_groups
-
-torch = lazy_module("torch")
 
 PROTOCOLS = ("per-seed", "first-seed")
 
@@ -231,7 +228,7 @@ def criteria_of(results: dict) -> dict:
     return {}
 
 
-def _external_groups(rec: RunRecord) -> torch.Tensor | None:
+def _external_groups(rec: RunRecord) -> np.ndarray | None:
     """(n_val,) the XRM-inferred validation groups the run's spec points to (``inferred_groups``: an .npz with
     ``val_groups``; a relative path is tried from the run directory too), or None when it names none."""
     name = (rec.spec or {}).get("inferred_groups")
@@ -245,7 +242,7 @@ def _external_groups(rec: RunRecord) -> torch.Tensor | None:
             groups = f["val_groups"]
     except (OSError, ValueError, KeyError) as e:
         raise DataError(f"{path}: no readable 'val_groups' ({type(e).__name__})") from None
-    return torch.from_numpy(np.asarray(groups).astype(np.int64))
+    return np.asarray(groups).astype(np.int64)
 
 
 def _from_log(rec: RunRecord, criterion: str) -> dict | None:
