@@ -31,7 +31,8 @@ SCRIPT = textwrap.dedent(
     fork = can_fork()
     side = run_side_by_side(train, sigmas, 2, meanwhile=lambda: calls.append(os.getpid()))
     alone = [train(s) for s in sigmas]
-    print(json.dumps({"fork": fork, "fork_after": can_fork(), "parent": os.getpid(), "side": side, "alone": alone, "calls": calls}))
+    out = {"fork": fork, "fork_after": can_fork(), "parent": os.getpid(), "side": side, "alone": alone}
+    print(json.dumps({**out, "calls": calls}))
     """
 )
 

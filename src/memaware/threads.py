@@ -65,9 +65,10 @@ def run_side_by_side(
     """``[fn(item) for item in items]``, up to ``workers`` at a time, in item order (give the longest first).
 
     Forked worker processes, one per item, where ``can_fork``; else Python threads (``worker_count``). Each item
-    runs exactly as it would alone, so the results do not depend on the mode. ``meanwhile()`` runs in the calling
-    process while the workers train (e.g. importing matplotlib for the figure that follows). A worker's exception
-    is raised here, with the worker's traceback in its notes.
+    runs exactly as it would alone, so the results do not depend on the mode. ``meanwhile()`` runs once in the
+    calling process, as soon as a core is left that no worker needs (the last items are running on fewer than
+    ``workers``), else at the end (e.g. importing matplotlib for the figure that follows). A worker's exception is
+    raised here, with the worker's traceback in its notes.
     """
     workers = worker_count(min(workers, len(items)))
     if workers > 1:
@@ -85,16 +86,15 @@ def _forked(fn: Callable[[T], R], items: Sequence[T], workers: int, meanwhile: C
     results: dict[int, Any] = {}
     running: dict[int, tuple[int, int]] = {}  # read end -> (item index, pid)
     todo = list(range(len(items)))
-    first = True
     try:
         while todo or running:
             while todo and len(running) < workers:
                 i = todo.pop(0)
                 read, pid = _fork_one(fn, items[i])
                 running[read] = (i, pid)
-            if first and meanwhile is not None:
-                meanwhile()
-            first = False
+            if meanwhile is not None and not todo and len(running) < workers:
+                meanwhile()  # on a core no worker needs any more: it slows none of them
+                meanwhile = None
             read = _first_ready(list(running))
             i, pid = running.pop(read)
             results[i] = _collect(read, pid)
@@ -103,6 +103,8 @@ def _forked(fn: Callable[[T], R], items: Sequence[T], workers: int, meanwhile: C
             os.kill(pid, 9)
             os.waitpid(pid, 0)
             os.close(read)
+    if meanwhile is not None:  # every core was busy until the end
+        meanwhile()
     return [results[i] for i in range(len(items))]
 
 

@@ -80,10 +80,10 @@ def run_epochs(
             if max_steps and steps.steps >= max_steps:
                 break
             steps.step(payload)
-            if step_eval is not None and step_evaluation_due(steps.steps, eval_every_steps):
+            if eval_every_steps and step_eval is not None and step_evaluation_due(steps.steps, eval_every_steps):
                 step_eval(epoch)
         stop = steps.should_stop() or bool(max_steps and steps.steps >= max_steps)
-        just = step_evaluation_due(steps.steps, eval_every_steps)
+        just = bool(eval_every_steps) and step_evaluation_due(steps.steps, eval_every_steps)
         if on_eval is not None and evaluation_due(epoch, epochs, eval_every, stop, eval_every_steps, just):
             on_eval(epoch)
         if on_epoch_end is not None:

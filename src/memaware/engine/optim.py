@@ -118,6 +118,7 @@ class Adam:
         self.t = 0
         self.m = [torch.zeros_like(p) for p in self.params]
         self.v = [torch.zeros_like(p) for p in self.params]
+        self.denom = [torch.empty_like(p) for p in self.params]  # CPU scratch, reused every step (not state)
         self.h = _Hypers()
 
     def zero_grad(self) -> None:
@@ -149,7 +150,12 @@ class Adam:
         torch._foreach_lerp_(m, grads, 1 - b1)
         torch._foreach_mul_(v, b2)
         torch._foreach_addcmul_(v, grads, grads, value=1 - b2)
-        denom = torch._foreach_div(v, bc2)
+        if v[0].device.type == "cpu":  # what _foreach_div does there (a div per tensor), into reused buffers
+            denom = [self.denom[i] for i in live]
+            for vi, di in zip(v, denom, strict=True):
+                torch.div(vi, bc2, out=di)
+        else:  # one fused kernel for every tensor
+            denom = torch._foreach_div(v, bc2)
         torch._foreach_sqrt_(denom)
         torch._foreach_add_(denom, self.eps)
         # p <- p - (lr / bc1) m / denom; a tensor lr divides in float64 and rounds once, as the scalar does

@@ -47,15 +47,15 @@ class SingleRunSteps:
         self.all_pos = torch.arange(self.n)
         self.x_buffer = x_train.new_empty((0, *x_train.shape[1:]))
         self.hits = self.seen = None
-        self.loss_sum, self.drawn = torch.zeros((), device=x_train.device), 0
+        # this epoch's (loss, batch size) per step, summed when read: a step adds no kernel for the epoch's mean
+        self.losses: list[tuple[torch.Tensor, int]] = []
 
     def epoch(self) -> list[torch.Tensor | None]:
         dev = self.x.device
         if self.groups is not None:  # per-group training accuracy of this epoch (+1 bucket: unknown attribute)
             self.hits = torch.zeros(self.num_groups + 1, device=dev)
             self.seen = torch.zeros(self.num_groups + 1, device=dev)
-        self.loss_sum.zero_()  # in place: one small kernel instead of an allocation per epoch (an epoch can be a step)
-        self.drawn = 0
+        self.losses = []
         return epoch_batches(self.n, self.bs, self.generator, self.weights, self.method.active_positions)
 
     def step(self, pos: torch.Tensor | None) -> None:
@@ -110,9 +110,7 @@ class SingleRunSteps:
         if gb is not None:
             self.hits.index_add_(0, gb, (self.method.predict_logits(detached).argmax(dim=1) == yb).float())
             self.seen.index_add_(0, gb, torch.ones_like(yb, dtype=self.seen.dtype))
-        drawn = yb.shape[0]
-        self.loss_sum += loss * drawn
-        self.drawn += drawn
+        self.losses.append((loss, yb.shape[0]))
 
     def should_stop(self) -> bool:
         return self.method.should_stop()
@@ -124,4 +122,8 @@ class SingleRunSteps:
         return self.hits[: self.num_groups], self.seen[: self.num_groups]
 
     def mean_loss(self) -> torch.Tensor:
-        return self.loss_sum / max(1, self.drawn)
+        total, drawn = torch.zeros((), device=self.x.device), 0
+        for loss, size in self.losses:  # the running sum a step used to keep, in the same order
+            total += loss * size
+            drawn += size
+        return total / max(1, drawn)

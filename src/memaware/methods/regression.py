@@ -105,12 +105,12 @@ class MSERegression(Method):
                 p[self.done] = keep[self.done]
 
     def should_stop(self) -> bool:
-        if len(self.done) == 1:
+        if self.members == 1:
             return self.single_done
         return self.target_mse is not None and bool(self.done.all())
 
     def outputs(self, model, ctx: TrainContext) -> dict[str, Any]:
-        if len(self.done) == 1 and self.step:
+        if self.members == 1 and self.step:
             self.final_mse[0], self.steps[0], self.done[0] = self.single_mse, self.step, self.single_done
         if self.frozen:  # the finished members end at their frozen parameters
             with torch.no_grad():

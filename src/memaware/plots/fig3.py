@@ -47,7 +47,9 @@ def plot_fig3(res: dict[str, Any], problems: list, curves: dict[str, Any], path:
         ax.grid(ls="--", lw=0.5, alpha=0.6)
     axes[0].set_ylabel("target / prediction")
     axes[0].legend(frameon=False, fontsize=9, loc="upper left")
-    fig.tight_layout()
+    # the margins tight_layout finds for this fixed figure, written down (it measures every text: a fifth of the
+    # drawing time, on the critical path of `memaware fig3`)
+    fig.subplots_adjust(left=0.058, right=0.987, bottom=0.14, top=0.871, wspace=0.064)
     return save(fig, path)
 
 
