@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -115,14 +116,28 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def console_main() -> int:
-    """The ``memaware`` program (console script and ``python -m memaware``): ``main``, then ``gc.freeze()`` so that
-    the interpreter's last garbage collection at exit does not walk torch's objects (~0.4 s of every command that
-    imported torch, BENCHMARKS.md). Objects are still freed by reference counting; only a collection of cycles in
-    an exiting process is skipped. ``main`` itself stays free of this, for callers that go on running."""
+    """The ``memaware`` program (console script and ``python -m memaware``): ``main``, then a quick exit.
+
+    An interpreter that imported torch spends 0.3-0.5 s tearing itself down at exit (a last garbage collection
+    over torch's objects, then every module's deallocation; BENCHMARKS.md), a tenth of a ``memaware fig3``. When
+    ``main`` has returned and no other thread runs, nothing is left to do but the exit handlers: they run (temporary
+    folders, pools), the standard streams are flushed and the process ends with ``os._exit``. Every file memaware
+    writes is closed by then (``with`` blocks, ``artifacts``). ``main`` itself stays free of this, for callers that
+    go on running."""
+    import atexit
     import gc
+    import threading
 
     code = main()
-    gc.freeze()
+    gc.freeze()  # with another thread alive, the normal exit below at least skips the last full collection
+    if threading.active_count() == 1:
+        atexit._run_exitfuncs()
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):  # a closed pipe (`memaware ... | head`) or stream: nothing to keep
+                pass
+        os._exit(code)
     return code
 
 
