@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from ..experiments.fig3 import SWEEP_SIGMAS, run_fig3, run_sweep, save_fig3, save_fig3_sweep
+from ..experiments.fig3 import RUNS, SWEEP_SIGMAS, run_fig3, run_sweep, save_fig3, save_fig3_sweep
 from ..threads import use_one_intraop_thread
 from .common import add_common
 
@@ -65,8 +65,17 @@ def run(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(sweep_summary(res, out))
         return 0
-    res, problems, curves = run_fig3(args.seed, args.max_steps or 100_000, not args.quiet, **data_kwargs)
-    save_fig3(res, problems, curves, out)
+    canvases = []  # the figure's data part, drawn while the last training runs
+
+    def draw_data(problems: list) -> None:
+        from ..plots.fig3 import Fig3Canvas
+
+        canvases.append(Fig3Canvas(problems, list(RUNS)))
+
+    res, problems, curves = run_fig3(
+        args.seed, args.max_steps or 100_000, not args.quiet, meanwhile=draw_data, **data_kwargs
+    )
+    save_fig3(res, problems, curves, out, canvas=canvases[0])
     if not args.quiet:
         print(summary(res, out))
     return 0

@@ -5,6 +5,7 @@ its fit rides on the input noise; the three runs of the figure and a sweep over 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ from ..data.regression import RegressionProblem, make_setup_c1, stack_problems
 from ..engine import TrainConfig
 from ..lazy import lazy_module
 from ..plots import pyplot
-from ..plots.fig3 import plot_fig3, plot_fig3_sweep
+from ..plots.fig3 import Fig3Canvas, plot_fig3, plot_fig3_sweep
 from ..threads import run_side_by_side
 
 torch = lazy_module("torch")
@@ -78,10 +79,12 @@ def train_problems(
 
 
 def _train_each(
-    items: list[tuple[str, RegressionProblem, int]], max_steps: int, progress: bool, workers: int = 2
-) -> dict[str, dict[str, Any]]:
+    items: list[tuple[str, RegressionProblem, int]], max_steps: int, progress: bool,
+    meanwhile: Callable[[], Any] = pyplot, workers: int = 2,
+) -> dict[str, dict[str, Any]]:  # fmt: skip
     """One model per (label, problem, init seed), up to ``workers`` at a time in worker processes
-    (``threads.run_side_by_side``); matplotlib is imported meanwhile, for the figure that follows.
+    (``threads.run_side_by_side``), ``meanwhile()`` on a core they leave free (by default matplotlib's import, for
+    the figure that follows).
 
     For these small MLPs one model per core beats an ensemble: an ensemble steps every member until the
     slowest reaches the target, and batched matmuls of 20 x 300 blocks gain nothing on a CPU (BENCHMARKS.md).
@@ -91,16 +94,27 @@ def _train_each(
         label, p, init_seed = item
         return train_problems([p], [init_seed], max_steps=max_steps, progress=progress, label=label)[0]
 
-    rows = run_side_by_side(train, items, workers, meanwhile=pyplot)
+    rows = run_side_by_side(train, items, workers, meanwhile=meanwhile)
     return dict(zip([label for label, _, _ in items], rows, strict=True))
 
 
-def run_fig3(seed: int = 0, max_steps: int = 100_000, progress: bool = False, **data_kwargs: Any):
-    """The three runs of Fig. 3 on the same seed (same init, label noise and standardized input noise)."""
+def run_fig3(
+    seed: int = 0,
+    max_steps: int = 100_000,
+    progress: bool = False,
+    meanwhile: Callable[[list[RegressionProblem]], Any] | None = None,
+    **data_kwargs: Any,
+):
+    """The three runs of Fig. 3 on the same seed (same init, label noise and standardized input noise).
+
+    ``meanwhile(problems)`` runs while the last trainings still run (default: importing matplotlib); the CLI draws
+    the data's part of the figure there (``plots.fig3.Fig3Canvas``).
+    """
     t0 = time.perf_counter()
     problems = [make_setup_c1(sigma=s, seed=seed, **data_kwargs) for s in RUNS.values()]
     items = [(name, p, seed) for name, p in zip(RUNS, problems, strict=True)]
-    done = _train_each(sorted(items, key=lambda it: it[0] != "ugly"), max_steps, progress)  # longest first
+    ready = pyplot if meanwhile is None else (lambda: meanwhile(problems))
+    done = _train_each(sorted(items, key=lambda it: it[0] != "ugly"), max_steps, progress, ready)  # longest first
     rows = [done[name] for name in RUNS]
     curves = {name: r.pop("_g_sweep") for name, r in zip(RUNS, rows, strict=True)}
     res = {"runs": dict(zip(RUNS, rows, strict=True)), "seconds": time.perf_counter() - t0, "seed": seed}
@@ -139,10 +153,17 @@ def run_sweep(
     }
 
 
-def save_fig3(res: dict[str, Any], problems: list[RegressionProblem], curves: dict[str, Any], out: str | Path) -> Path:
-    """Writes ``out``/fig3.png (``plots.fig3``) and ``out``/fig3.json from what ``run_fig3`` returned."""
+def save_fig3(
+    res: dict[str, Any], problems: list[RegressionProblem], curves: dict[str, Any], out: str | Path,
+    canvas: Fig3Canvas | None = None,
+) -> Path:  # fmt: skip
+    """Writes ``out``/fig3.png (``plots.fig3``; on ``canvas`` when the data's part was drawn already) and
+    ``out``/fig3.json from what ``run_fig3`` returned."""
     out = Path(out)
-    plot_fig3(res, problems, curves, out / "fig3.png")
+    if canvas is None:
+        plot_fig3(res, problems, curves, out / "fig3.png")
+    else:
+        canvas.finish(res, curves, out / "fig3.png")
     write_json(out / "fig3.json", res)
     return out
 

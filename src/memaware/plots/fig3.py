@@ -12,45 +12,63 @@ from . import pyplot, save
 TITLES = {"good": "Good memorization", "bad": "Bad memorization", "ugly": "Ugly memorization"}
 
 
+class Fig3Canvas:
+    """Fig. 3's three panels, drawn in two parts: everything the data fixes (true f, training points, labels, legend,
+    margins) when built, the learned curves, titles and shared y-range in ``finish``. ``memaware fig3`` builds it
+    while the longest training still runs, so that only ``finish`` follows the last result."""
+
+    def __init__(self, problems: list, names: list[str]):
+        plt = pyplot()
+        self.problems, self.names = problems, names
+        self.fig, self.axes = plt.subplots(1, len(names), figsize=(13.5, 4.3), sharey=True, squeeze=False)
+        self.axes = self.axes[0]
+        xs_all = np.concatenate([np.r_[p.x_sweep[:, 0].numpy(), p.x_train[:, 0].numpy()] for p in problems])
+        x_lim = _padded(xs_all.min(), xs_all.max(), 0.03)
+        self.learned = []
+        for ax, p in zip(self.axes, problems, strict=True):
+            xs = p.x_sweep[:, 0].numpy()
+            ax.plot(xs, p.f_sweep.numpy(), "k--", lw=2, alpha=0.6, label=r"true function $f(x_y)$")
+            (line,) = ax.plot([], [], c="#4B79BD", lw=2, alpha=0.85, label=r"learned $g(x_y, \epsilon = 0)$")
+            self.learned.append(line)
+            ax.scatter(
+                p.x_train[:, 0].numpy(),
+                p.y_train.numpy(),
+                c="#4B79BD",
+                edgecolors="k",
+                s=30,
+                zorder=3,
+                label="noisy training points",
+            )
+            ax.set(xlabel=r"core feature $x_y$", xlim=x_lim)
+            ax.grid(ls="--", lw=0.5, alpha=0.6)
+        self.axes[0].set_ylabel("target / prediction")
+        self.axes[0].legend(frameon=False, fontsize=9, loc="upper left")
+        # the margins tight_layout finds for this figure, written down: it measures every text, a fifth of the
+        # drawing time
+        self.fig.subplots_adjust(left=0.058, right=0.987, bottom=0.14, top=0.871, wspace=0.064)
+
+    def finish(self, res: dict[str, Any], curves: dict[str, Any], path: str | Path) -> Path:
+        """Adds each run's learned curve g on the clean sweep and its numbers, sets the y-range from everything
+        drawn (with a margin) and writes the PNG."""
+        ys_all = np.concatenate(
+            [np.r_[p.y_train.numpy(), p.f_sweep.numpy()] for p in self.problems]
+            + [curves[name].numpy() for name in self.names]
+        )
+        for ax, line, name, p in zip(self.axes, self.learned, self.names, self.problems, strict=True):
+            run = res["runs"][name]
+            line.set_data(p.x_sweep[:, 0].numpy(), curves[name].numpy())
+            ax.set_title(
+                f"{TITLES[name]}: $\\sigma_\\epsilon$ = {run['sigma']:g}\n"
+                f"test MSE {run['test_mse']:.4f}, noise reliance {run['noise_reliance']:.3f}",
+                fontsize=11,
+            )
+        self.axes[0].set_ylim(*_padded(ys_all.min(), ys_all.max(), 0.08))
+        return save(self.fig, path)
+
+
 def plot_fig3(res: dict[str, Any], problems: list, curves: dict[str, Any], path: str | Path) -> Path:
     """Three panels: training points, the true f (dashed) and the learned g on the clean sweep."""
-    plt = pyplot()
-    fig, axes = plt.subplots(1, 3, figsize=(13.5, 4.3), sharey=True)
-    # limits from everything drawn (every training point, f and every g on the whole sweep), with a margin
-    xs_all = np.concatenate([np.r_[p.x_sweep[:, 0].numpy(), p.x_train[:, 0].numpy()] for p in problems])
-    ys_all = np.concatenate(
-        [np.r_[p.y_train.numpy(), p.f_sweep.numpy()] for p in problems] + [c.numpy() for c in curves.values()]
-    )
-    x_lim = _padded(xs_all.min(), xs_all.max(), 0.03)
-    y_lim = _padded(ys_all.min(), ys_all.max(), 0.08)
-    for ax, (name, run), p in zip(axes, res["runs"].items(), problems, strict=True):
-        xs = p.x_sweep[:, 0].numpy()
-        ax.plot(xs, p.f_sweep.numpy(), "k--", lw=2, alpha=0.6, label=r"true function $f(x_y)$")
-        ax.plot(
-            xs, curves[name].numpy(), c="#4B79BD", lw=2, alpha=0.85, label=r"learned $g(x_y, \epsilon = 0)$"
-        )
-        ax.scatter(
-            p.x_train[:, 0].numpy(),
-            p.y_train.numpy(),
-            c="#4B79BD",
-            edgecolors="k",
-            s=30,
-            zorder=3,
-            label="noisy training points",
-        )
-        ax.set_title(
-            f"{TITLES[name]}: $\\sigma_\\epsilon$ = {run['sigma']:g}\n"
-            f"test MSE {run['test_mse']:.4f}, noise reliance {run['noise_reliance']:.3f}",
-            fontsize=11,
-        )
-        ax.set(xlabel=r"core feature $x_y$", xlim=x_lim, ylim=y_lim)
-        ax.grid(ls="--", lw=0.5, alpha=0.6)
-    axes[0].set_ylabel("target / prediction")
-    axes[0].legend(frameon=False, fontsize=9, loc="upper left")
-    # the margins tight_layout finds for this fixed figure, written down (it measures every text: a fifth of the
-    # drawing time, on the critical path of `memaware fig3`)
-    fig.subplots_adjust(left=0.058, right=0.987, bottom=0.14, top=0.871, wspace=0.064)
-    return save(fig, path)
+    return Fig3Canvas(problems, list(res["runs"])).finish(res, curves, path)
 
 
 def _padded(low: float, high: float, fraction: float) -> tuple[float, float]:
