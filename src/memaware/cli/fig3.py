@@ -71,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
         from ..plots.fig3 import Fig3Canvas
 
         canvases.append(Fig3Canvas(problems, list(RUNS)))
+        canvases[0].draw_ahead()
 
     res, problems, curves = run_fig3(
         args.seed, args.max_steps or 100_000, not args.quiet, meanwhile=draw_data, **data_kwargs
