@@ -129,7 +129,8 @@ def run_sweep(
     batched: bool = False,
     **data_kwargs,
 ):
-    """Every (sigma, seed) pair: one model each on two threads, or (``batched``) all as one ensemble."""
+    """Every (sigma, seed) pair: one model each, two at a time in worker processes, or (``batched``) all as one
+    ensemble."""
     t0 = time.perf_counter()
     pairs = [(s, seed) for seed in seeds for s in sigmas]
     problems = [make_setup_c1(sigma=s, seed=seed, **data_kwargs) for s, seed in pairs]
@@ -139,7 +140,7 @@ def run_sweep(
         )
     else:
         items = [(f"sigma={s:g} seed={seed}", p, seed) for (s, seed), p in zip(pairs, problems, strict=True)]
-        # small sigmas need the most steps: start them first so that the two threads finish together
+        # small sigmas need the most steps: start them first so that the two workers finish together
         done = _train_each(sorted(items, key=lambda it: it[1].sigma), max_steps, progress)
         rows = [done[label] for label, _, _ in items]
     for r in rows:
