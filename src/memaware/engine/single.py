@@ -108,10 +108,9 @@ class SingleRunSteps:
         self, logits: torch.Tensor, loss: torch.Tensor, batch: Batch, yb: torch.Tensor, gb: torch.Tensor | None
     ) -> None:
         """The method's per-step hook on the (pre-step, detached) logits, and this epoch's accuracy and loss."""
-        detached = logits
-        self.method.after_step(detached, batch, self.model)
+        self.method.after_step(logits, batch, self.model)
         if gb is not None:
-            self.hits.index_add_(0, gb, (self.method.predict_logits(detached).argmax(dim=1) == yb).float())
+            self.hits.index_add_(0, gb, (self.method.predict_logits(logits).argmax(dim=1) == yb).float())
             self.seen.index_add_(0, gb, torch.ones_like(yb, dtype=self.seen.dtype))
         self.losses.append((loss, yb.shape[0]))
 

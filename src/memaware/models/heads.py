@@ -152,8 +152,7 @@ class EnsembleMLP(nn.Module):
         super().__init__()
         if activation not in ACTIVATIONS:
             raise ConfigError(f"unknown activation '{activation}', choose from {sorted(ACTIVATIONS)}")
-        self.act = ACTIVATIONS[activation]()
-        self.activation = activation
+        self.activation = activation  # applied through ACTIVATION_FUNCTIONS (no module call per layer)
         self.num_members = len(seeds)
         widths = [in_dim, *hidden, out_dim]
         weights, biases = [], []
