@@ -112,6 +112,47 @@ def in_dir(text: str) -> str:
     return text
 
 
+def in_data(text: str) -> str:
+    """argparse type of --data: an .npz of features or a metadata table (.csv), both files, or a folder in
+    torchvision's ImageFolder layout (train/CLASS/*.png, val/, test/)."""
+    path = Path(text)
+    if path.is_dir():
+        return text
+    if not path.exists():
+        raise argparse.ArgumentTypeError(f"{text}: no such file or directory")
+    return in_file(text)
+
+
+TABLE_HELP = (
+    "--data as a table: a .csv with columns filename (an image path relative to the CSV's folder or --image-root) "
+    "or text, y, split (train/val/test or 0/1/2) and optional a (empty or -1: unknown); labels and attribute "
+    "values may be names (sorted order); or a folder ROOT/{train,val,test}/CLASS/*.png"
+)
+
+
+def add_table_flags(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """The options of a table given as --data (images: size, resize policy, normalisation); the choice made is
+    printed and written into the run's record."""
+    p.add_argument(
+        "--image-root", type=in_dir, help="table: folder the image paths are relative to (default: the CSV's folder)"
+    )
+    p.add_argument(
+        "--image-size", type=int, default=None, metavar="S",
+        help="image side: a table's images are used at their own size when all share one (default), else resized to "
+        "S x S with --resize; --dataset: 224 by default",
+    )  # fmt: skip
+    p.add_argument(
+        "--resize", choices=("stretch", "crop"), default="stretch",
+        help="with --image-size, how a table's images reach S x S: stretch = resize both sides (aspect not kept), "
+        "crop = shorter side to S then the centre crop (default: stretch)",
+    )  # fmt: skip
+    p.add_argument(
+        "--normalize", choices=("none", "imagenet"), default=None,
+        help="a table's pixels: none = scaled to [0, 1]; imagenet = then ImageNet mean/std (default: imagenet for "
+        "the pretrained resnet50 and efficientnet-lite0, none for every other backbone, yours included)",
+    )  # fmt: skip
+
+
 def in_path(text: str) -> str:
     """argparse type of an input that may be a file or a directory (e.g. --weights): it must exist."""
     if not Path(text).exists():

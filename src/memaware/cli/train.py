@@ -11,12 +11,13 @@ import argparse
 import json
 from pathlib import Path
 
+from ..data.groups import named_group
 from ..engine import SELECTIONS, TrainConfig
 from ..engine.config import DECAY_RULES, HEAD_INITS, OPTIMIZERS, SCHEDULES
 from ..errors import ConfigError
 from ..methods import METHODS, classifiers, is_reference, method_class
 from ..models.catalog import DEFAULT_MAX_LENGTH
-from .common import add_common, hidden_widths, in_dir, in_file, in_path
+from .common import TABLE_HELP, add_common, add_table_flags, hidden_widths, in_data, in_dir, in_file, in_path
 
 RESUME_HINT = "to resume, run the same command with --resume (it continues from the checkpoint in --out)"
 DEFAULTS = TrainConfig()  # with --data the library's defaults are the command's (the paper's Setup 2.1 protocol)
@@ -93,7 +94,11 @@ def method_hparams(args: argparse.Namespace) -> dict:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_argument_group("data (one of --data or --dataset)")
-    src.add_argument("--data", type=in_file, help=".npz file with x (n, d), y (n,), split (n,) and optional a (n,)")
+    src.add_argument(
+        "--data", type=in_data,
+        help=".npz file with x (n, d), y (n,), split (n,) and optional a (n,); or your own data as a table (.csv) or "
+        "ImageFolder tree, trained end to end with --backbone (" + TABLE_HELP.partition(": ")[2] + ")",
+    )  # fmt: skip
     src.add_argument(
         "--dataset",
         help="real dataset read from --data-dir: waterbirds, celeba, multinli, civilcomments, fashionbirds (renders)",
@@ -101,13 +106,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src.add_argument("--data-dir", type=in_dir, help="folder holding the dataset (its metadata CSV and files)")
     src.add_argument(
         "--backbone",
-        help="backbone fine-tuned end to end with --dataset: resnet50, efficientnet-lite0, bert, tiny-cnn, tiny-text "
-        "(default: the tiny one matching the dataset)",
+        help="backbone fine-tuned end to end with --dataset or a table: resnet50, efficientnet-lite0, bert, tiny-cnn, "
+        "tiny-text, or your own network as package.module:name or file.py:name (a class or a function that, called "
+        "with no argument, returns an nn.Module mapping a batch of images (b, 3, H, W) or a list of b strings to "
+        "(b, d) features; memaware adds the heads; built under --seed) (default: the tiny one matching the data)",
     )
     src.add_argument(
         "--weights", type=in_path, help="local backbone weights (resnet50: a .pth file; bert: a directory)"
     )
-    src.add_argument("--image-size", type=int, default=224, help="image side for image datasets")
+    add_table_flags(src)
     p.add_argument(
         "--method", required=True, type=_method_name,
         help=f"training method: {', '.join(classifiers())}, or package.module:Class for your own Method subclass",
@@ -209,18 +216,22 @@ def training_settings(args: argparse.Namespace) -> dict:
     """``RECIPE_KEYS`` as given, else with --dataset the recipe of its modality (image: SGD with momentum 0.9;
     text: AdamW, linear warm-up and decay, clipping, dropout before the heads; both: heads at zero), else the
     library's defaults (``TrainConfig``)."""
-    from ..data.datasets import MODALITIES
+    from ..data.datasets import MODALITIES, is_table_path
+    from ..data.datasets.table import table_modality
     from ..sweep.hparams import recipe_defaults
 
     base = {k: getattr(DEFAULTS, k) for k in RECIPE_KEYS}
     if args.dataset in MODALITIES:  # an unknown name is refused when the dataset is opened
         base.update(recipe_defaults(MODALITIES[args.dataset], args.dataset))
+    elif args.data is not None and is_table_path(args.data):  # a user's table: the recipe of its modality
+        base.update(recipe_defaults(table_modality(args.data)))
     return {k: getattr(args, k) if getattr(args, k) is not None else base[k] for k in RECIPE_KEYS}
 
 
 def run(args: argparse.Namespace) -> int:
     if (args.data is None) == (args.dataset is None):
         raise ConfigError("give exactly one of --data FILE.npz and --dataset NAME (with --data-dir)")
+    check_data_flags(args)
     hparams = {
         **training_settings(args),
         "max_steps": args.max_steps,
@@ -239,6 +250,9 @@ def run(args: argparse.Namespace) -> int:
         "backbone": args.backbone,
         "weights": args.weights,
         "image_size": args.image_size,
+        "image_root": args.image_root,
+        "resize": args.resize,
+        "normalize": args.normalize,
         "max_length": args.max_length,
         "seed": args.seed,
         "hparams": hparams,
@@ -256,6 +270,23 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_data_flags(args: argparse.Namespace) -> None:
+    """Refuses flags that do not apply to the data given (one line, before any work)."""
+    from ..data.datasets import is_table_path
+
+    table = args.data is not None and is_table_path(args.data)
+    if args.data is not None and not table:
+        given = [f for f, v in (("--backbone", args.backbone), ("--weights", args.weights),
+                                ("--image-size", args.image_size), ("--image-root", args.image_root),
+                                ("--normalize", args.normalize)) if v is not None]  # fmt: skip
+        if given:
+            raise ConfigError(f"{given[0]} applies to a table (.csv) or --dataset; {args.data} is an .npz of features")
+    if args.dataset is not None and (args.image_root or args.normalize):
+        raise ConfigError("--image-root and --normalize apply to a table given as --data, not to --dataset")
+    if table and args.hidden:
+        raise ConfigError("--hidden shapes the head on .npz features; with a table, put hidden layers in --backbone")
+
+
 def summary(res: dict, out: Path) -> str:
     resumed = f", resumed from epoch {res['resumed_from']}" if res.get("resumed_from") else ""
     lines = [
@@ -267,7 +298,8 @@ def summary(res: dict, out: Path) -> str:
         lines.append(f"  {split:<5} avg acc {m['avg_acc']:.3f}   worst-group acc {m['worst_group_acc']:.3f}")
     worst = min(res["test"]["groups"].items(), key=lambda kv: kv[1]["acc"], default=None)
     if worst:
-        lines.append(f"  worst test group: {worst[0]} (n={worst[1]['n']}, acc {worst[1]['acc']:.3f})")
+        name = named_group(worst[0], res["data"].get("label_names"), res["data"].get("attr_names"))
+        lines.append(f"  worst test group: {name} (n={worst[1]['n']}, acc {worst[1]['acc']:.3f})")
     if res.get("criteria"):
         lines.append("  test metrics under each selection criterion:")
         for name, c in res["criteria"].items():

@@ -63,6 +63,7 @@ def fit(
     checkpoint: str | Path | None = None,
     checkpoint_every: int | None = None,
     checkpoint_seconds: float | None = 30.0,
+    backbone: Any = None,
     **method_kwargs: Any,
 ) -> FitResult:
     """Trains ``method`` on the training split of ``data``; selects a checkpoint on validation.
@@ -72,7 +73,13 @@ def fit(
     JTT: the error-finding ERM) run first through this same function, each checkpointed beside the run, and their
     results reach ``method.prepare`` (and ``FitResult.phases``). ``model_kwargs`` go to ``models.build_model``
     (hidden, bias, activation), unless a ready ``model`` is given (e.g. an ensemble for regression) or
-    ``model_factory(num_heads)`` builds one (end-to-end backbones; phases use it too). Classification methods get
+    ``model_factory(num_heads)`` builds one (end-to-end backbones; phases use it too: a fresh model mapping x's
+    rows to (b, num_heads, K) logits, checked on two training rows before any step). ``backbone`` is the short
+    route to the same: a catalogue name, ``package.module:name``, an ``nn.Module`` (each model starts from a copy of
+    it) or a zero-argument function returning one, mapping a raw batch to (b, d) features; memaware adds the heads
+    (``models.backbone_source.end_to_end_factory``). ``data`` may then be a ``RealDataset`` (``load_table``,
+    ``open_dataset``: rows are loaded per batch) or ``GroupData`` (the backbone takes x's rows). Classification
+    methods get
     per-group history (training accuracy from the training pass itself, logits before the step) and validation
     selection under every criterion (``FitResult.selection_reports``); ``val_inferred_groups`` (n_val,) are
     XRM-inferred groups for the ``val_gi_wga`` criterion when the method infers none. Regression methods
@@ -86,6 +93,7 @@ def fit(
     """
     cfg = config or TrainConfig()
     t0 = time.perf_counter()
+    data, model_factory = with_backbone(data, backbone, model, model_factory, cfg, dict(model_kwargs or {}))
     method = fresh_method(method, method_kwargs)
     check_run(method, data, cfg, model_factory, checkpoint_every)
     checkpoint = Path(checkpoint) if checkpoint is not None else None
@@ -97,6 +105,67 @@ def fit(
     start, done, resumed = saver.restore(run)
     epoch = resumed if done else drive(run, saver, start)
     return finish(run, epoch, earlier, resumed, time.perf_counter() - t0)
+
+
+def with_backbone(
+    data: Any, backbone: Any, model: torch.nn.Module | None, model_factory: ModelFactory | None, cfg: TrainConfig,
+    model_kwargs: dict[str, Any],
+) -> tuple[GroupData, ModelFactory | None]:  # fmt: skip
+    """``fit``'s data as ``GroupData`` and its model factory, with ``backbone`` turned into one."""
+    dataset = data if hasattr(data, "load") and hasattr(data, "data") else None
+    if not isinstance(data, GroupData) and dataset is None:
+        raise ConfigError(
+            f"fit takes GroupData or a dataset (load_table, open_dataset), got {type(data).__name__}"
+        )
+    if backbone is None:
+        if dataset is not None and model_factory is None:
+            raise ConfigError(
+                f"{dataset!r} holds raw {dataset.modality} rows: pass backbone= (a network mapping them to (b, d) "
+                "features) or model_factory="
+            )
+        return (dataset.data if dataset is not None else data), model_factory
+    if model is not None or model_factory is not None:
+        raise ConfigError("give one of backbone=, model= and model_factory=")
+    unused = sorted(k for k in ("hidden", "activation") if model_kwargs.get(k))
+    if unused:
+        raise ConfigError(f"model_kwargs {', '.join(unused)} shape memaware's own head; not with backbone=")
+    from ..models.backbone_source import end_to_end_factory
+
+    factory = end_to_end_factory(
+        data, backbone, seed=cfg.seed, bias=bool(model_kwargs.get("bias", False)), device=cfg.device
+    )
+    return (dataset.data if dataset is not None else data), factory
+
+
+def check_model(model: torch.nn.Module, method: Method, data: GroupData, cfg: TrainConfig) -> None:
+    """Refuses, in one line and before any step, a model built by a factory that lacks what ``method`` needs
+    (``Method.model_parts``) or whose output on two training rows is not (2, num_heads, K)."""
+    missing = [part for part in method.model_parts() if not callable(getattr(model, part, None))]
+    if missing:
+        needs = ", ".join(method.model_parts())
+        raise ConfigError(
+            f"method '{method.name}' ({getattr(method, 'mode', '')}) needs a model with {needs}; "
+            f"{type(model).__name__} has no {', '.join(missing)}: pass backbone= (memaware adds the heads) or build "
+            "an EndToEndNet"
+        )
+    rows = data.x[data.indices(TRAIN)[:2]].to(cfg.device)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(rows)
+    except Exception as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        raise ConfigError(f"model_factory's model failed on two training rows ({type(e).__name__}: {first})") from None
+    finally:
+        model.train(was_training)
+    want = (len(rows), method.num_heads, data.num_classes)
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != want:
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ConfigError(
+            f"model_factory({method.num_heads}) must give a model returning (b, num_heads, K) = {want} logits on two "
+            f"training rows, got {got}"
+        )
 
 
 def fresh_method(method: str | Method, method_kwargs: dict[str, Any]) -> Method:
@@ -165,6 +234,9 @@ def set_up(
             model = model_factory(method.num_heads)
         else:
             model = build_model(data.dim, data.num_classes, num_heads=method.num_heads, seed=cfg.seed, **model_kwargs)
+    if model_factory is not None:
+        model.to(cfg.device)
+        check_model(model, method, data, cfg)
     init_heads_(model, cfg.init)
     x_train = data.x[train_idx].to(cfg.device)
     # a linear or MLP head follows the data's float type (float64 data trains a float64 model)
@@ -263,5 +335,5 @@ def finish(run: Run, epoch: int, earlier: dict[str, FitResult], resumed: int | N
     )
 
 
-__all__ = ["FitResult", "Run", "fit", "plain_linear_forward", "fresh_method", "check_run", "run_phases", "set_up",
-           "drive", "finish"]  # fmt: skip
+__all__ = ["FitResult", "Run", "fit", "plain_linear_forward", "with_backbone", "check_model", "fresh_method",
+           "check_run", "run_phases", "set_up", "drive", "finish"]  # fmt: skip

@@ -149,6 +149,11 @@ class Method:
         """A fresh, untrained copy with the same parameters (``fit`` trains a clone, as scikit-learn does)."""
         return type(self)(**{k: copy.deepcopy(v) for k, v in self.get_params().items()})
 
+    def model_parts(self) -> tuple[str, ...]:
+        """Methods the model must have besides ``forward(x) -> (b, H, K)`` (single-run MAT: ``features``, ``heads``,
+        ``backbone_parameters``); ``fit`` checks them on the built model before any step."""
+        return ()
+
     def phases(self) -> list[Phase]:
         """Earlier runs this method needs (MAT: XRM; JTT: the error-finding ERM), in order."""
         return []

@@ -115,6 +115,10 @@ class MAT(Method):
         return 3 if self.mode == "single-run" else 1
 
     # ---- set-up -------------------------------------------------------------------------------------------
+    def model_parts(self) -> tuple[str, ...]:
+        # single-run: heads A and B see detached features, so the model must expose features and heads apart
+        return ("features", "heads", "backbone_parameters") if self.mode == "single-run" else ()
+
     def phases(self) -> list[Phase]:
         if self.mode == "single-run" or self.heldout_logits is not None:
             return []

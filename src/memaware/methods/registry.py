@@ -3,10 +3,10 @@ references to a user's own ``Method`` subclass (imported on demand, no edit of m
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 from ..errors import ConfigError
+from ..references import import_reference, is_reference
 from .base import Method
 
 METHODS: dict[str, type[Method]] = {}
@@ -20,13 +20,9 @@ def register(cls: type[Method]) -> type[Method]:
     return cls
 
 
-def is_reference(name: str) -> bool:
-    """Whether ``name`` is a ``module:Class`` reference rather than a registered name."""
-    return ":" in name
-
-
 def method_class(name: str) -> type[Method]:
-    """The registered class ``name``, or the ``Method`` subclass a ``package.module:Class`` reference names.
+    """The registered class ``name``, or the ``Method`` subclass a ``package.module:Class`` (or
+    ``path/file.py:Class``) reference names (``memaware.references``).
 
     Raises ``ConfigError`` with one line for an unknown name, a module that does not import, a missing attribute
     or an attribute that is not a ``memaware.methods.Method`` subclass.
@@ -37,15 +33,9 @@ def method_class(name: str) -> type[Method]:
                 f"unknown method '{name}', choose from {', '.join(sorted(METHODS))} or give module:Class"
             )
         return METHODS[name]
-    module_name, _, attr = name.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as e:
-        raise ConfigError(f"method '{name}': cannot import module '{module_name}' ({e})") from None
-    cls = getattr(module, attr, None)
-    if cls is None:
-        raise ConfigError(f"method '{name}': module '{module_name}' has no attribute '{attr}'")
+    cls = import_reference(name, "method")
     if not (isinstance(cls, type) and issubclass(cls, Method)):
+        attr = name.rpartition(":")[2]
         raise ConfigError(f"method '{name}': {attr} is not a subclass of memaware.methods.Method")
     return cls
 

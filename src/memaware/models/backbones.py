@@ -283,7 +283,8 @@ class EndToEndNet(nn.Module):
     """A backbone over a ``RealDataset`` + ``models.MultiHead``, with ``models.MultiHeadNet``'s interface.
 
     Its input x is the dataset's (b, 1) float row-index column (``GroupData.x``): ``features(x)`` loads those rows
-    through ``dataset.load``, moves them to the heads' device and runs the backbone -> (b, feature_dim);
+    through ``dataset.load`` (with ``dataset=None``: x's rows as they are), moves them to the heads' device and
+    runs the backbone -> (b, feature_dim);
     ``forward(x)`` -> (b, H, K) logits. Only backbone and heads are parameters (the dataset is not in the state
     dict). The heads are drawn from ``seed`` like ``models.build_model``'s. ``dropout`` (its ``p``, also set later
     through ``set_head_dropout``) drops features before the heads in training mode (BertForSequenceClassification's
@@ -311,6 +312,8 @@ class EndToEndNet(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """(b, 1) float row indices -> (b, feature_dim) backbone features (after dropout, in training mode)."""
+        if self.dataset is None:  # features in memory: the backbone takes x's rows as they are
+            return self.dropout(self.backbone(x))
         rows = x.detach()[:, 0].round().long().cpu()  # row indices are exact in float32 below 2**24
         batch = batch_to(self.dataset.load(rows), self.heads.linear.weight.device)
         return self.dropout(self.backbone(batch))

@@ -45,7 +45,10 @@ def train_hparam_defaults() -> dict[str, Any]:
 SPEC_KEYS = {
     "method", "data", "dataset", "data_dir", "backbone", "weights", "image_size", "seed", "comb", "hparams",
     "selection", "device", "inferred_groups", "save_model", "checkpoint_every", "family", "max_length",
+    "image_root", "resize", "normalize",
 }  # fmt: skip
+# memaware's ImageNet-pretrained image backbones: a table's images get ImageNet normalisation for them by default
+PRETRAINED_IMAGE = ("resnet50", "efficientnet-lite0")
 
 
 def checkpoints(run_dir: Path) -> list[Path]:
@@ -73,12 +76,36 @@ def load_spec_data(spec: dict[str, Any]) -> tuple[GroupData, Any]:
     if (spec.get("data") is None) == (spec.get("dataset") is None):
         raise ConfigError("give exactly one of --data FILE.npz and --dataset NAME (with --data-dir)")
     if spec.get("data") is not None:
+        from ..data.datasets import is_table_path
+
+        if is_table_path(spec["data"]):
+            return open_table(spec)
         return load_npz(spec["data"]), None
     if not spec.get("data_dir"):
         raise ConfigError(f"--dataset {spec['dataset']} needs --data-dir (the folder holding its files)")
     from ..data.datasets import open_dataset
 
     dataset = open_dataset(spec["dataset"], spec["data_dir"], image_size=int(spec.get("image_size") or 224))
+    return dataset.data, dataset
+
+
+def default_backbone(modality: str) -> str:
+    """The backbone a run on raw rows gets when the spec names none: the tiny random-init one of the modality."""
+    return "tiny-cnn" if modality == "image" else "tiny-text"
+
+
+def open_table(spec: dict[str, Any]) -> tuple[GroupData, Any]:
+    """A user's table (``--data PATH.csv`` or an ImageFolder tree) as ``GroupData`` and its dataset. Images are
+    normalised for ImageNet only for memaware's pretrained backbones unless ``normalize`` says otherwise."""
+    from ..data.datasets import load_table
+
+    normalize = spec.get("normalize") or ("imagenet" if spec.get("backbone") in PRETRAINED_IMAGE else "none")
+    dataset = load_table(
+        spec["data"], image_root=spec.get("image_root"), image_size=spec.get("image_size"),
+        resize=spec.get("resize") or "stretch", normalize=normalize,
+    )  # fmt: skip
+    if dataset.modality == "text" and normalize != "none" and spec.get("normalize"):
+        raise ConfigError("--normalize applies to image tables; this one holds text")
     return dataset.data, dataset
 
 
@@ -120,20 +147,14 @@ def _model_factory(spec: dict[str, Any], dataset: Any, data: GroupData, hp: dict
     """For end-to-end runs: a fresh backbone + heads for a given number of heads, from the spec's seed."""
     if dataset is None:
         return None
-    from ..models.backbones import DEFAULT_MAX_LENGTH, EndToEndNet, make_backbone
+    from ..models.backbone_source import end_to_end_factory
+    from ..models.catalog import DEFAULT_MAX_LENGTH
 
-    backbone_name = spec.get("backbone") or ("tiny-cnn" if dataset.modality == "image" else "tiny-text")
-
-    def factory(num_heads: int) -> torch.nn.Module:
-        backbone, dim = make_backbone(
-            backbone_name, spec.get("weights"), seed=int(spec.get("seed", 0)),
-            max_length=int(spec.get("max_length") or DEFAULT_MAX_LENGTH),
-        )  # fmt: skip
-        return EndToEndNet(
-            dataset, backbone, dim, data.num_classes, num_heads, bias=bool(hp["bias"]), seed=int(spec.get("seed", 0))
-        )
-
-    return factory
+    return end_to_end_factory(
+        dataset, spec.get("backbone") or default_backbone(dataset.modality), weights=spec.get("weights"),
+        seed=int(spec.get("seed", 0)), max_length=int(spec.get("max_length") or DEFAULT_MAX_LENGTH),
+        bias=bool(hp["bias"]), device=spec.get("device") or "cpu",
+    )  # fmt: skip
 
 
 def inferred_groups(path: str | None, data: GroupData) -> torch.Tensor | None:
@@ -242,5 +263,7 @@ def describe_data(spec: dict[str, Any], data: GroupData, dataset: Any) -> dict[s
     if dataset is not None:
         out["notes"] = list(dataset.notes)
         out["duplicated_splits"] = list(dataset.duplicated_splits)
-        out["backbone"] = spec.get("backbone")
+        out["backbone"] = spec.get("backbone") or default_backbone(dataset.modality)
+    if hasattr(dataset, "describe"):  # a user's table: class and attribute names, image size and normalisation
+        out.update(dataset.describe())
     return out

@@ -3,6 +3,7 @@ tarball, the WILDS bundles, the published and Kaggle CelebA lists, group_DRO's f
 MultiNLI's jsonl files), read into the same rows the community's metadata scripts build; nothing downloaded.
 
     ds = open_dataset("waterbirds", "~/data")      # RealDataset: ds.data (GroupData, x = row index), ds.load(rows)
+    ds = load_table("my/metadata.csv")             # a user's own table (filename or text, y, split[, a])
     inventory.inspect("~/data")                    # what is on disk: layout, rows per split and group, missing files
 
 See ``common`` for the contract, ``layouts`` for detection, ``tables`` for the file formats and one module per
@@ -19,6 +20,7 @@ from .celeba import open_celeba
 from .civilcomments import open_civilcomments, open_civilcomments_fine
 from .common import Batch, ImageDataset, RealDataset
 from .multinli import open_multinli
+from .table_dataset import is_table_path, load_table
 from .waterbirds import open_waterbirds
 
 
@@ -57,12 +59,19 @@ MODALITIES = {
 }
 
 
-def open_dataset(name: str, root: str | os.PathLike, image_size: int = 224) -> RealDataset:
+def open_dataset(name: str | os.PathLike, root: str | os.PathLike | None = None, image_size: int = 224) -> RealDataset:
     """Opens dataset ``name`` from ``root`` (validated; one-line ``DataError`` otherwise). ``image_size`` is the
-    side S of the (b, 3, S, S) images that image datasets load; text datasets ignore it."""
+    side S of the (b, 3, S, S) images that image datasets load; text datasets ignore it. ``name`` may also be the
+    path of a user's metadata table (.csv) or ImageFolder tree, opened by ``load_table`` (with its defaults:
+    images at their own size, pixels in [0, 1]; call ``load_table`` for its other options)."""
+    if str(name).lower().endswith(".csv") or (root is None and is_table_path(name)):
+        return load_table(name)
     if name not in DATASETS:
-        raise ConfigError(f"unknown dataset '{name}', choose from {', '.join(DATASETS)}")
+        raise ConfigError(f"unknown dataset '{name}', choose from {', '.join(DATASETS)}, or give a table's path (.csv)")
+    if root is None:
+        raise ConfigError(f"dataset '{name}' needs the folder holding its files (root / --data-dir)")
     return DATASETS[name](root, image_size=image_size)
 
 
-__all__ = ["DATASETS", "MODALITIES", "open_dataset", "RealDataset", "ImageDataset", "Batch"]
+__all__ = ["DATASETS", "MODALITIES", "open_dataset", "load_table", "is_table_path", "RealDataset", "ImageDataset",
+           "Batch"]  # fmt: skip

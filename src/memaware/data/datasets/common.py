@@ -222,16 +222,22 @@ def center_crop(img: Any, width: int, height: int) -> Any:
     return img.crop((left, top, left + width, top + height))
 
 
-def to_normalized_array(img: Any) -> np.ndarray:
-    """PIL RGB image -> (3, H, W) float32, scaled to [0, 1] and normalised with the ImageNet mean and std."""
+NORMALIZATIONS = ("imagenet", "none")
+
+
+def to_normalized_array(img: Any, normalize: str = "imagenet") -> np.ndarray:
+    """PIL RGB image -> (3, H, W) float32 scaled to [0, 1], then (``imagenet``) normalised with the ImageNet mean
+    and std, or (``none``) left in [0, 1]."""
     arr = np.asarray(img, dtype=np.float32) / 255.0
-    arr = (arr - IMAGENET_MEAN) / IMAGENET_STD
+    if normalize == "imagenet":
+        arr = (arr - IMAGENET_MEAN) / IMAGENET_STD
     return np.ascontiguousarray(arr.transpose(2, 0, 1))
 
 
 class ImageDataset(RealDataset):
     """Images under ``image_dir``, one file per row, decoded with PIL and shaped by ``transform`` (PIL -> PIL of
-    size S x S); ``load`` returns (b, 3, S, S) float32."""
+    size S x S, or (H, W) when ``image_size`` is a pair); ``load`` returns (b, 3, S, S) float32, normalised as
+    ``normalize`` says (``to_normalized_array``)."""
 
     modality = "image"
 
@@ -247,9 +253,11 @@ class ImageDataset(RealDataset):
         image_size: int,
         notes: Sequence[str] = (),
         workers: int | None = None,
+        normalize: str = "imagenet",
     ):
         super().__init__(name, data, root, metadata_path, notes)
         self.image_dir, self.files, self.transform, self.image_size = image_dir, list(files), transform, image_size
+        self.normalize = normalize
         # JPEG decoding and resizing release the GIL: a few threads keep a GPU backbone fed
         self.workers = workers if workers is not None else min(8, os.cpu_count() or 1)
 
@@ -262,7 +270,7 @@ class ImageDataset(RealDataset):
                 out = self.transform(img.convert("RGB"))
         except (UnidentifiedImageError, OSError) as e:
             raise DataError(f"{path}: cannot read image ({type(e).__name__})") from e
-        return to_normalized_array(out)
+        return to_normalized_array(out, self.normalize)
 
     def _load(self, rows: np.ndarray) -> torch.Tensor:
         if len(rows) > 1 and self.workers > 1:
@@ -271,7 +279,8 @@ class ImageDataset(RealDataset):
         else:
             arrays = [self._one(r) for r in rows.tolist()]
         if not arrays:
-            return torch.empty(0, 3, self.image_size, self.image_size)
+            side = self.image_size
+            return torch.empty(0, 3, *(side if isinstance(side, tuple) else (side, side)))
         return torch.from_numpy(np.stack(arrays))
 
 
