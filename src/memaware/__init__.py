@@ -27,6 +27,9 @@ _EXPORTS = {
     "execute": "memaware.sweep.runner",
     "sample_hparams": "memaware.sweep.hparams",
     "train_many": "memaware.engine.many",
+    "XRMTwins": "memaware.ownloop",
+    "MATLoss": "memaware.ownloop",
+    "MATSingleRun": "memaware.ownloop",
 }
 __getattr__ = lazy_exports("memaware", _EXPORTS)
 
@@ -55,4 +58,7 @@ __all__ = [
     "FitResult",
     "TrainConfig",
     "fit",
+    "XRMTwins",
+    "MATLoss",
+    "MATSingleRun",
 ]
