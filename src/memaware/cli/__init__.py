@@ -29,6 +29,7 @@ COMMANDS: list[tuple[str, str, str]] = [
         "reproduce paper Fig. 1: ERM vs MAT on Setup 2.1 (noiseless / noisy)",
     ),
     ("synth", "memaware.cli.synth", "write a Setup 2.1 dataset as an .npz interchange file"),
+    ("synth-images", "memaware.cli.synth_images", "write a small spurious image problem: PNGs + metadata.csv"),
     ("train", "memaware.cli.train", "train a method (MAT, ERM, GroupDRO, ...) on an .npz or real data"),
     (
         "fig3",
