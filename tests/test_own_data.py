@@ -164,7 +164,8 @@ def test_single_run_needs_model_parts_and_shapes_are_checked(problem, user_modul
 
     with pytest.raises(ConfigError, match=r"single-run.*needs a model with features.*Plain has no features"):
         fit(ds, "mat", cfg, model_factory=Plain, mode="single-run")
-    with pytest.raises(ConfigError, match=r"must give a model returning \(b, num_heads, K\) = \(2, 1, 2\).*\(2, 3, 2\)"):
+    shape = r"must give a model returning \(b, num_heads, K\) = \(2, 1, 2\).*got \(2, 3, 2\)"
+    with pytest.raises(ConfigError, match=shape):
         fit(ds, "erm", cfg, model_factory=lambda h: Plain(3))
     with pytest.raises(ConfigError, match="pass backbone="):
         fit(ds, "erm", cfg)
@@ -278,7 +279,10 @@ def test_console_script_finds_a_module_in_the_current_folder(problem):
         cwd=csv_path.parent, capture_output=True, text=True, env=env, timeout=120,
     )  # fmt: skip
     assert by_path.returncode == 0, by_path.stderr
-    first, second = (json.loads((d / "results.json").read_text())["test"] for d in (root / "r1", csv_path.parent / "r2"))
+    first, second = (
+        json.loads((d / "results.json").read_text())["test"]
+        for d in (root / "r1", csv_path.parent / "r2")
+    )
     assert first == second  # same seed, same network, same numbers whichever way it was named
 
 
