@@ -17,7 +17,7 @@ from ..methods import classifiers, is_reference
 from ..sweep import EXECUTORS, DataSource, Run, SlurmOptions, describe, plan_sweep, run_sweep
 from ..sweep.executors import check_executor
 from ..sweep.hparams import FAMILIES, family_for, parse_override
-from .common import INT_MAX, SEED_MAX, comma_items, in_dir, in_file, in_path, int_range, out_dir
+from .common import INT_MAX, SEED_MAX, comma_items, in_data, in_dir, in_path, int_range, out_dir
 
 RESUME_HINT = (
     "to resume, run the same command again (finished runs are skipped, interrupted ones continue from their "
@@ -60,10 +60,20 @@ def _seeds(text: str) -> tuple[int, ...]:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--data", nargs="+", type=in_file, metavar="FILE", help=".npz file(s) with x, y, split and a")
+    src.add_argument(
+        "--data", nargs="+", type=in_data, metavar="FILE",
+        help=".npz file(s) with x, y, split and a, or your own table(s) (.csv or ImageFolder tree) trained end to end "
+        "with --backbone",
+    )  # fmt: skip
     src.add_argument("--dataset", nargs="+", metavar="NAME", help="named dataset(s), e.g. waterbirds celeba")
     p.add_argument("--data-dir", type=in_dir, help="root folder of --dataset")
-    p.add_argument("--backbone", help="backbone of --dataset runs (passed to the runner)")
+    p.add_argument(
+        "--backbone",
+        help="backbone of --dataset or table runs: a catalogue name or your own package.module:name / file.py:name",
+    )
+    p.add_argument("--image-root", type=in_dir, help="table: folder its image paths are relative to")
+    p.add_argument("--resize", choices=("stretch", "crop"), default=None, help="table with --image-size: resize policy")
+    p.add_argument("--normalize", choices=("none", "imagenet"), default=None, help="table: pixel normalisation")
     p.add_argument("--weights", type=in_path, help="backbone weights file of --dataset runs (passed to the runner)")
     p.add_argument(
         "--image-size", type=int_range(1, INT_MAX), default=None,
@@ -150,12 +160,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _sources(args: argparse.Namespace) -> list[DataSource]:
     if args.data:
+        from ..data import load_npz
+        from ..data.datasets import is_table_path
+
+        tables = [p for p in args.data if is_table_path(p)]
+        if tables:
+            return _table_sources(args, tables)
         if args.data_dir or args.backbone or args.weights or args.image_size or args.max_length:
             raise ConfigError(
-                "--data-dir, --backbone, --weights, --image-size and --max-length go with --dataset, not --data"
+                "--data-dir, --backbone, --weights, --image-size and --max-length go with --dataset or a table, "
+                "not an .npz"
             )
-        from ..data import load_npz
-
         sources = []
         for path in args.data:
             load_npz(path)  # a bad file fails here, with one line, before any run starts
@@ -182,6 +197,33 @@ def _sources(args: argparse.Namespace) -> list[DataSource]:
         )
         for name in args.dataset
     ]
+
+
+def _table_sources(args: argparse.Namespace, tables: list[str]) -> list[DataSource]:
+    """Users' tables: each opened and its backbone probed now (a bad one fails before any run starts)."""
+    from ..data.datasets.table import table_modality
+    from ..sweep.runner import load_spec_data, model_factory_for
+
+    if len(tables) != len(args.data):
+        raise ConfigError("--data takes .npz files or tables (.csv, ImageFolder trees), not both in one sweep")
+    if args.data_dir or args.max_length:
+        raise ConfigError("--data-dir and --max-length go with --dataset, not a table")
+    options = {"image_size": args.image_size, "image_root": args.image_root, "resize": args.resize,
+               "normalize": args.normalize}  # fmt: skip
+    sources = []
+    for path in tables:
+        family = table_modality(path) if args.family == "auto" else args.family
+        source = DataSource.from_table(path, family, args.backbone, options)
+        spec = {**source.spec, "weights": args.weights, "seed": 0}
+        data, dataset = load_spec_data(spec)
+        model_factory_for(spec, dataset, data, bias=False)
+        if args.weights is not None:
+            source.spec["weights"] = str(Path(args.weights).resolve())
+        sources.append(source)
+    names = [s.name for s in sources]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"two tables share the name '{names[0]}' (their folder's name); put them in distinct folders")
+    return sources
 
 
 def run(args: argparse.Namespace) -> int:

@@ -75,6 +75,23 @@ class DataSource:
         return cls(name=name, spec=spec, family=family)
 
 
+    @classmethod
+    def from_table(cls, path: str | os.PathLike, family: str, backbone: str | None = None,
+                   options: dict[str, Any] | None = None) -> DataSource:  # fmt: skip
+        """A user's table (.csv or ImageFolder tree), trained end to end with ``backbone``; ``options``:
+        image_size, image_root, resize, normalize (the runner's defaults where absent). A ``file.py:name`` backbone
+        is made absolute, so that a worker started elsewhere finds it."""
+        p = Path(path).resolve()
+        spec: dict[str, Any] = {"data": str(p)}
+        if backbone is not None:
+            module, sep, attr = backbone.rpartition(":")
+            spec["backbone"] = f"{Path(module).resolve()}:{attr}" if sep and module.endswith(".py") else backbone
+        for key, value in (options or {}).items():
+            if value is not None:
+                spec[key] = str(Path(value).resolve()) if key == "image_root" else value
+        return cls(name=p.stem if p.is_dir() else p.parent.name or p.stem, spec=spec, family=family)
+
+
 @dataclass
 class Run:
     """One training run of a sweep. ``role`` is 'groups' for an XRM run that only provides inferred groups;

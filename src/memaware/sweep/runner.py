@@ -143,8 +143,9 @@ def train_config(
     )
 
 
-def _model_factory(spec: dict[str, Any], dataset: Any, data: GroupData, hp: dict[str, Any]):
-    """For end-to-end runs: a fresh backbone + heads for a given number of heads, from the spec's seed."""
+def model_factory_for(spec: dict[str, Any], dataset: Any, data: GroupData, bias: bool):
+    """For end-to-end runs: a fresh backbone + heads for a given number of heads, from the spec's seed (the
+    backbone is built and probed now: a bad one is refused before any training)."""
     if dataset is None:
         return None
     from ..models.backbone_source import end_to_end_factory
@@ -153,7 +154,7 @@ def _model_factory(spec: dict[str, Any], dataset: Any, data: GroupData, hp: dict
     return end_to_end_factory(
         dataset, spec.get("backbone") or default_backbone(dataset.modality), weights=spec.get("weights"),
         seed=int(spec.get("seed", 0)), max_length=int(spec.get("max_length") or DEFAULT_MAX_LENGTH),
-        bias=bool(hp["bias"]), device=spec.get("device") or "cpu",
+        bias=bias, device=spec.get("device") or "cpu",
     )  # fmt: skip
 
 
@@ -198,7 +199,7 @@ def execute(spec: dict[str, Any], run_dir: str | Path, progress: bool = False) -
         method_obj,
         cfg,
         model_kwargs={"hidden": tuple(hp["hidden"]), "bias": bool(hp["bias"])},
-        model_factory=_model_factory(spec, dataset, data, hp),
+        model_factory=model_factory_for(spec, dataset, data, bool(hp["bias"])),
         val_inferred_groups=inferred_groups(spec.get("inferred_groups"), data),
         checkpoint=run_dir / "checkpoint.pt",
         checkpoint_every=spec.get("checkpoint_every"),  # default: every 30 s
