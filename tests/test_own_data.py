@@ -311,6 +311,10 @@ def test_imagefolder_tree_and_text_table(problem, user_module, tmp_path, capsys)
         shutil.copy(problem[0].parent / r["filename"], dest)
     ds = load_table(tmp_path / "tree")
     assert ds.label_names == ["bar", "ring"] and len(ds) == 80 and (ds.data.a == -1).all()
+    assert main(["datasets", "--data", str(tmp_path / "tree")]) == 0
+    assert "train       40 rows: bar " in capsys.readouterr().out
+    assert main(["datasets", "--data", str(problem[0])]) == 0
+    assert "bar / green 267, bar / red 33, ring / green 34, ring / red 266" in capsys.readouterr().out
     code, _, err = _train(capsys, "--data", str(tmp_path / "tree"), "--backbone", "usernet:Net", "--method", "mat",
                           "--epochs", "1", "--out", str(tmp_path / "tree_run"), "--quiet")  # fmt: skip
     assert code == 0, err

@@ -20,13 +20,20 @@ from typing import Any
 from ..artifacts import write_json
 from ..data.datasets.inventory import READERS, export, inspect
 from ..errors import ConfigError
-from .common import in_dir, out_dir, out_file
+from .common import add_table_flags, in_data, in_dir, out_dir, out_file
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--data-dir", required=True, type=in_dir, help="folder holding the datasets (or one dataset's own folder)"
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument(
+        "--data-dir", type=in_dir, help="folder holding the datasets (or one dataset's own folder)"
     )
+    src.add_argument(
+        "--data", type=in_data, metavar="TABLE",
+        help="check your own table instead (.csv or ImageFolder tree) as `memaware train --data` reads it: rows and "
+        "groups per split with your names, image size; exit 2 with the first problem found",
+    )  # fmt: skip
+    add_table_flags(p)
     p.add_argument(
         "--dataset",
         action="append",
@@ -48,7 +55,18 @@ def run(args: argparse.Namespace) -> int:
     names = tuple(dict.fromkeys(args.dataset or READERS))
     if args.out is not None and Path(args.out).is_dir():
         raise ConfigError(f"--out {args.out}: is a folder; give a file name for the JSON report")
-    report = {"data_dir": str(Path(args.data_dir).expanduser()), "datasets": inspect(args.data_dir, names)}
+    if args.data is not None:
+        if args.dataset or args.export:
+            raise ConfigError("--dataset and --export go with --data-dir, not with --data")
+        from ..data.datasets.table_dataset import inspect_table
+
+        options = {"image_root": args.image_root, "image_size": args.image_size, "resize": args.resize,
+                   "normalize": args.normalize}  # fmt: skip
+        report = {"data_dir": str(Path(args.data).expanduser()), "datasets": [inspect_table(args.data, **options)]}
+    else:
+        if args.image_root or args.image_size or args.normalize:
+            raise ConfigError("--image-root, --image-size and --normalize go with --data (a table)")
+        report = {"data_dir": str(Path(args.data_dir).expanduser()), "datasets": inspect(args.data_dir, names)}
     if args.export is not None:
         report["exported"] = [str(p) for p in export(args.data_dir, args.export, names)]
     if args.out is not None:

@@ -293,6 +293,13 @@ def summary(res: dict, out: Path) -> str:
         f"{res['method']}: checkpoint of epoch {res['selected_epoch']} chosen by {res['selection']} "
         f"({res['seconds']:.1f} s{resumed}) -> {out}/results.json"
     ]
+    hp = res.get("hparams", {})
+    if res["data"].get("backbone"):  # end to end: which recipe trained it is worth a line
+        lines.append(
+            f"  trained {res['data']['backbone']} end to end: {hp.get('optimizer')} lr {hp.get('lr')}, "
+            f"momentum {hp.get('momentum')}, batch {hp.get('batch_size')}, {hp.get('epochs')} epochs, "
+            f"heads init {hp.get('init')} (flags override; defaults: the recipe of the data's modality)"
+        )
     for split in ("val", "test"):
         m = res[split]
         lines.append(f"  {split:<5} avg acc {m['avg_acc']:.3f}   worst-group acc {m['worst_group_acc']:.3f}")

@@ -217,4 +217,44 @@ def load_table(
     return TableImageDataset(table, data, base, transform, size, notes, norm)
 
 
-__all__ = ["load_table", "is_table_path", "table_folders", "TableImageDataset", "TableTextDataset", "RESIZES"]
+def group_label(key: str, label_names: list[str], attr_names: list[str] | None) -> str:
+    """'ring / green' for 'y=1,a=0' (a table's names); 'ring' for a class whose attribute is unknown."""
+    y_text, _, a_text = key.partition(",")
+    y = int(y_text.split("=")[1].split()[0])
+    if not a_text.startswith("a="):
+        return label_names[y]
+    a = int(a_text[2:])
+    return f"{label_names[y]} / {attr_names[a] if attr_names and a < len(attr_names) else a}"
+
+
+def inspect_table(path: str | os.PathLike, **options: Any) -> dict[str, Any]:
+    """``memaware datasets --data PATH``: the table opened (all of ``load_table``'s checks; its ``DataError`` when
+    one fails) and reported as an inventory entry: rows and groups per split, with the table's names."""
+    from ..groups import group_name
+
+    ds = load_table(path, **options)
+    data, splits = ds.data, ("train", "val", "test")
+    groups: dict[str, dict[str, int]] = {}
+    for k, split in enumerate(splits):
+        rows = data.split == k
+        ids = data.group[rows]
+        counts = {group_name(int(g), data.num_attrs): int((ids == g).sum()) for g in ids.unique().tolist() if g >= 0}
+        unknown = int((ids < 0).sum())
+        if unknown:  # no attribute: count per class
+            for c in data.y[rows][ids < 0].unique().tolist():
+                counts[f"y={c} (a unknown)"] = int(((data.y[rows] == c) & (ids < 0)).sum())
+        groups[split] = dict(sorted(counts.items()))
+    names = {s: {key: group_label(key, ds.label_names, ds.attr_names) for key in groups[s]} for s in splits}
+    return {
+        "dataset": "table", "status": "ok", "layout": "table" if Path(path).is_file() else "imagefolder",
+        "layout_title": "your own metadata table" if Path(path).is_file() else "your own ImageFolder tree",
+        "folder": str(Path(path).expanduser().parent if Path(path).is_file() else path), "metadata": str(path),
+        "inputs": str(getattr(ds, "image_dir", path)),
+        "rows": {s: int((data.split == k).sum()) for k, s in enumerate(splits)},
+        "groups": groups, "group_names": names, "missing_inputs": {"count": 0, "examples": []},
+        "notes": list(ds.notes), "label_names": ds.label_names, "attr_names": ds.attr_names,
+    }  # fmt: skip
+
+
+__all__ = ["inspect_table", "load_table", "is_table_path", "table_folders", "TableImageDataset", "TableTextDataset",
+           "RESIZES"]  # fmt: skip
