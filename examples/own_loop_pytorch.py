@@ -108,9 +108,12 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--temperature", type=float, default=0.1, help="MAT's temperature (memaware's default 0.1)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: these small convolutions "
+                   "gain little from more, and lose much when the cores are shared)")  # fmt: skip
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON here")
     args = p.parse_args(argv)
     t0 = time.perf_counter()
+    torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)  # the CNNs' initial weights
 
     x_tr, y_tr, c_tr = make_images(args.n, agree=0.9, seed=args.seed)
