@@ -1,5 +1,7 @@
 """Features of a real dataset (``memaware features``): every row embedded with a backbone, in eval mode without
-gradients, and written as an .npz interchange file (x (n, d), y, a, split) that ``memaware train --data`` reads."""
+gradients, and written as an .npz interchange file (x (n, d), y, a, split) that ``memaware train --data`` reads.
+``frozen_features`` does the same for any dataset (a ``RealDataset`` such as a user's table, or ``GroupData``
+features) and any backbone ``models.backbone_source`` accepts (a catalogue name, the user's own network)."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,21 +34,24 @@ class Features:
 
 @torch.no_grad()
 def embed(
-    dataset: RealDataset,
+    dataset: RealDataset | GroupData,
     backbone: torch.nn.Module,
     feature_dim: int,
     batch_size: int = 64,
     device: str = "cpu",
     progress: bool = False,
 ) -> np.ndarray:
-    """(n, feature_dim) float32 features of every row of ``dataset``, in row order (eval mode, no gradients)."""
+    """(n, feature_dim) float32 features of every row of ``dataset``, in row order (eval mode, no gradients). A
+    ``RealDataset``'s rows are loaded (``load``); a ``GroupData``'s x rows go to the backbone as they are."""
     n = len(dataset)
+    load = dataset.load if hasattr(dataset, "load") else (lambda rows: dataset.x[rows])
     out = np.empty((n, feature_dim), dtype=np.float32)
     backbone.eval().to(device)
-    bar = tqdm(total=n, desc=f"{dataset.name} features", unit="row", disable=not progress, leave=False)
+    name = getattr(dataset, "name", "data")
+    bar = tqdm(total=n, desc=f"{name} features", unit="row", disable=not progress, leave=False)
     for start in range(0, n, batch_size):
         rows = torch.arange(start, min(start + batch_size, n))
-        feats = backbone(batch_to(dataset.load(rows), device))
+        feats = backbone(batch_to(load(rows), device))
         if feats.ndim != 2 or feats.shape[1] != feature_dim:
             raise ConfigError(f"backbone returned features of shape {tuple(feats.shape)}, expected (b, {feature_dim})")
         out[start : start + len(rows)] = feats.float().cpu().numpy()
@@ -72,15 +78,55 @@ def extract_features(
     t0 = time.perf_counter()
     ds = open_dataset(dataset, data_dir, image_size=image_size)
     net, dim = make_backbone(backbone, weights, seed=seed, max_length=max_length)
-    feats = embed(ds, net, dim, batch_size, device, progress=progress)
-    meta = ds.data
-    data = GroupData.from_arrays(
-        feats, meta.y, meta.split, meta.a, source=f"{backbone} features", num_classes=meta.num_classes
-    )
+    data, described = _embedded(ds, net, dim, backbone, True, seed, batch_size, device, progress)
     path = data.save_npz(out)
-    used = getattr(net, "weights_path", None)
-    described = f"{backbone} (weights {used})" if used else f"{backbone} (random init, seed {seed})"
     return Features(ds, described, data, path, time.perf_counter() - t0)
 
 
-__all__ = ["Features", "embed", "extract_features"]
+def frozen_features(
+    dataset: RealDataset | GroupData,
+    backbone: Any,
+    *,
+    weights: str | os.PathLike | None = None,
+    seed: int = 0,
+    max_length: int = DEFAULT_MAX_LENGTH,
+    batch_size: int = 64,
+    device: str = "cpu",
+    progress: bool = False,
+) -> tuple[GroupData, str, int]:
+    """Every row of ``dataset`` embedded once by ``backbone`` in eval mode without gradients (a catalogue name, a
+    ``package.module:name`` / ``file.py:name`` reference, an ``nn.Module`` or a zero-argument callable; built by
+    ``BackboneSource(backbone).build(seed)``, its width probed on two training rows). Returns (the features as
+    ``GroupData`` with the dataset's y, a, split; the backbone described for records; the feature width)."""
+    from ..models.backbone_source import BackboneSource, sample_rows
+    from ..models.catalog import BACKBONES
+
+    src = BackboneSource(backbone, weights, max_length)
+    modality = getattr(dataset, "modality", "features")
+    if src.catalogued and src.modality() != modality:
+        fits = [b for b, m in BACKBONES.items() if m == modality]
+        raise ConfigError(
+            f"backbone '{src.label}' takes {src.modality()} input but the data is {modality}"
+            + (f"; choose from {', '.join(fits)}" if fits else "; give your own as package.module:name")
+        )
+    net, dim = src.build(seed)
+    if dim is None:
+        dim = src.probe(net, sample_rows(dataset), device)
+    data, described = _embedded(dataset, net, dim, src.label, src.catalogued, seed, batch_size, device, progress)
+    return data, described, dim
+
+
+def _embedded(
+    dataset: RealDataset | GroupData, net: torch.nn.Module, dim: int, label: str, catalogued: bool, seed: int,
+    batch_size: int, device: str, progress: bool,
+) -> tuple[GroupData, str]:  # fmt: skip
+    feats = embed(dataset, net, dim, batch_size, device, progress=progress)
+    meta = getattr(dataset, "data", dataset)
+    data = GroupData.from_arrays(feats, meta.y, meta.split, meta.a, source=f"{label} features",
+                                 num_classes=meta.num_classes)  # fmt: skip
+    used = getattr(net, "weights_path", None)
+    init = "random init" if catalogued else "its own initialisation"
+    return data, f"{label} (weights {used})" if used else f"{label} ({init}, seed {seed})"
+
+
+__all__ = ["Features", "embed", "extract_features", "frozen_features"]

@@ -11,12 +11,23 @@ _EXPORTS = {
     **dict.fromkeys(("TARGETS", "MemorizationScores"), "scores"),
     **dict.fromkeys(("split_half_reliability", "subsample_probs", "subsample_scores"), "subsample"),
     **dict.fromkeys(("self_influence", "trak_scores"), "trak"),
+    **dict.fromkeys(("fit_own_models", "own_model_factory", "seeded_factory"), "own_model"),
 }
 # imported on first use (memaware.lazy): the command line reads the estimator names without torch
-__getattr__ = lazy_exports("memaware.memorization", {k: f"memaware.memorization.{m}" for k, m in _EXPORTS.items()})
+_lazy = lazy_exports("memaware.memorization", {k: f"memaware.memorization.{m}" for k, m in _EXPORTS.items()})
+
+
+def __getattr__(name: str) -> object:
+    # kept as the package's attribute: importing the submodule ``estimate`` would otherwise leave the module, not
+    # the function, behind ``from memaware.memorization import estimate``
+    value = _lazy(name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "MemorizationScores", "TARGETS", "estimate", "subsample_scores", "subsample_probs", "split_half_reliability",
     "trak_scores", "self_influence", "linear_scores", "fit_logistic", "loo_margins", "ScoredModel",
-    "train_full_models", "summarize", "warnings_for", "gap_change", "audit_text",
+    "train_full_models", "summarize", "warnings_for", "gap_change", "audit_text", "fit_own_models", "own_model_factory",
+    "seeded_factory",
 ]

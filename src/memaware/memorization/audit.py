@@ -106,10 +106,25 @@ def gap_change(per_method: dict[str, dict[str, Any]]) -> dict[str, float] | None
     return {"erm_gap": ge, "mat_gap": gm, "reduction": (1 - gm / ge) if ge > 0 else float("nan")}
 
 
+TRAINED_WITH = ("epochs", "max_steps", "lr", "optimizer", "momentum", "weight_decay", "batch_size", "num_models")
+
+
+def _model_lines(result: dict[str, Any]) -> list[str]:
+    """What was audited and how it was trained (the settings recorded, never defaults filled in)."""
+    model = result.get("model") or {}
+    if not model.get("backbone"):
+        return []
+    first = next(iter(result["methods"].values()), {}).get("params", {})
+    optional = ("max_steps", "momentum", "weight_decay")  # shown when set
+    used = ", ".join(f"{k} {first[k]}" for k in TRAINED_WITH if k in first and (k not in optional or first[k]))
+    return [f"  model:  {model['backbone']}, {model['training']}" + (f"; {used}" if used else "")]
+
+
 def audit_text(result: dict[str, Any], out: str) -> str:
     """The summary printed for a person: per method, groups from most to least memorized; warnings; the gap."""
     lines = [f"memorization audit, estimator '{result['estimator']}' -> {out}",
              f"  target: {result['target']}", f"  units:  {result['units']}"]
+    lines += _model_lines(result)
     for method, res in result["methods"].items():
         groups = sorted(res["groups"].items(), key=lambda kv: -kv[1].get("mean", -np.inf))
         lines.append(f"  {method} ({res['seconds']:.1f} s): groups from most to least memorized")
@@ -129,4 +144,5 @@ def audit_text(result: dict[str, Any], out: str) -> str:
     if result["audit"]["no_attributes"]:
         lines.append("  note: the training split has no attribute labels (a = -1): groups are classes, no gap")
     lines += result["audit"]["warnings"] or ["  no minority group is memorized far more than its majority"]
+    lines += [f"  note: {note}" for note in result.get("data", {}).get("notes", [])]
     return "\n".join(lines)

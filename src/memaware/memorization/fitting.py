@@ -16,6 +16,7 @@ from ..engine import TrainConfig, fit
 from ..errors import ConfigError
 from ..methods.mat import mat_log_shift
 from .batched import train_subset_models
+from .own_model import EVAL_ROWS, ModelFactory, fit_own_models
 from .scores import check_method, train_arrays
 
 
@@ -27,12 +28,22 @@ class ScoredModel:
     model: nn.Module
     head: int = 0
     shift: torch.Tensor | None = None
+    batch_size: int = 8192  # rows per forward in ``logits``
 
     @torch.no_grad()
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """(n, d) -> (n, K) logits of the predictor (no shift)."""
-        out = self.model(x)
-        return out[:, self.head] if out.dim() == 3 else out
+        """(n, d) -> (n, K) logits of the predictor (no shift), on the CPU."""
+        if len(x) <= self.batch_size:
+            out = self.model(x.to(model_device(self.model)))
+        else:
+            dev, bs = model_device(self.model), self.batch_size
+            out = torch.cat([self.model(x[i : i + bs].to(dev)) for i in range(0, len(x), bs)])
+        return (out[:, self.head] if out.dim() == 3 else out).cpu()
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of ``model``'s first parameter (CPU for a model without any)."""
+    return next(iter(model.parameters()), torch.empty(0)).device
 
 
 def check_config(cfg: TrainConfig | None) -> TrainConfig:
@@ -49,8 +60,10 @@ def train_full_models(
     num_models: int,
     model_kwargs: dict[str, Any] | None = None,
     temperature: float = 0.1,
+    model_factory: ModelFactory | None = None,
 ) -> list[ScoredModel]:
-    """``num_models`` models of ``method`` on the whole training split, model m with seed ``config.seed + m``."""
+    """``num_models`` models of ``method`` on the whole training split, model m with seed ``config.seed + m``;
+    with ``model_factory``, the caller's network trained end to end, one ``fit`` per model (``own_model.py``)."""
     check_method(method)
     cfg = check_config(config)
     if num_models < 1:
@@ -58,6 +71,13 @@ def train_full_models(
     model_kwargs = dict(model_kwargs or {})
     seeds = [cfg.seed + m for m in range(num_models)]
     kwargs = {"temperature": temperature} if method == "mat" else {}
+    if model_factory is not None:
+        if model_kwargs:
+            raise ConfigError("model_kwargs build memaware's heads; with a model_factory the network is the caller's")
+        results = fit_own_models(data, method, cfg, seeds, model_factory, **kwargs)
+        return [ScoredModel(r.model.eval(), r.method.num_heads - 1 if method == "mat" else 0,
+                            getattr(r.method, "shift", None) if method == "mat" else None, EVAL_ROWS)
+                for r in results]  # fmt: skip
     if cfg.batch_size == 0:  # full batch: all M models as members of one batched program
         results = train_subset_models(data, method, None, cfg, seeds, model_kwargs, **kwargs)
     else:

@@ -12,7 +12,8 @@ leave-one-out retraining. For MAT every half-model runs the whole MAT procedure 
 held-out logits for S_k only, the shift's p(y | yho) is computed over S_k, f_k is trained with that shift, and
 p_k(i) is f_k's prediction alone (the quantity MAT deploys). Full batch, all K models train at once as members of
 one batched program, each on its own half (``batched.py``: the engine's batched mode, any model and method);
-otherwise one ``memaware.engine.fit`` per half.
+otherwise one ``memaware.engine.fit`` per half. With a caller's ``model_factory`` (their own network, trained end
+to end) every half-model is one ``fit`` with that factory (``own_model.py``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from ..data.groups import TRAIN, GroupData
 from ..engine import TrainConfig, fit
 from ..errors import ConfigError
 from .batched import train_subset_models
+from .own_model import ModelFactory, fit_own_models, own_model_params
 from .scores import MemorizationScores, check_method, train_arrays, true_label_prob
 
 
@@ -92,11 +94,14 @@ def subsample_probs(
     temperature: float = 0.1,
     batched: bool | None = None,
     progress: bool = False,
+    model_factory: ModelFactory | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Trains the K half-models; returns (p_k(y_i | x_i) (K, n), held-in masks (K, n)) over the training split.
 
     Model k has seed ``config.seed + k``; the design is drawn from ``config.seed``. ``batched`` (default: when
     trained full batch) trains all K models in one batched program; otherwise K ``fit`` calls (the same models).
+    ``model_factory(num_heads)``: the caller's network, each half-model trained end to end by ``fit`` with it
+    (``own_model.py``; ``model_kwargs`` do not apply).
     """
     check_method(method)
     cfg = config or TrainConfig(selection="last")
@@ -107,6 +112,14 @@ def subsample_probs(
     masks = balanced_design(len(y), num_models, torch.Generator().manual_seed(cfg.seed))
     seeds = [cfg.seed + k for k in range(num_models)]
     kwargs = {"temperature": temperature} if method == "mat" else {}
+    if model_factory is not None:
+        if batched:
+            raise ConfigError("batched half-models are memaware's heads; a model_factory trains one model at a time")
+        if model_kwargs:
+            raise ConfigError("model_kwargs build memaware's heads; with a model_factory the network is the caller's")
+        halves = [_subset(data, masks[k]) for k in range(num_models)]
+        results = fit_own_models(halves, method, cfg, seeds, model_factory, progress, **kwargs)
+        return torch.stack([true_label_prob(r.predict_logits(x), y) for r in results]), masks
     # full batch: every half-model steps together, each on its own half (engine's batched mode)
     can_batch = cfg.batch_size == 0
     if batched is None:
@@ -133,14 +146,18 @@ def subsample_scores(
     temperature: float = 0.1,
     batched: bool | None = None,
     progress: bool = False,
+    model_factory: ModelFactory | None = None,
 ) -> MemorizationScores:
-    """Held-in minus held-out memorization scores (n_train,) with per-example standard errors (module doc)."""
+    """Held-in minus held-out memorization scores (n_train,) with per-example standard errors (module doc).
+    ``model_factory``: the caller's network, trained end to end (``subsample_probs``)."""
     t0 = time.perf_counter()
-    probs, masks = subsample_probs(data, method, config, num_models, model_kwargs, temperature, batched, progress)
+    probs, masks = subsample_probs(data, method, config, num_models, model_kwargs, temperature, batched, progress,
+                                   model_factory)  # fmt: skip
     st = held_in_minus_out(probs, masks)
     cfg = config or TrainConfig(selection="last")
+    trained = own_model_params(cfg, model_factory) if model_factory is not None else _train_params(cfg, model_kwargs)
     params = {"num_models": num_models, "subset_fraction": 0.5, "design": "complementary random halves",
-              **_train_params(cfg, model_kwargs), **({"temperature": temperature} if method == "mat" else {})}
+              **trained, **({"temperature": temperature} if method == "mat" else {})}
     return MemorizationScores("subsample", method, st["score"], se=st["se"],
                               extra={"p_held_in": st["p_in"], "p_held_out": st["p_out"]}, params=params,
                               seconds=time.perf_counter() - t0)

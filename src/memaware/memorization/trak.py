@@ -34,12 +34,14 @@ from torch import nn
 from ..data.groups import GroupData
 from ..engine import TrainConfig
 from ..errors import ConfigError
-from .fitting import ScoredModel, check_config, train_full_models
+from .fitting import ScoredModel, check_config, model_device, train_full_models
+from .own_model import ModelFactory, own_model_params
 from .scores import MemorizationScores, train_arrays, true_label_prob
 
 BLOCK_ROWS = 1 << 16
 _CACHE: OrderedDict[tuple[int, int, int, int], torch.Tensor] = OrderedDict()
 _CACHE_BYTES = 256 << 20
+GRAD_FLOATS = 1 << 26  # per-example gradient entries held at once (256 MiB of float32)
 
 
 def projection_block(p: int, k: int, seed: int, block: int) -> torch.Tensor:
@@ -78,26 +80,70 @@ def select_params(model: nn.Module, params: str | Sequence[str] = "all") -> list
     return chosen
 
 
+class _OnLoaded(nn.Module):
+    """An ``EndToEndNet``'s backbone and heads on an already loaded batch (the same parameter names): the row
+    indices of x are turned into images / texts once, outside the per-example gradients."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.backbone, self.heads = net.backbone, net.heads
+
+    def forward(self, batch: Any) -> torch.Tensor:
+        return self.heads(self.backbone(batch))
+
+
+def _network_input(model: nn.Module, x: torch.Tensor) -> tuple[nn.Module, Any]:
+    """(the module to differentiate, its input for rows x): an ``EndToEndNet`` over a dataset loads x's rows."""
+    dataset = getattr(model, "dataset", None)
+    if dataset is None or not hasattr(model, "backbone") or not hasattr(model, "heads"):
+        return model, x.to(model_device(model))
+    from ..models.backbones import batch_to
+
+    rows = x.detach()[:, 0].round().long().cpu()
+    return _OnLoaded(model), batch_to(dataset.load(rows), model_device(model))
+
+
+def _one(batch: Any, i: int | None = None) -> Any:
+    """Example i of a batch (tensor rows, dict of tensors, list of strings), or example xi as a batch of one."""
+    if i is not None:
+        return {k: v[i] for k, v in batch.items()} if isinstance(batch, dict) else batch[i]
+    if isinstance(batch, dict):
+        return {k: v.unsqueeze(0) for k, v in batch.items()}
+    return batch.unsqueeze(0) if isinstance(batch, torch.Tensor) else [batch]
+
+
 def margin_grads(
     sm: ScoredModel, x: torch.Tensor, y: torch.Tensor, names: list[str], shift: torch.Tensor | None
 ) -> torch.Tensor:
-    """(b, p) per-example gradients of the margin z_y - logsumexp_{c != y} z_c (z = logits + shift)."""
+    """(b, p) per-example gradients of the margin z_y - logsumexp_{c != y} z_c (z = logits + shift), on the CPU.
+    vmap over the examples; a network vmap cannot batch (or a batch of strings) is differentiated example by
+    example, with the same result."""
     from torch.func import functional_call, grad, vmap
 
-    model = sm.model
+    model, inputs = _network_input(sm.model, x)
     frozen = {n: p.detach() for n, p in model.named_parameters() if n not in names}
     frozen.update(dict(model.named_buffers()))
     theta = {n: p.detach() for n, p in model.named_parameters() if n in names}
-    s = torch.zeros(len(y), 1) if shift is None else shift
+    dev = model_device(model)
+    y = y.to(dev)
+    s = (torch.zeros(len(y), 1) if shift is None else shift).to(dev)
 
-    def margin(th: dict[str, torch.Tensor], xi: torch.Tensor, yi: torch.Tensor, si: torch.Tensor) -> torch.Tensor:
-        out = functional_call(model, {**th, **frozen}, (xi.unsqueeze(0),))
+    def margin(th: dict[str, torch.Tensor], xi: Any, yi: torch.Tensor, si: torch.Tensor) -> torch.Tensor:
+        out = functional_call(model, {**th, **frozen}, (_one(xi),))
         z = (out[0, sm.head] if out.dim() == 3 else out[0]) + si
-        own = torch.arange(z.shape[0]) == yi
+        own = torch.arange(z.shape[0], device=z.device) == yi
         return (z * own).sum() - z.masked_fill(own, float("-inf")).logsumexp(0)
 
-    g = vmap(grad(margin), in_dims=(None, 0, 0, 0))(theta, x, y, s)
-    return torch.cat([g[n].reshape(len(y), -1) for n in names], dim=1)
+    g = None
+    if isinstance(inputs, torch.Tensor | dict):
+        try:
+            g = vmap(grad(margin), in_dims=(None, 0, 0, 0))(theta, inputs, y, s)
+        except Exception:  # e.g. a data-dependent branch in the caller's network: one example at a time below
+            g = None  # a genuine error in the network is raised again by the loop
+    if g is None:
+        each = [grad(margin)(theta, _one(inputs, i), y[i], s[i]) for i in range(len(y))]
+        g = {n: torch.stack([e[n] for e in each]) for n in names}
+    return torch.cat([g[n].reshape(len(y), -1) for n in names], dim=1).cpu()
 
 
 def self_influence(
@@ -133,6 +179,8 @@ def self_influence(
             )
         two_sided = sm.shift is not None and sm.shift.shape[1] > 2  # for 2 classes the shift cancels in the margin
         phi, phi_t = [], []
+        if chunk * p_dim > GRAD_FLOATS:  # a large network: at most GRAD_FLOATS per-example gradient entries at once
+            chunk = max(1, GRAD_FLOATS // p_dim)
         for s in range(0, n, chunk):
             xb, yb = x[s : s + chunk], y[s : s + chunk]
             shb = None if sm.shift is None else sm.shift[s : s + chunk]
@@ -176,21 +224,38 @@ def trak_scores(
     lam: float = 0.0,
     params: str | Sequence[str] = "all",
     models: Sequence[ScoredModel] | None = None,
+    model_factory: ModelFactory | None = None,
+    trained_with: dict[str, Any] | None = None,
 ) -> MemorizationScores:
-    """Trains ``num_models`` models of ``method`` on the training split (seeds config.seed + m; or uses
-    ``models``) and returns their TRAK self-influence scores (n_train,)."""
+    """Trains ``num_models`` models of ``method`` on the training split (seeds config.seed + m; memaware's heads
+    built with ``model_kwargs``, or the caller's network from ``model_factory`` trained end to end) and returns
+    their TRAK self-influence scores (n_train,).
+
+    With ``models`` (trained by the caller) nothing is trained: ``config`` only seeds the projection, and the record
+    says "trained by the caller" plus whatever ``trained_with`` holds (the caller's own settings), never
+    memaware's training defaults."""
     t0 = time.perf_counter()
     cfg = check_config(config)
     x, y = train_arrays(data)
+    if models is not None and model_factory is not None:
+        raise ConfigError("trak: give trained models or a model_factory to train them, not both")
+    given = models is not None
     if models is None:
-        models = train_full_models(data, method, cfg, num_models, model_kwargs, temperature)
+        models = train_full_models(data, method, cfg, num_models, model_kwargs, temperature, model_factory)
     st = self_influence(models, x, y, proj_dim, lam, params, seed=cfg.seed)
-    mk = model_kwargs or {}
     params_out = {"num_models": len(models), "proj_dim": st["proj_dim"], "lambda": lam, "params": params,
-                  "projection": "Gaussian N(0, 1/k), seeded", "epochs": cfg.epochs, "lr": cfg.lr,
-                  "optimizer": cfg.optimizer, "weight_decay": cfg.weight_decay, "seed": cfg.seed,
-                  "hidden": list(mk.get("hidden", ())), "bias": bool(mk.get("bias", False)),
-                  **({"temperature": temperature} if method == "mat" else {})}
+                  "projection": "Gaussian N(0, 1/k), seeded", "projection_seed": cfg.seed}
+    if given:
+        params_out.update({"training": "trained by the caller", **dict(trained_with or {})})
+    else:
+        mk = model_kwargs or {}
+        params_out.update(
+            own_model_params(cfg, model_factory) if model_factory is not None else
+            {"epochs": cfg.epochs, "lr": cfg.lr, "optimizer": cfg.optimizer, "weight_decay": cfg.weight_decay,
+             "seed": cfg.seed, "hidden": list(mk.get("hidden", ())), "bias": bool(mk.get("bias", False))}
+        )  # fmt: skip
+        if method == "mat":
+            params_out["temperature"] = temperature
     return MemorizationScores("trak", method, st["score"], p_true=st["p_true"],
                               extra={"leverage": st["leverage"], "q": st["q"]}, params=params_out,
                               seconds=time.perf_counter() - t0)
