@@ -23,6 +23,7 @@ _EXPORTS = {
     "MultiHeadNet": "memaware.models",
     "build_model": "memaware.models",
     "open_dataset": "memaware.data.datasets",
+    "load_table": "memaware.data.datasets",
     "build_benchmark": "memaware.data.benchmarks",
     "execute": "memaware.sweep.runner",
     "sample_hparams": "memaware.sweep.hparams",
@@ -42,6 +43,7 @@ __version__ = "0.1.0"
 __all__ = [
     "GroupData",
     "load_npz",
+    "load_table",
     "make_setup21",
     "MemawareError",
     "DataError",
