@@ -327,3 +327,20 @@ def test_imagefolder_tree_and_text_table(problem, user_module, tmp_path, capsys)
         code, _, err = _train(capsys, "--data", str(tmp_path / "texts.csv"), "--backbone", backbone, "--method",
                               "erm", "--epochs", "2", "--out", str(tmp_path / backbone.replace(":", "_")), "--quiet")
         assert code == 0, err
+
+
+def test_an_xrm_run_saves_heldout_logits_for_matloss(tmp_path, capsys):
+    import numpy as np
+
+    from memaware import MATLoss, load_npz, make_setup21
+
+    make_setup21(n_train=120, n_val=60, n_test=60, noise_dim=40, seed=0).save_npz(tmp_path / "d.npz")
+    code, _, err = _train(capsys, "--data", str(tmp_path / "d.npz"), "--method", "xrm", "--epochs", "5",
+                          "--out", str(tmp_path / "xrm"), "--quiet")  # fmt: skip
+    assert code == 0, err
+    data = load_npz(tmp_path / "d.npz")
+    with np.load(tmp_path / "xrm" / "heldout_logits.npz", allow_pickle=False) as f:
+        heldout, rows = torch.from_numpy(f["heldout_logits"]), f["train_rows"]
+    assert heldout.shape == (120, 2) and (rows == data.indices(0).numpy()).all()
+    loss = MATLoss(heldout, data.y[rows])(torch.zeros(4, 2), data.y[rows[:4]], torch.arange(4))
+    assert torch.isfinite(loss)

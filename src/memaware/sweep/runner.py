@@ -11,7 +11,10 @@ trains with / the primary criterion selects with); ``selection`` (criterion actu
 "val_score", "val", "test"}} for every criterion computable (val_wga, val_gi_wga, val_worst_class, val_avg);
 ``hparams`` (after defaults and method description); ``data`` (size, dims, notes); ``epochs_run``;
 ``resumed_from`` (epoch, or null); ``seconds``. Beside it, ``evaluations.npz`` (``memaware.evallog``) holds every
-evaluation of the run, from which ``memaware.selection`` computes any criterion after the fact.
+evaluation of the run, from which ``memaware.selection`` computes any criterion after the fact, and for XRM and MAT
+``heldout_logits.npz`` (``heldout_logits`` (n_train, K): the logits of the twin that never trained on each
+training example, in the order of ``train_rows``, the data's row indices of the training split; what
+``memaware.MATLoss`` takes).
 """
 
 from __future__ import annotations
@@ -24,12 +27,14 @@ import numpy as np
 import torch
 
 from ..artifacts import atomic_writer, write_json
-from ..data.groups import VAL, GroupData, load_npz
+from ..data.groups import TRAIN, VAL, GroupData, load_npz
 from ..engine import FitResult, TrainConfig, fit
 from ..errors import ConfigError
 from ..evallog import FILENAME as EVALUATIONS
 from ..methods import make_method, method_class
 from ..selection import VAL_CRITERIA
+
+HELDOUT = "heldout_logits.npz"  # keys heldout_logits (n_train, K) float32, train_rows (n_train,): rows of the data
 
 
 def train_hparam_defaults() -> dict[str, Any]:
@@ -205,7 +210,7 @@ def execute(spec: dict[str, Any], run_dir: str | Path, progress: bool = False) -
         checkpoint_every=spec.get("checkpoint_every"),  # default: every 30 s
     )
     res = run_record(spec, result, data, hp, dataset, time.perf_counter() - t0)
-    write_run_files(run_dir, spec, res, result)
+    write_run_files(run_dir, spec, res, result, data.split.numpy())
     return res
 
 
@@ -236,12 +241,19 @@ def run_record(
     }
 
 
-def write_run_files(run_dir: Path, spec: dict[str, Any], record: dict[str, Any], result: FitResult) -> None:
+def write_run_files(
+    run_dir: Path, spec: dict[str, Any], record: dict[str, Any], result: FitResult, split: Any = None
+) -> None:
     """A finished run's files: inferred_groups.npz, evaluations.npz, model.pt (``save_model``), then results.json
     (its existence means "finished") and the checkpoints removed."""
     if result.val_inferred_groups is not None:
         groups = result.val_inferred_groups.cpu().numpy().astype(np.int64)
         atomic_writer(run_dir / "inferred_groups.npz", lambda p: np.savez(p, val_groups=groups), ".npz")
+    heldout = (result.outputs or {}).get("heldout_logits")
+    if heldout is not None and split is not None:  # XRM / MAT: each training example's held-out logits (MATLoss)
+        arrays = {"heldout_logits": heldout.detach().cpu().numpy().astype(np.float32),
+                  "train_rows": np.flatnonzero(np.asarray(split) == TRAIN).astype(np.int64)}  # fmt: skip
+        atomic_writer(run_dir / HELDOUT, lambda p: np.savez(p, **arrays), ".npz")
     if result.evaluations is not None:  # every evaluation: any criterion, even a later one, selects from it
         result.evaluations.save(run_dir / EVALUATIONS)
     if spec.get("save_model"):

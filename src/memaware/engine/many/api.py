@@ -26,7 +26,8 @@ SHAPE_KEYS = (
     "batch_size", "epochs", "max_steps", "optimizer", "hidden", "bias", "class_balanced", "eval_every",
     "eval_every_steps",
 )  # fmt: skip
-DATA_KEYS = ("data", "dataset", "data_dir", "backbone", "weights", "image_size", "max_length")
+DATA_KEYS = ("data", "dataset", "data_dir", "backbone", "weights", "image_size", "max_length", "image_root", "resize",
+             "normalize")  # fmt: skip
 
 
 def _hparams(spec: dict[str, Any]) -> dict[str, Any]:
@@ -186,7 +187,7 @@ def execute_many(
             error = error or e
             continue
         for i, (record, result) in zip(idx, trained, strict=True):
-            write_run_files(dirs[i], specs[i], record, result)
+            write_run_files(dirs[i], specs[i], record, result, cache[source].split.numpy())
             results[i] = record
     if error is not None:
         raise error
