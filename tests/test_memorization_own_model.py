@@ -15,7 +15,15 @@ from memaware.cli import main
 from memaware.data import make_setup21
 from memaware.engine import TrainConfig, fit
 from memaware.errors import ConfigError
-from memaware.memorization import ScoredModel, estimate, own_model_factory, seeded_factory, trak_scores
+from memaware.memorization import (
+    ScoredModel,
+    estimate,
+    own_model_factory,
+    seeded_factory,
+    self_influence,
+    train_full_models,
+    trak_scores,
+)
 from memaware.memorization.subsample import _subset, balanced_design
 from memaware.models.backbone_source import end_to_end_factory
 
@@ -69,10 +77,15 @@ def test_mat_and_trak_on_the_users_network(data):
     factory = own_model_factory(data, lambda: Small(data.dim))
     mat = estimate(data, "mat", "subsample", CFG, num_models=2, model_factory=factory)
     assert np.isfinite(mat.scores).all() and mat.params["temperature"] == 0.1
-    for params in ("all", "head", "backbone.fc"):
-        tr = estimate(data, "mat", "trak", CFG, num_models=2, model_factory=factory, proj_dim=6, trak_params=params)
-        assert np.isfinite(tr.scores).all() and (tr.scores >= 0).all() and tr.params["params"] == params
-        assert tr.params["optimizer"] == "adam" and tr.params["training"] == "end-to-end"
+    tr = estimate(data, "mat", "trak", CFG, num_models=2, model_factory=factory, proj_dim=6, trak_params="head")
+    assert np.isfinite(tr.scores).all() and (tr.scores >= 0).all() and tr.params["params"] == "head"
+    assert tr.params["optimizer"] == "adam" and tr.params["training"] == "end-to-end"
+    models = train_full_models(data, "mat", CFG, 2, model_factory=factory)
+    assert models[0].head == 0 and models[0].shift.shape == (40, 2)
+    x, y = data.x[data.indices(0)], data.y[data.indices(0)]
+    for params in ("all", "backbone.fc"):  # the user's network's own parameters: vmap over its gradients
+        st = self_influence(models, x, y, 6, params=params)
+        assert np.isfinite(st["score"]).all() and (st["score"] >= 0).all()
     with pytest.raises(ConfigError, match="subsample or trak"):
         estimate(data, "erm", "newton", CFG, model_factory=factory)
 
@@ -224,3 +237,27 @@ def test_cli_refuses_table_flags_on_features(data, tmp_path, capsys):
     data.save_npz(path)
     code, _, err = _run(capsys, "memorization", "--data", path, "--end-to-end", "--out", tmp_path / "o")
     assert code == 2 and "is an .npz of features" in err
+
+
+class _NoVmap(nn.Module):
+    """The same network, with a data-dependent Python branch vmap cannot batch."""
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if float(x.abs().sum()) < 0:  # never true: only .item()-style access matters
+            raise AssertionError
+        return self.inner(x)
+
+
+def test_a_network_vmap_cannot_batch_is_differentiated_example_by_example(data):
+    from memaware.memorization.trak import margin_grads, select_params
+
+    res = fit(data, "erm", CFG, model_factory=end_to_end_factory(data, Small(data.dim)))
+    x, y = data.x[data.indices(0)], data.y[data.indices(0)]
+    plain, wrapped = ScoredModel(res.model.eval()), ScoredModel(_NoVmap(res.model).eval())
+    g = margin_grads(plain, x, y, select_params(plain.model), None)
+    g_loop = margin_grads(wrapped, x, y, select_params(wrapped.model), None)
+    assert torch.allclose(g, g_loop, atol=1e-6)

@@ -120,6 +120,13 @@ def _model_lines(result: dict[str, Any]) -> list[str]:
     return [f"  model:  {model['backbone']}, {model['training']}" + (f"; {used}" if used else "")]
 
 
+def _how_much(change: dict[str, float]) -> str:
+    r = change["reduction"]
+    if change["erm_gap"] > 0 >= change["mat_gap"]:
+        return "no minority excess left under MAT"
+    return f"{r:.0%} smaller" if r >= 0 else f"{-r:.0%} larger"
+
+
 def audit_text(result: dict[str, Any], out: str) -> str:
     """The summary printed for a person: per method, groups from most to least memorized; warnings; the gap."""
     lines = [f"memorization audit, estimator '{result['estimator']}' -> {out}",
@@ -140,7 +147,7 @@ def audit_text(result: dict[str, Any], out: str) -> str:
     change = result["audit"].get("gap_change")
     if change:
         lines.append(f"  MAT changes the minority-majority gap from {change['erm_gap']:+.3f} (ERM) to "
-                     f"{change['mat_gap']:+.3f}: {change['reduction']:.0%} smaller")
+                     f"{change['mat_gap']:+.3f}: " + _how_much(change))
     if result["audit"]["no_attributes"]:
         lines.append("  note: the training split has no attribute labels (a = -1): groups are classes, no gap")
     lines += result["audit"]["warnings"] or ["  no minority group is memorized far more than its majority"]
