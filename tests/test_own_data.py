@@ -344,3 +344,16 @@ def test_an_xrm_run_saves_heldout_logits_for_matloss(tmp_path, capsys):
     assert heldout.shape == (120, 2) and (rows == data.indices(0).numpy()).all()
     loss = MATLoss(heldout, data.y[rows])(torch.zeros(4, 2), data.y[rows[:4]], torch.arange(4))
     assert torch.isfinite(loss)
+
+
+def test_features_of_a_table_with_the_users_network(problem, user_module, tmp_path, capsys):
+    import numpy as np
+
+    out = tmp_path / "f.npz"
+    assert main(["features", "--data", str(problem[0]), "--backbone", "usernet:Net", "--out", str(out)]) == 0
+    assert "with usernet:Net" in capsys.readouterr().out
+    with np.load(out, allow_pickle=False) as f:
+        assert f["x"].shape == (1000, 32) and np.isfinite(f["x"]).all() and sorted(set(f["a"].tolist())) == [0, 1]
+    code = main(["features", "--data", str(problem[0]), "--backbone", "tiny-text", "--out", str(tmp_path / "g.npz")])
+    assert code == 2 and "takes text input but the data is image" in capsys.readouterr().err
+    assert not (tmp_path / "g.npz").exists()

@@ -1,7 +1,8 @@
 """Embed every row of a real dataset (Waterbirds, CelebA, MultiNLI, CivilComments in the community's standard
-layout under --data-dir) with a backbone, in eval mode without gradients, and write the features as an .npz
-interchange file (x (n, d), y, a, split) that `memaware train --data` reads. Nothing is downloaded: resnet50 and
-bert weights come from --weights or the local caches."""
+layout under --data-dir) or of your own table (--data PATH.csv) with a backbone, memaware's or your own, in eval
+mode without gradients, and write the features as an .npz interchange file (x (n, d), y, a, split) that
+`memaware train --data` reads. Nothing is downloaded: resnet50 and bert weights come from --weights or the local
+caches."""
 
 from __future__ import annotations
 
@@ -13,23 +14,28 @@ from typing import TYPE_CHECKING
 from ..data.datasets import DATASETS, MODALITIES
 from ..errors import ConfigError
 from ..models.catalog import BACKBONES, DEFAULT_MAX_LENGTH
-from .common import add_common, in_dir, in_path
+from .common import TABLE_HELP, add_common, add_table_flags, in_data, in_dir, in_path
 
 if TYPE_CHECKING:
     from ..experiments.features import Features
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", required=True, choices=list(DATASETS), help="dataset layout to read")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--dataset", choices=list(DATASETS), help="dataset layout to read (with --data-dir)")
+    src.add_argument(
+        "--data", type=in_data, metavar="TABLE",
+        help="your own table instead: " + TABLE_HELP.partition(": ")[2],
+    )  # fmt: skip
     p.add_argument(
-        "--data-dir", required=True, type=in_dir, help="dataset root (e.g. holding waterbirds/ or metadata_*.csv)"
+        "--data-dir", type=in_dir, help="--dataset: dataset root (e.g. holding waterbirds/ or metadata_*.csv)"
     )
     p.add_argument(
         "--backbone",
         required=True,
-        choices=list(BACKBONES),
         help="resnet50 / efficientnet-lite0 / tiny-cnn for images, bert / tiny-text for text (tiny-*: random init "
-        "from --seed)",
+        "from --seed), or your own network as package.module:name or file.py:name (a class or function returning an "
+        "nn.Module that maps the raw batch to (b, d) features; built under --seed)",
     )
     p.add_argument(
         "--weights",
@@ -41,7 +47,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     add_common(p, out_help="output .npz file (written atomically)", out_kind="file")
     p.add_argument("--batch-size", type=int, default=64, help="rows embedded per forward pass")
-    p.add_argument("--image-size", type=int, default=224, help="side of the square images fed to the backbone")
+    add_table_flags(p)
     p.add_argument(
         "--max-length", type=int, default=DEFAULT_MAX_LENGTH,
         help="bert: tokens kept per raw text (the authors cut CivilComments at 220)",
@@ -57,7 +63,21 @@ def run(args: argparse.Namespace) -> int:
 
         if not torch.cuda.is_available():
             raise ConfigError(f"--device {args.device}: CUDA is not available on this machine")
-    if BACKBONES[args.backbone] != MODALITIES[args.dataset]:
+    table = None
+    if args.data is not None:
+        if args.data_dir:
+            raise ConfigError("--data-dir goes with --dataset; a table's images are found from its own folder")
+        from ..sweep.runner import open_table  # the table opened and checked, as `memaware train` does
+
+        table = open_table({"data": args.data, "backbone": args.backbone, "image_root": args.image_root,
+                            "image_size": args.image_size, "resize": args.resize, "normalize": args.normalize})[1]
+    elif not args.data_dir:
+        raise ConfigError(f"--dataset {args.dataset} needs --data-dir (the folder holding its files)")
+    elif args.image_root or args.normalize:
+        raise ConfigError("--image-root and --normalize apply to a table given as --data, not to --dataset")
+    elif args.backbone not in BACKBONES:
+        pass  # the user's own network: checked when it is built, before any row is embedded
+    elif BACKBONES[args.backbone] != MODALITIES[args.dataset]:
         raise ConfigError(
             f"backbone '{args.backbone}' takes {BACKBONES[args.backbone]} input but dataset '{args.dataset}' is "
             f"{MODALITIES[args.dataset]}; choose from "
@@ -66,8 +86,8 @@ def run(args: argparse.Namespace) -> int:
     from ..experiments.features import extract_features  # torch and the backbones: once the arguments are good
 
     res = extract_features(
-        args.dataset, args.data_dir, args.backbone, args.out, weights=args.weights, seed=args.seed,
-        batch_size=args.batch_size, image_size=args.image_size, max_length=args.max_length, device=args.device,
+        table or args.dataset, args.data_dir, args.backbone, args.out, weights=args.weights, seed=args.seed,
+        batch_size=args.batch_size, image_size=args.image_size or 224, max_length=args.max_length, device=args.device,
         progress=not args.quiet and sys.stderr.isatty(),
     )  # fmt: skip
     if not args.quiet:

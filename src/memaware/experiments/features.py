@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from ..data.datasets import RealDataset, open_dataset
 from ..data.groups import GroupData
 from ..errors import ConfigError
-from ..models.backbones import DEFAULT_MAX_LENGTH, batch_to, make_backbone
+from ..models.backbones import DEFAULT_MAX_LENGTH, batch_to
 
 
 @dataclass(frozen=True)
@@ -61,9 +61,9 @@ def embed(
 
 
 def extract_features(
-    dataset: str,
-    data_dir: str | os.PathLike,
-    backbone: str,
+    dataset: str | RealDataset,
+    data_dir: str | os.PathLike | None,
+    backbone: Any,
     out: str | os.PathLike,
     weights: str | os.PathLike | None = None,
     seed: int = 0,
@@ -73,12 +73,15 @@ def extract_features(
     device: str = "cpu",
     progress: bool = False,
 ) -> Features:
-    """Opens ``dataset`` under ``data_dir``, embeds every row with ``backbone`` (``backbones.make_backbone``: local
-    ``weights`` or the local caches, never a download; tiny ones initialised from ``seed``) and writes the .npz."""
+    """Opens ``dataset`` under ``data_dir`` (or takes an opened one, e.g. ``load_table``'s), embeds every row with
+    ``backbone`` (``frozen_features``: a catalogue name with local ``weights`` or the local caches, never a
+    download, tiny ones initialised from ``seed``; or the user's own network) and writes the .npz."""
     t0 = time.perf_counter()
-    ds = open_dataset(dataset, data_dir, image_size=image_size)
-    net, dim = make_backbone(backbone, weights, seed=seed, max_length=max_length)
-    data, described = _embedded(ds, net, dim, backbone, True, seed, batch_size, device, progress)
+    ds = open_dataset(dataset, data_dir, image_size=image_size) if isinstance(dataset, str) else dataset
+    data, described, _ = frozen_features(
+        ds, backbone, weights=weights, seed=seed, max_length=max_length, batch_size=batch_size, device=device,
+        progress=progress,
+    )  # fmt: skip
     path = data.save_npz(out)
     return Features(ds, described, data, path, time.perf_counter() - t0)
 
@@ -99,16 +102,9 @@ def frozen_features(
     ``BackboneSource(backbone).build(seed)``, its width probed on two training rows). Returns (the features as
     ``GroupData`` with the dataset's y, a, split; the backbone described for records; the feature width)."""
     from ..models.backbone_source import BackboneSource, sample_rows
-    from ..models.catalog import BACKBONES
 
     src = BackboneSource(backbone, weights, max_length)
-    modality = getattr(dataset, "modality", "features")
-    if src.catalogued and src.modality() != modality:
-        fits = [b for b, m in BACKBONES.items() if m == modality]
-        raise ConfigError(
-            f"backbone '{src.label}' takes {src.modality()} input but the data is {modality}"
-            + (f"; choose from {', '.join(fits)}" if fits else "; give your own as package.module:name")
-        )
+    src.check_input(getattr(dataset, "modality", "features"))
     net, dim = src.build(seed)
     if dim is None:
         dim = src.probe(net, sample_rows(dataset), device)

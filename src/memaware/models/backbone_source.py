@@ -106,6 +106,15 @@ class BackboneSource:
         """'image' / 'text' for a catalogued backbone; None for a user's (any input it accepts)."""
         return BACKBONES[self.label] if self.catalogued else None
 
+    def check_input(self, modality: str) -> None:
+        """Refuses a catalogued backbone whose input is not the data's ``modality`` (a user's own takes any)."""
+        if self.catalogued and self.modality() != modality:
+            fits = [b for b, m in BACKBONES.items() if m == modality]
+            raise ConfigError(
+                f"backbone '{self.label}' takes {self.modality()} input but the data is {modality}"
+                + (f"; choose from {', '.join(fits)}" if fits else "; give your own as package.module:name")
+            )
+
     def build(self, seed: int = 0) -> tuple[nn.Module, int | None]:
         """A fresh backbone and, for catalogued ones, its feature width (None: probe it)."""
         if self.catalogued:
@@ -181,13 +190,7 @@ def end_to_end_factory(
     modality, one probe forward), so that a bad one fails before any training."""
     source = BackboneSource(backbone, weights, max_length)
     data = getattr(dataset, "data", dataset)
-    modality = getattr(dataset, "modality", "features")
-    if source.catalogued and source.modality() != modality:
-        fits = [b for b, m in BACKBONES.items() if m == modality]
-        raise ConfigError(
-            f"backbone '{source.label}' takes {source.modality()} input but the data is {modality}"
-            + (f"; choose from {', '.join(fits)}" if fits else "; give your own as package.module:name")
-        )
+    source.check_input(getattr(dataset, "modality", "features"))
     first, dim = source.build(seed)
     if dim is None:
         dim = source.probe(first, sample_rows(dataset), device)
