@@ -17,7 +17,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..methods.mat import mat_log_shift
-from ._checks import check_labels, check_logits, check_positions, check_temperature, shape_of
+from .checks import check_labels, check_logits, check_positions, check_temperature, shape_of
 
 REDUCTIONS = ("mean", "sum", "none")
 DEFAULT_TEMPERATURE = 0.1  # memaware's MAT default; the authors search {0.001, 0.01, 0.1}

@@ -17,9 +17,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..methods.mat import mat_log_shift
-from ._checks import check_count, check_labels, check_temperature
+from .checks import check_count, check_labels, check_temperature
 from .loss import DEFAULT_TEMPERATURE
-from .twins import XRMTwins, _eval_mode
+from .twins import XRMTwins, eval_mode
 
 
 class MATSingleRun(nn.Module):
@@ -98,13 +98,13 @@ class MATSingleRun(nn.Module):
     @torch.no_grad()
     def heldout_logits(self, x: Any, idx: torch.Tensor) -> torch.Tensor:
         """(b, K) logits of the twin head that never trained on each example (eval mode, no grad)."""
-        with _eval_mode(self):
+        with eval_mode(self):
             return self.twins.heldout(self.twins(self.backbone(x)), idx)
 
     @torch.no_grad()
     def infer_groups(self, x: Any, y: torch.Tensor) -> torch.Tensor:
         """(b,) XRM's cross-mistake groups y * 2 + [head A or B mispredicts], for selection without group labels."""
-        with _eval_mode(self):
+        with eval_mode(self):
             feats = self.backbone(x)
         return self.twins.infer_groups(feats, y)
 

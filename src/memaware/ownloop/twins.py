@@ -17,7 +17,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..methods.xrm import class_balanced_ce, cross_mistake_groups, flip_labels, pick_head, random_halves
-from ._checks import check_count, check_labels, check_logits, check_positions, shape_of
+from .checks import check_count, check_labels, check_logits, check_positions, shape_of
 
 
 class XRMTwins(nn.Module):
@@ -126,7 +126,7 @@ class XRMTwins(nn.Module):
     def heldout_logits(self, x: Any, idx: torch.Tensor) -> torch.Tensor:
         """(b, K) logits of the twin that never trained on each example (eval mode, no grad; the modules' training
         flags are restored after)."""
-        with _eval_mode(self):
+        with eval_mode(self):
             return self.heldout(self(x), idx)
 
     @torch.no_grad()
@@ -159,7 +159,7 @@ class XRMTwins(nn.Module):
     def infer_groups(self, x: Any, y: torch.Tensor) -> torch.Tensor:
         """XRM's inferred groups for (validation) examples: (b,) y * 2 + [either twin mispredicts] (cross-mistakes),
         for model selection by worst-group accuracy without group labels."""
-        with _eval_mode(self):
+        with eval_mode(self):
             logits_ab = self(x)
         y = check_labels("y", y, self.num_classes, len(logits_ab)).to(logits_ab.device)
         return cross_mistake_groups(logits_ab, y)
@@ -173,7 +173,7 @@ class XRMTwins(nn.Module):
         return f"num_train={self.num_train}, num_classes={self.num_classes}"
 
 
-class _eval_mode:
+class eval_mode:
     """Puts ``module`` (and its children) in eval mode, restoring each one's own training flag after."""
 
     def __init__(self, module: nn.Module):
