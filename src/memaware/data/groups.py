@@ -120,13 +120,15 @@ def group_name(group_id: int, num_attrs: int) -> str:
 def named_group(key: str, label_names: list[str] | None = None, attr_names: list[str] | None = None) -> str:
     """A group key 'y=<y>,a=<a>' with the table's names added: 'y=1 (ring), a=0 (green)' (the key as is when the
     data has no names)."""
+    if not label_names and not attr_names:
+        return key
     y_text, _, a_text = key.partition(",")
     parts = []
     for text, names in ((y_text, label_names), (a_text, attr_names)):
         field, _, value = text.partition("=")
         name = names[int(value)] if names and value.isdigit() and int(value) < len(names) else None
         parts.append(f"{field}={value} ({name})" if name is not None and name != value else text)
-    return ", ".join(p for p in parts if p)
+    return ", ".join(p for p in parts if p) if "(" in "".join(parts) else key
 
 
 def _np(v: np.ndarray | torch.Tensor) -> np.ndarray:

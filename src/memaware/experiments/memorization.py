@@ -195,7 +195,8 @@ def run_audit(data, methods: tuple[str, ...], estimator: str, cfg: TrainConfig, 
     }
     _write_scores(out / "scores.npz", results, idx.numpy(), y, a, data.num_attrs)
     plot_fig2({m: r.scores for m, r in results.items()}, y, a, data.num_attrs, out / "fig2.png",
-              xlabel=f"{estimator} score")
+              xlabel=f"{estimator} score", label_names=(about or {}).get("label_names"),
+              attr_names=(about or {}).get("attr_names"))  # fmt: skip
     result["seconds"] = time.perf_counter() - t0
     write_json(out / "memorization.json", result)
     return result

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from ..data.groups import named_group
+
 QUANTILES = (0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95)
 MIN_GROUP = 5
 
@@ -132,14 +134,17 @@ def audit_text(result: dict[str, Any], out: str) -> str:
     lines = [f"memorization audit, estimator '{result['estimator']}' -> {out}",
              f"  target: {result['target']}", f"  units:  {result['units']}"]
     lines += _model_lines(result)
+    names = (result.get("data", {}).get("label_names"), result.get("data", {}).get("attr_names"))
     for method, res in result["methods"].items():
         groups = sorted(res["groups"].items(), key=lambda kv: -kv[1].get("mean", -np.inf))
         lines.append(f"  {method} ({res['seconds']:.1f} s): groups from most to least memorized")
-        lines.append(f"    {'group':<10} {'role':<9} {'n':>6} {'mean':>7} {'median':>7} {'>0.5':>6}")
+        shown = {name: named_group(name, *names) for name, _ in groups}  # a table's class / attribute names
+        width = max(10, *(len(v) for v in shown.values())) if shown else 10
+        lines.append(f"    {'group':<{width}} {'role':<9} {'n':>6} {'mean':>7} {'median':>7} {'>0.5':>6}")
         for name, st in groups:
             if st["n"]:
-                lines.append(f"    {name:<10} {st['role']:<9} {st['n']:>6} {st['mean']:>7.3f} {st['median']:>7.3f} "
-                             f"{st['frac_above_0.5']:>6.1%}")
+                lines.append(f"    {shown[name]:<{width}} {st['role']:<9} {st['n']:>6} {st['mean']:>7.3f} "
+                             f"{st['median']:>7.3f} {st['frac_above_0.5']:>6.1%}")
         gap = res["gap"]
         if gap:
             lines.append(f"    minority mean {gap['minority_mean']:.3f} vs majority mean {gap['majority_mean']:.3f} "

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.groups import named_group
 from ..memorization.audit import group_ids, group_roles
 from . import pyplot, save
 
@@ -33,11 +34,15 @@ def plot_fig2(
     num_attrs: int,
     path: str | Path,
     xlabel: str = "memorization score",
+    label_names: list[str] | None = None,
+    attr_names: list[str] | None = None,
 ) -> Path:
     """One row per method (``scores``: {method: (n,) scores}); left: per-group histograms (density), minority
-    groups dashed; right: fraction of each group's examples in each score interval. Same axes across methods."""
+    groups dashed; right: fraction of each group's examples in each score interval. Same axes across methods.
+    ``label_names`` / ``attr_names``: a table's names, shown beside the codes in the legends."""
     plt = pyplot()
     g, names = group_ids(y, a, num_attrs)
+    names = {i: named_group(name, label_names, attr_names) for i, name in names.items()}
     roles = group_roles(np.asarray(y), g)
     order = sorted(names, key=lambda i: (i < 0, i))
     allv = np.concatenate(list(scores.values()))
