@@ -358,3 +358,16 @@ def test_features_of_a_table_with_the_users_network(problem, user_module, tmp_pa
     code = main(["features", "--data", str(problem[0]), "--backbone", "tiny-text", "--out", str(tmp_path / "g.npz")])
     assert code == 2 and "takes text input but the data is image" in capsys.readouterr().err
     assert not (tmp_path / "g.npz").exists()
+
+
+def test_sweep_and_table_on_a_users_csv(problem, user_module, tmp_path, capsys):
+    out = tmp_path / "sw"
+    code = main(["sweep", "--data", str(problem[0]), "--backbone", "usernet:Net", "--methods", "erm,mat",
+                 "--n-hparams", "1", "--seeds", "1", "--set", "epochs=1", "--out", str(out), "--quiet"])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    assert main(["table", "--sweep", str(out), "--out", str(tmp_path / "t.md")]) == 0
+    table = (tmp_path / "t.md").read_text()
+    assert "| ERM |" in table and "| MAT |" in table
+    code = main(["sweep", "--data", str(problem[0]), "--backbone", "usernet:NoPool", "--out", str(tmp_path / "bad")])
+    assert code == 2 and "returned a tensor of shape (2, 8, 16, 16)" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists() or not any((tmp_path / "bad").iterdir())

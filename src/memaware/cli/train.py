@@ -297,7 +297,8 @@ def summary(res: dict, out: Path) -> str:
     if res["data"].get("backbone"):  # end to end: which recipe trained it is worth a line
         lines.append(
             f"  trained {res['data']['backbone']} end to end: {hp.get('optimizer')} lr {hp.get('lr')}, "
-            f"momentum {hp.get('momentum')}, batch {hp.get('batch_size')}, {hp.get('epochs')} epochs, "
+            + (f"momentum {hp.get('momentum')}, " if hp.get("optimizer") == "sgd" else "")
+            + f"weight decay {hp.get('weight_decay')}, batch {hp.get('batch_size')}, {hp.get('epochs')} epochs, "
             f"heads init {hp.get('init')} (flags override; defaults: the recipe of the data's modality)"
         )
     for split in ("val", "test"):
