@@ -20,6 +20,7 @@ from ..errors import ConfigError
 from ..methods import Method, TrainContext, make_method
 from ..methods.base import checkpoint_for
 from ..models import all_logits, build_model, init_heads_
+from ..models.backbones import EndToEndNet
 from .batches import sampling_weights
 from .checkpoint import Checkpointer, run_signature
 from .config import TrainConfig
@@ -139,7 +140,8 @@ def with_backbone(
 
 def check_model(model: torch.nn.Module, method: Method, data: GroupData, cfg: TrainConfig) -> None:
     """Refuses, in one line and before any step, a model built by a factory that lacks what ``method`` needs
-    (``Method.model_parts``) or whose output on two training rows is not (2, num_heads, K)."""
+    (``Method.model_parts``) or whose output on two training rows is not (2, num_heads, K) (the caller's own
+    models; an ``EndToEndNet`` is right by construction)."""
     missing = [part for part in method.model_parts() if not callable(getattr(model, part, None))]
     if missing:
         needs = ", ".join(method.model_parts())
@@ -148,6 +150,8 @@ def check_model(model: torch.nn.Module, method: Method, data: GroupData, cfg: Tr
             f"{type(model).__name__} has no {', '.join(missing)}: pass backbone= (memaware adds the heads) or build "
             "an EndToEndNet"
         )
+    if isinstance(model, EndToEndNet):
+        return  # memaware's heads on a backbone probed when its factory was made: (b, H, K) by construction
     rows = data.x[data.indices(TRAIN)[:2]].to(cfg.device)
     was_training = model.training
     model.eval()

@@ -150,8 +150,7 @@ class BackboneSource:
             ) from None
         finally:
             module.train(was_training)
-        b = PROBE_ROWS if not isinstance(batch, torch.Tensor) else batch.shape[0]
-        b = len(batch) if isinstance(batch, list) else b
+        b = len(next(iter(batch.values()))) if isinstance(batch, dict) else len(batch)
         ok = isinstance(out, torch.Tensor) and out.dim() == 2 and out.shape[0] == b and out.shape[1] >= 1
         if not ok:
             raise ConfigError(

@@ -52,8 +52,6 @@ SPEC_KEYS = {
     "selection", "device", "inferred_groups", "save_model", "checkpoint_every", "family", "max_length",
     "image_root", "resize", "normalize",
 }  # fmt: skip
-# memaware's ImageNet-pretrained image backbones: a table's images get ImageNet normalisation for them by default
-PRETRAINED_IMAGE = ("resnet50", "efficientnet-lite0")
 
 
 def checkpoints(run_dir: Path) -> list[Path]:
@@ -103,6 +101,7 @@ def open_table(spec: dict[str, Any]) -> tuple[GroupData, Any]:
     """A user's table (``--data PATH.csv`` or an ImageFolder tree) as ``GroupData`` and its dataset. Images are
     normalised for ImageNet only for memaware's pretrained backbones unless ``normalize`` says otherwise."""
     from ..data.datasets import load_table
+    from ..models.catalog import PRETRAINED_IMAGE
 
     normalize = spec.get("normalize") or ("imagenet" if spec.get("backbone") in PRETRAINED_IMAGE else "none")
     dataset = load_table(
