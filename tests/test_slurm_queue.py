@@ -32,3 +32,30 @@ def test_a_job_unlisted_for_a_moment_is_not_reported_ended(monkeypatch, tmp_path
     clock[0] += 1
     watch.look([job])
     assert watch.ended[job] == "job 7 ended FAILED"
+
+
+def test_a_job_whose_log_says_requeue_gets_the_longer_grace(monkeypatch, tmp_path):
+    """Slurm's own last word in the job's log, '... CANCELLED ... DUE TO JOB REQUEUE', means the job is coming back:
+    it is not reported ended after the short grace (seen in CI: a loaded controller took longer than 15 s), only
+    after ``requeue_grace_s``."""
+    from types import SimpleNamespace
+
+    from memaware.sweep import slurm
+
+    class Job:
+        job_id = "26"
+        paths = SimpleNamespace(result_pickle=tmp_path / "none.pkl", stderr=None)
+
+    monkeypatch.setattr(slurm, "queue_states", lambda ids: {})
+    why = "job 26 ended FAILED (reason NonZeroExitCode): *** STEP 26.0 ON vm CANCELLED AT t DUE TO JOB REQUEUE ***"
+    monkeypatch.setattr(slurm, "ended_reason", lambda job_id, log=None: why)
+    clock = [0.0]
+    monkeypatch.setattr(slurm.time, "monotonic", lambda: clock[0])
+    job, watch = Job(), slurm.QueueWatch(grace_s=15.0, requeue_grace_s=120.0)
+    for t in (0.0, 20.0, 119.0):
+        clock[0] = t
+        watch.look([job])
+        assert job not in watch.ended
+    clock[0] = 120.0
+    watch.look([job])
+    assert watch.ended[job] == why

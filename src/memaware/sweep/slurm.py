@@ -125,6 +125,9 @@ def check_request(partition: str | None, cpus: int, mem_gb: float, gpus: int) ->
     )
 
 
+REQUEUING = "DUE TO JOB REQUEUE"  # slurmstepd's last line in the log of a job that Slurm is requeuing
+
+
 def queue_states(job_ids: list[str]) -> dict[str, tuple[str, str]] | None:
     """{job id: (state, reason)} of those of ``job_ids`` still in the queue (array tasks as '123_4'); None when
     squeue does not answer (then nothing can be concluded)."""
@@ -182,10 +185,11 @@ class QueueWatch:
 
     A job being requeued (submitit's answer to a time limit) passes through a terminal state (e.g. FAILED) for a
     moment, when squeue does not list it, before Slurm queues it again: only a job unlisted for ``grace_s`` has
-    really left."""
+    really left. A job whose log ends with Slurm's '... CANCELLED ... DUE TO JOB REQUEUE' line is on its way back
+    and gets ``requeue_grace_s`` instead (on a loaded machine the controller may take longer than ``grace_s``)."""
 
-    def __init__(self, grace_s: float = 15.0) -> None:
-        self.grace_s = grace_s
+    def __init__(self, grace_s: float = 15.0, requeue_grace_s: float = 180.0) -> None:
+        self.grace_s, self.requeue_grace_s = grace_s, requeue_grace_s
         self.ended: dict[Any, str] = {}
         self._absent_since: dict[Any, float] = {}
 
@@ -198,9 +202,11 @@ class QueueWatch:
                 continue
             state, reason = states.get(h.job_id, (None, ""))
             if state is None and not h.paths.result_pickle.exists():  # unlisted (pickle checked after squeue)
-                first = self._absent_since.setdefault(h, time.monotonic())
-                if time.monotonic() - first >= self.grace_s:
-                    self.ended[h] = ended_reason(h.job_id, h.paths.stderr)
+                absent = time.monotonic() - self._absent_since.setdefault(h, time.monotonic())
+                if absent >= self.grace_s:
+                    why = ended_reason(h.job_id, h.paths.stderr)
+                    if REQUEUING not in why or absent >= self.requeue_grace_s:
+                        self.ended[h] = why
                 continue
             self._absent_since.pop(h, None)
             if state == "PENDING" and reason in NEVER_RUNS:
