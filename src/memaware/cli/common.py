@@ -153,6 +153,41 @@ def add_table_flags(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> Non
     )  # fmt: skip
 
 
+def add_speed_flags(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """How an end-to-end run (a backbone on a table or --dataset) computes and loads: none changes what is
+    trained except --precision (and, by float rounding, --channels-last / --compile)."""
+    p.add_argument(
+        "--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
+        help="end to end: the backbone's forward under autocast (bf16; fp16 with a gradient scaler); heads and "
+        "losses stay fp32. Default fp32, as the authors trained (docs/speed.md: what bf16 costs and buys)",
+    )  # fmt: skip
+    p.add_argument(
+        "--channels-last", choices=("auto", "on", "off"), default="auto",
+        help="end to end: channels-last memory order for image backbones (default auto: on CUDA only, where "
+        "convolutions run faster in it)",
+    )  # fmt: skip
+    p.add_argument(
+        "--compile", action="store_true", help="end to end: torch.compile the backbone (a first step that compiles)"
+    )
+    p.add_argument(
+        "--prefetch", type=int_range(0, 64), default=2, metavar="BATCHES",
+        help="end to end: batches loaded in the background while a step runs (0: each in its own step; default 2)",
+    )  # fmt: skip
+    p.add_argument(
+        "--decode-cache", choices=("auto", "memory", "disk", "off"), default="auto",
+        help="end to end on images: decode every image once (auto: in memory, also written to the cache folder "
+        "above 256 MiB, memory-mapped above a quarter of RAM; memory; disk; off = decode every batch again)",
+    )  # fmt: skip
+
+
+def speed_options(args: argparse.Namespace) -> dict:
+    """The spec keys of ``add_speed_flags`` (``sweep.runner.SPEED_KEYS``)."""
+    return {
+        "precision": args.precision, "channels_last": args.channels_last, "compile": bool(args.compile),
+        "prefetch": args.prefetch, "decode_cache": args.decode_cache,
+    }  # fmt: skip
+
+
 def in_path(text: str) -> str:
     """argparse type of an input that may be a file or a directory (e.g. --weights): it must exist."""
     if not Path(text).exists():

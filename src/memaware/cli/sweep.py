@@ -17,7 +17,18 @@ from ..methods import classifiers, is_reference
 from ..sweep import EXECUTORS, DataSource, Run, SlurmOptions, describe, plan_sweep, run_sweep
 from ..sweep.executors import check_executor
 from ..sweep.hparams import FAMILIES, family_for, parse_override
-from .common import INT_MAX, SEED_MAX, comma_items, in_data, in_dir, in_path, int_range, out_dir
+from .common import (
+    INT_MAX,
+    SEED_MAX,
+    add_speed_flags,
+    comma_items,
+    in_data,
+    in_dir,
+    in_path,
+    int_range,
+    out_dir,
+    speed_options,
+)
 
 RESUME_HINT = (
     "to resume, run the same command again (finished runs are skipped, interrupted ones continue from their "
@@ -127,6 +138,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--device", default=None, help="torch device of every run (default: cuda on Slurm with GPUs, else cpu)"
     )
+    add_speed_flags(p.add_argument_group("end-to-end speed (a backbone on a table or --dataset)"))
     p.add_argument("--executor", choices=EXECUTORS, default="local", help="where runs train")
     p.add_argument(
         "--jobs",
@@ -252,6 +264,7 @@ def run(args: argparse.Namespace) -> int:
         inferred_groups=not args.no_inferred_groups,
         xrm_comb=args.xrm_comb,
         checkpoint_every=args.checkpoint_every,
+        options=speed_options(args),
     )
     if args.dry_run:
         print(plan_summary(runs, out.resolve()))

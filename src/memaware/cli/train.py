@@ -17,7 +17,18 @@ from ..engine.config import DECAY_RULES, HEAD_INITS, OPTIMIZERS, SCHEDULES
 from ..errors import ConfigError
 from ..methods import METHODS, classifiers, is_reference, method_class
 from ..models.catalog import DEFAULT_MAX_LENGTH
-from .common import TABLE_HELP, add_common, add_table_flags, hidden_widths, in_data, in_dir, in_file, in_path
+from .common import (
+    TABLE_HELP,
+    add_common,
+    add_speed_flags,
+    add_table_flags,
+    hidden_widths,
+    in_data,
+    in_dir,
+    in_file,
+    in_path,
+    speed_options,
+)
 
 RESUME_HINT = "to resume, run the same command with --resume (it continues from the checkpoint in --out)"
 DEFAULTS = TrainConfig()  # with --data the library's defaults are the command's (the paper's Setup 2.1 protocol)
@@ -115,6 +126,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--weights", type=in_path, help="local backbone weights (resnet50: a .pth file; bert: a directory)"
     )
     add_table_flags(src)
+    add_speed_flags(p.add_argument_group("end-to-end speed (a backbone on a table or --dataset)"))
     p.add_argument(
         "--method", required=True, type=_method_name,
         help=f"training method: {', '.join(classifiers())}, or package.module:Class for your own Method subclass",
@@ -260,6 +272,7 @@ def run(args: argparse.Namespace) -> int:
         "device": args.device,
         "inferred_groups": args.inferred_groups,
         "save_model": True,
+        **speed_options(args),
     }
     from ..experiments.train import run_training  # torch: only once the arguments are known to be good
 

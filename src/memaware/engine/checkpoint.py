@@ -59,6 +59,8 @@ class Checkpointer:
             run.history.load_state_dict(state["history"])
             if opt.dual is not None:
                 opt.dual.load_state_dict(state["dual"])
+            if opt.scaler is not None and state.get("scaler") is not None:
+                opt.scaler.load_state_dict(state["scaler"])
             start, done, resumed = state["epoch"] + 1, state["done"], state["epoch"]
             opt.steps = state["steps"]
         self.last_save = time.monotonic()
@@ -89,6 +91,7 @@ class Checkpointer:
             "selection": run.selection.state_dict(),
             "history": run.history.state_dict(),
             "dual": steps.dual.state_dict() if steps.dual is not None else None,
+            "scaler": steps.scaler.state_dict() if steps.scaler is not None else None,
         }
         atomic_writer(self.path, lambda p, state=state: torch.save(state, p), ".pt")
 

@@ -12,6 +12,8 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "linear", "cosine", "xrm")  # torch_optim.make_schedule
 DECAY_RULES = ("standard", "authors")  # torch_optim.decay_groups
 HEAD_INITS = ("default", "zeros")  # models.heads.init_heads_
+PRECISIONS = ("fp32", "bf16", "fp16")  # end to end: the backbone under autocast (models.backbones.EndToEndNet)
+CHANNELS_LAST = ("auto", "on", "off")  # auto: on for an image backbone on CUDA, off on a CPU
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,12 @@ class TrainConfig:
     decay_rule: str = "standard"  # which parameters weight decay applies to (torch_optim.DECAY_RULES)
     clip_grad_norm: float = 0.0  # > 0: end to end, rescale the gradient to at most this L2 norm before each step
     head_dropout: float = 0.0  # end to end: dropout on the backbone's features before the heads (training only)
+    # end to end: the backbone's forward under autocast (bf16, or fp16 with a gradient scaler); heads and losses
+    # stay float32. The authors trained in fp32, the default here
+    precision: str = "fp32"
+    channels_last: str = "auto"  # end to end: channels-last memory order for image backbones (CHANNELS_LAST)
+    compile: bool = False  # end to end: torch.compile the backbone (in place)
+    prefetch: int = 2  # end to end: batches loaded ahead in the background while a step runs (0: in the step)
     device: str = "cpu"
     progress: bool = False
     progress_label: str = ""
@@ -87,6 +95,12 @@ class TrainConfig:
             raise ConfigError(f"clip_grad_norm must be >= 0 (0 = no clipping), got {self.clip_grad_norm}")
         if not 0 <= self.head_dropout < 1:
             raise ConfigError(f"head_dropout must be in [0, 1), got {self.head_dropout}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got '{self.precision}'")
+        if self.channels_last not in CHANNELS_LAST:
+            raise ConfigError(f"channels_last must be one of {', '.join(CHANNELS_LAST)}, got '{self.channels_last}'")
+        if self.prefetch < 0:
+            raise ConfigError(f"prefetch must be >= 0 (0 = load each batch in its step), got {self.prefetch}")
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"schedule must be one of {', '.join(SCHEDULES)}, got '{self.schedule}'")
         if not 0 <= self.warmup_fraction <= 1:

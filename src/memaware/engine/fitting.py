@@ -7,6 +7,7 @@ evaluation and checkpoints) and ``finish`` (the selected checkpoint as a ``FitRe
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from .evaluation import OnlineSelection
 from .history import History
 from .loop import run_epochs
 from .optimisation import build_single, plain_linear_forward
+from .progress import RunProgress, summary_line
 from .result import FitResult
 from .single import SingleRunSteps
 
@@ -47,6 +49,7 @@ class Run:
     steps: SingleRunSteps
     selection: OnlineSelection
     history: History
+    throughput: dict[str, float] | None = None  # engine.progress.RunProgress.summary, once the loop has run
 
     @property
     def classify(self) -> bool:
@@ -172,6 +175,22 @@ def check_model(model: torch.nn.Module, method: Method, data: GroupData, cfg: Tr
         )
 
 
+def configure_end_to_end(model: torch.nn.Module, cfg: TrainConfig) -> None:
+    """Precision, channels-last, compilation and prefetching of an ``EndToEndNet`` (``TrainConfig``'s end-to-end
+    fields); a caller's own model takes none but fp32 (one line)."""
+    if not isinstance(model, EndToEndNet):
+        if cfg.precision != "fp32" or cfg.compile or cfg.channels_last == "on":
+            raise ConfigError(
+                "precision, compile and channels_last need memaware's end-to-end model: pass backbone= (memaware "
+                f"adds the heads), not a model_factory building {type(model).__name__}"
+            )
+        return
+    images = model.dataset is not None and getattr(model.dataset, "modality", "") == "image"
+    on_cuda = torch.device(cfg.device).type == "cuda"
+    channels_last = cfg.channels_last == "on" or (cfg.channels_last == "auto" and images and on_cuda)
+    model.configure(cfg.precision, channels_last, cfg.compile, cfg.prefetch)
+
+
 def fresh_method(method: str | Method, method_kwargs: dict[str, Any]) -> Method:
     """A new instance: nothing a previous run left on a given instance (a phase-1 result, an error set) leaks in."""
     if method_kwargs and isinstance(method, Method):
@@ -196,6 +215,10 @@ def check_run(
         raise ConfigError(f"method '{method.name}' is a regression: use selection='last'")
     if model_factory is None and (cfg.clip_grad_norm or cfg.head_dropout):
         raise ConfigError("clip_grad_norm and head_dropout apply to end-to-end runs (a backbone), not to heads alone")
+    if model_factory is None and (cfg.precision != "fp32" or cfg.compile or cfg.channels_last == "on"):
+        raise ConfigError(
+            "precision, compile and channels_last apply to end-to-end runs (a backbone), not to heads alone"
+        )
     if checkpoint_every is not None and checkpoint_every < 1:
         raise ConfigError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
 
@@ -241,6 +264,7 @@ def set_up(
     if model_factory is not None:
         model.to(cfg.device)
         check_model(model, method, data, cfg)
+        configure_end_to_end(model, cfg)
     init_heads_(model, cfg.init)
     x_train = data.x[train_idx].to(cfg.device)
     # a linear or MLP head follows the data's float type (float64 data trains a float64 model)
@@ -270,9 +294,11 @@ def single_run_steps(
         loss_weights = (weights / weights.sum() * n_train).to(x_train.dtype if x_train.is_floating_point() else None)
         weights = None
     opt = build_single(cfg, method, model, x_train, -(-pool // bs), end_to_end)
+    # fp16 autocast needs its gradients scaled (bf16 keeps float32's exponent range and needs none)
+    scaler = torch.amp.GradScaler(torch.device(cfg.device).type) if cfg.precision == "fp16" else None
     return SingleRunSteps(
         method, model, opt.optimizer, x_train, data.y[train_idx].to(cfg.device), groups, num_groups, bs, generator,
-        weights, loss_weights, opt.dual, opt.schedule, cfg.clip_grad_norm, opt.strategy == "analytic",
+        weights, loss_weights, opt.dual, opt.schedule, cfg.clip_grad_norm, opt.strategy == "analytic", scaler,
     )  # fmt: skip
 
 
@@ -289,18 +315,41 @@ def drive(run: Run, saver: Checkpointer, start: int) -> int:
         run.selection.update(epoch, steps.steps, model, method, cfg.eval_batch_size, cfg.device)
 
     model.train()
-    return run_epochs(
-        steps,
-        first=start,
-        epochs=cfg.epochs,
-        max_steps=cfg.max_steps if method.trains else -1,  # no step: one evaluation of init_model's model
-        eval_every=cfg.eval_every,
-        eval_every_steps=cfg.eval_every_steps,
-        on_eval=evaluate,
-        on_epoch_end=lambda epoch, stop: saver.end_of_epoch(epoch, stop, run),
-        label=cfg.progress_label or method.name,
-        progress=cfg.progress,
-    )
+    meter = run_meter(run, start)
+    try:
+        epoch = run_epochs(
+            steps,
+            first=start,
+            epochs=cfg.epochs,
+            max_steps=cfg.max_steps if method.trains else -1,  # no step: one evaluation of init_model's model
+            eval_every=cfg.eval_every,
+            eval_every_steps=cfg.eval_every_steps,
+            on_eval=evaluate,
+            on_epoch_end=lambda epoch, stop: saver.end_of_epoch(epoch, stop, run),
+            meter=meter,
+        )
+    finally:
+        if steps.prefetch is not None:
+            steps.prefetch([])  # a batch announced but never asked for (max_steps mid-epoch): its loader stops
+    run.throughput = meter.summary()
+    if meter.per_image and cfg.progress:  # one line per end-to-end run (phase), on a terminal or in a log
+        print(summary_line(meter.label, epoch - start + 1, run.throughput), file=sys.stderr, flush=True)
+    return epoch
+
+
+def run_meter(run: Run, start: int) -> RunProgress:
+    """The run's progress bar and clock: over images for an end-to-end model (its total for the ETA), else over
+    epochs."""
+    cfg, steps, model = run.config, run.steps, run.model
+    per_image = isinstance(model, EndToEndNet)
+    active = run.method.active_positions
+    per_epoch = steps.n if active is None else len(active)
+    total = per_epoch * max(0, cfg.epochs - start + 1)
+    if cfg.max_steps and run.method.trains:
+        total = min(total, max(0, cfg.max_steps - steps.steps) * steps.bs)
+    wait = (lambda: model.feed_stats()["wait_s"]) if per_image else None
+    label = cfg.progress_label or run.method.name
+    return RunProgress(label, steps, start, cfg.epochs, cfg.progress, per_image, total, wait)
 
 
 def finish(run: Run, epoch: int, earlier: dict[str, FitResult], resumed: int | None, seconds: float) -> FitResult:
@@ -336,8 +385,10 @@ def finish(run: Run, epoch: int, earlier: dict[str, FitResult], resumed: int | N
         resumed_from=resumed,
         phases=earlier,
         evaluations=selection.log,
+        throughput=run.throughput,
     )
 
 
-__all__ = ["FitResult", "Run", "fit", "plain_linear_forward", "with_backbone", "check_model", "fresh_method",
+__all__ = ["FitResult", "Run", "fit", "plain_linear_forward", "with_backbone", "check_model", "configure_end_to_end",
+           "fresh_method",
            "check_run", "run_phases", "set_up", "drive", "finish"]  # fmt: skip

@@ -4,11 +4,10 @@ members of a head at once (``memaware.engine.many``); what differs between them 
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
-from tqdm.auto import tqdm
+from .progress import RunProgress
 
 
 class Steps(Protocol):
@@ -59,6 +58,7 @@ def run_epochs(
     on_epoch_end: Callable[[int, bool], None] | None = None,
     label: str = "",
     progress: bool = False,
+    meter: RunProgress | None = None,
 ) -> int:
     """Runs epochs ``first`` .. ``epochs`` and returns the last epoch run (``first - 1`` when none ran).
 
@@ -67,27 +67,30 @@ def run_epochs(
     ``on_eval(epoch)`` runs where ``evaluation_due``; with ``eval_every_steps`` > 0, ``on_step_eval(epoch)``
     (default: ``on_eval``) runs after every step where ``step_evaluation_due``, mid-epoch included;
     ``on_epoch_end(epoch, stopped)`` after every epoch (checkpoints, snapshots). A progress bar shows on a terminal
-    when ``progress`` is set.
+    when ``progress`` is set, or the one ``meter`` draws (``engine.progress.RunProgress``, which also times the
+    evaluations).
     """
     epoch = first - 1
-    show = progress and sys.stderr.isatty()
+    meter = meter or RunProgress(label, steps, first, epochs, progress)
     step_eval = on_step_eval if on_step_eval is not None else on_eval
-    # no tqdm object at all when no bar shows: constructing one starts tqdm's monitor thread, and a process with a
-    # second thread alive may not fork its side-by-side workers (memaware.threads.can_fork)
-    epoch_range = range(first, epochs + 1)
-    for epoch in tqdm(epoch_range, desc=label, leave=False) if show else epoch_range:
-        for payload in steps.epoch():
-            if max_steps and steps.steps >= max_steps:
+    try:
+        for epoch in range(first, epochs + 1):
+            for payload in steps.epoch():
+                if max_steps and steps.steps >= max_steps:
+                    break
+                steps.step(payload)
+                meter.after_step(epoch)
+                if eval_every_steps and step_eval is not None and step_evaluation_due(steps.steps, eval_every_steps):
+                    meter.timed_evaluation(step_eval, epoch)
+            stop = steps.should_stop() or bool(max_steps and steps.steps >= max_steps)
+            just = bool(eval_every_steps) and step_evaluation_due(steps.steps, eval_every_steps)
+            if on_eval is not None and evaluation_due(epoch, epochs, eval_every, stop, eval_every_steps, just):
+                meter.timed_evaluation(on_eval, epoch)
+            if on_epoch_end is not None:
+                on_epoch_end(epoch, stop)
+            meter.after_epoch(epoch)
+            if stop:
                 break
-            steps.step(payload)
-            if eval_every_steps and step_eval is not None and step_evaluation_due(steps.steps, eval_every_steps):
-                step_eval(epoch)
-        stop = steps.should_stop() or bool(max_steps and steps.steps >= max_steps)
-        just = bool(eval_every_steps) and step_evaluation_due(steps.steps, eval_every_steps)
-        if on_eval is not None and evaluation_due(epoch, epochs, eval_every, stop, eval_every_steps, just):
-            on_eval(epoch)
-        if on_epoch_end is not None:
-            on_epoch_end(epoch, stop)
-        if stop:
-            break
+    finally:
+        meter.close()
     return epoch

@@ -38,6 +38,9 @@ class FitResult:
     resumed_from: int | None = None  # the epoch of the checkpoint this run resumed from
     phases: dict[str, FitResult] = field(default_factory=dict)  # the method's earlier runs (MAT: "xrm")
     evaluations: EvalLog | None = None  # every evaluation of the run (memaware.selection reads it after the fact)
+    # {"images", "seconds", "images_per_s", "data_wait_s", "evaluation_s", "step_s"} (engine.progress); None when
+    # the run resumed a finished checkpoint and trained nothing
+    throughput: dict[str, float] | None = None
 
     @torch.no_grad()
     def predict_logits(self, x: torch.Tensor) -> torch.Tensor:

@@ -36,10 +36,17 @@ class SingleRunSteps:
         schedule=None,
         clip_grad_norm: float = 0.0,
         analytic: bool = False,
+        scaler: torch.amp.GradScaler | None = None,
     ):
         self.method, self.model, self.optimizer, self.dual, self.schedule = method, model, optimizer, dual, schedule
         self.analytic = analytic  # the hand-derived backward of engine.optimisation's "analytic" strategy
         self.clip_grad_norm = clip_grad_norm  # > 0: the gradient's L2 norm over all parameters is capped there
+        self.scaler = scaler  # fp16 autocast: the loss scaled before backward, steps skipped on inf/nan gradients
+        # an end-to-end model loads its batches ahead when told them (EndToEndNet.prefetch): rows on the CPU
+        self.prefetch = getattr(model, "prefetch", None)
+        self.x_host = x_train.cpu() if self.prefetch is not None else None
+        self.images = 0  # training rows seen, for throughput
+        self.last_loss: torch.Tensor | None = None
         self.x, self.y, self.groups, self.num_groups = x_train, y_train, groups, num_groups
         self.n, self.bs, self.generator = len(y_train), batch_size, generator
         self.weights, self.loss_weights = weights, loss_weights
@@ -56,7 +63,10 @@ class SingleRunSteps:
             self.hits = torch.zeros(self.num_groups + 1, device=dev)
             self.seen = torch.zeros(self.num_groups + 1, device=dev)
         self.losses = []
-        return epoch_batches(self.n, self.bs, self.generator, self.weights, self.method.active_positions)
+        batches = epoch_batches(self.n, self.bs, self.generator, self.weights, self.method.active_positions)
+        if self.prefetch is not None:
+            self.prefetch([self.x_host if pos is None else self.x_host[pos] for pos in batches])
+        return batches
 
     def step(self, pos: torch.Tensor | None) -> None:
         self.steps += 1
@@ -96,10 +106,18 @@ class SingleRunSteps:
             logits = self.method.forward(self.model, xb)
             loss = self.method.loss(logits, batch)
             self.optimizer.zero_grad()
-            loss.backward()
-            if self.clip_grad_norm:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_grad_norm)
-            self.optimizer.step()
+            if self.scaler is not None:
+                self.scaler.scale(loss).backward()
+                if self.clip_grad_norm:
+                    self.scaler.unscale_(self.optimizer)  # clip the true gradient, not the scaled one
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_grad_norm)
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                loss.backward()
+                if self.clip_grad_norm:
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_grad_norm)
+                self.optimizer.step()
             if self.schedule is not None:
                 self.schedule.step()
         self.after_step(logits.detach(), loss.detach(), batch, yb, gb)
@@ -113,6 +131,8 @@ class SingleRunSteps:
             self.hits.index_add_(0, gb, (self.method.predict_logits(logits).argmax(dim=1) == yb).float())
             self.seen.index_add_(0, gb, torch.ones_like(yb, dtype=self.seen.dtype))
         self.losses.append((loss, yb.shape[0]))
+        self.images += yb.shape[0]
+        self.last_loss = loss
 
     def should_stop(self) -> bool:
         return self.method.should_stop()

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 import torch
@@ -79,12 +80,20 @@ class MultiHeadNet(nn.Module):
 
 
 def all_logits(model: torch.nn.Module, x: torch.Tensor, batch_size: int, device: str) -> torch.Tensor:
-    """Raw model outputs for ``x`` in eval mode, batched, sequential (aligned with x's rows)."""
+    """Raw model outputs for ``x`` in eval mode, batched, sequential (aligned with x's rows), under inference mode
+    (no autograd bookkeeping at all). A model that loads its input (``EndToEndNet.prefetch``) is told the chunks
+    first, so they load in the background while the previous one computes."""
     was_training = model.training
     model.eval()
-    with torch.no_grad():
-        out = torch.cat([model(x[i : i + batch_size].to(device)) for i in range(0, len(x), batch_size)])
-    model.train(was_training)
+    chunks = [x[i : i + batch_size] for i in range(0, len(x), batch_size)]
+    nested = getattr(model, "prefetch_nested", None)
+    # an evaluation mid-epoch keeps the epoch's own announced batches for after it
+    ahead = nested([c.cpu() for c in chunks]) if callable(nested) else contextlib.nullcontext()
+    try:
+        with ahead, torch.inference_mode():
+            out = torch.cat([model(c.to(device)) for c in chunks]) if chunks else model(x.to(device))
+    finally:
+        model.train(was_training)
     return out
 
 

@@ -34,7 +34,8 @@ from .executors import RESULTS, SPEC
 from .hparams import check_method, needs_inferred_groups, sample_hparams
 
 SCHEMA = "memaware.sweep/1"
-IGNORED_SPEC_KEYS = ("device", "checkpoint_every")  # may change between a sweep and its resumption
+# may change between a sweep and its resumption (they change how fast a run goes, not its numbers)
+IGNORED_SPEC_KEYS = ("device", "checkpoint_every", "prefetch", "decode_cache")
 
 
 @dataclass(frozen=True)
@@ -138,10 +139,12 @@ def plan_sweep(
     inferred_groups: bool = True,
     xrm_comb: int = 0,
     checkpoint_every: int | None = None,
+    options: dict[str, Any] | None = None,
 ) -> list[Run]:
     """Every run of the sweep, XRM group-inference runs first, then combination by combination (so that a
     partial sweep already covers every method and seed). ``checkpoint_every`` (epochs) goes into each spec when
-    given (the runner's default is time-based). Writes nothing."""
+    given (the runner's default is time-based); ``options`` (end-to-end settings such as ``precision``, see
+    ``sweep.runner.SPEED_KEYS``) into every spec. Writes nothing."""
     if not sources:
         raise ConfigError("a sweep needs at least one dataset")
     if not methods:
@@ -165,7 +168,7 @@ def plan_sweep(
     runs: list[Run] = []
     for src in sources:
         root = out if len(sources) == 1 else out / src.name
-        make = functools.partial(_make_run, src, root, selection, device, fixed, checkpoint_every)
+        make = functools.partial(_make_run, src, root, selection, device, fixed, checkpoint_every, options or {})
 
         groups = inferred_groups and any(needs_inferred_groups(m) for m in methods)
         xrm_dirs: dict[int, Path] = {}
@@ -192,6 +195,7 @@ def _make_run(
     device: str,
     fixed: dict[str, Any] | None,
     checkpoint_every: int | None,
+    options: dict[str, Any],
     method: str,
     comb: int,
     seed: int,
@@ -207,6 +211,7 @@ def _make_run(
         "hparams": hparams,
         "selection": selection,
         "device": device,
+        **options,
     }
     if needs is not None:
         spec["inferred_groups"] = str(needs / "inferred_groups.npz")

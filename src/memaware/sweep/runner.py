@@ -50,8 +50,10 @@ def train_hparam_defaults() -> dict[str, Any]:
 SPEC_KEYS = {
     "method", "data", "dataset", "data_dir", "backbone", "weights", "image_size", "seed", "comb", "hparams",
     "selection", "device", "inferred_groups", "save_model", "checkpoint_every", "family", "max_length",
-    "image_root", "resize", "normalize",
+    "image_root", "resize", "normalize", "precision", "channels_last", "compile", "prefetch", "decode_cache",
 }  # fmt: skip
+# end-to-end run settings (TrainConfig's and the dataset's decode cache), with their defaults
+SPEED_KEYS = {"precision": "fp32", "channels_last": "auto", "compile": False, "prefetch": 2, "decode_cache": "auto"}
 
 
 def checkpoints(run_dir: Path) -> list[Path]:
@@ -142,6 +144,10 @@ def train_config(
         # end to end, an evaluation batch runs the backbone: keep it to what a training batch costs
         eval_batch_size=max(64, 2 * int(hp["batch_size"])) if end_to_end else 8192,
         device=device,
+        precision=spec.get("precision") or "fp32",
+        channels_last=spec.get("channels_last") or "auto",
+        compile=bool(spec.get("compile", False)),
+        prefetch=int(spec.get("prefetch", 2)),
         progress=progress,
         progress_label=spec.get("method", ""),
     )
@@ -197,6 +203,8 @@ def execute(spec: dict[str, Any], run_dir: str | Path, progress: bool = False) -
     hp = resolve_hparams(method, spec.get("hparams"))
     data, dataset = load_spec_data(spec)
     cfg = train_config(spec, hp, end_to_end=dataset is not None, progress=progress)
+    if callable(getattr(dataset, "configure_decoding", None)):  # images decoded once, shared by phases
+        dataset.configure_decoding(spec.get("decode_cache") or "auto", progress=progress)
     method_obj = make_method(method, **{k: hp[k] for k in method_hparam_defaults(method)})
     result = fit(
         data,
@@ -237,6 +245,11 @@ def run_record(
         "epochs_run": result.epochs_run,
         "resumed_from": result.resumed_from,
         "seconds": seconds,
+        # per run of the method (its phases first): images, seconds, images/s, data wait, evaluations
+        "throughput": {
+            **{name: r.throughput for name, r in result.phases.items() if r.throughput},
+            **({spec["method"]: result.throughput} if result.throughput else {}),
+        },
     }
 
 

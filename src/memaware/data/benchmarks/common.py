@@ -35,8 +35,9 @@ def file_signature(path: Path) -> tuple[str, int, int]:
 
 
 def default_cache_dir() -> Path:
-    """``~/.cache/memaware``: where slow-to-compute benchmark features (text embeddings) are kept."""
-    return Path("~/.cache/memaware").expanduser()
+    """``$MEMAWARE_CACHE_DIR`` or else ``~/.cache/memaware``: where slow-to-compute benchmark features (text
+    embeddings) and decoded images are kept."""
+    return Path(os.environ.get("MEMAWARE_CACHE_DIR") or "~/.cache/memaware").expanduser()
 
 
 def resolve_cache_dir(cache_dir: str | os.PathLike | None) -> Path:

@@ -11,6 +11,8 @@ the backbone's raw input. Every bad input raises a one-line ``DataError`` naming
 from __future__ import annotations
 
 import os
+import sys
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -237,7 +239,14 @@ def to_normalized_array(img: Any, normalize: str = "imagenet") -> np.ndarray:
 class ImageDataset(RealDataset):
     """Images under ``image_dir``, one file per row, decoded with PIL and shaped by ``transform`` (PIL -> PIL of
     size S x S, or (H, W) when ``image_size`` is a pair); ``load`` returns (b, 3, S, S) float32, normalised as
-    ``normalize`` says (``to_normalized_array``)."""
+    ``normalize`` says (``to_normalized_array``).
+
+    Images are decoded once (``datasets.decoded``): the first ``load`` decodes every row to uint8 at the working
+    resolution, and every later batch is gathered from that array (``load_uint8``) and normalised
+    (``normalize_images``): the same float32 numbers as decoding the files again. ``configure_decoding`` chooses
+    where the array lives (``decode_cache``: auto, memory, disk, off). ``transform_id`` names the transform in the
+    disk cache's key (a different transform must give a different id).
+    """
 
     modality = "image"
 
@@ -250,18 +259,45 @@ class ImageDataset(RealDataset):
         image_dir: Path,
         files: Sequence[str],
         transform: Callable[[Any], Any],
-        image_size: int,
+        image_size: int | tuple[int, int],
         notes: Sequence[str] = (),
         workers: int | None = None,
         normalize: str = "imagenet",
+        transform_id: str = "",
     ):
         super().__init__(name, data, root, metadata_path, notes)
         self.image_dir, self.files, self.transform, self.image_size = image_dir, list(files), transform, image_size
         self.normalize = normalize
+        self.transform_id = transform_id or f"{name}:{image_size}:{'|'.join(self.notes)}"
         # JPEG decoding and resizing release the GIL: a few threads keep a GPU backbone fed
         self.workers = workers if workers is not None else min(8, os.cpu_count() or 1)
+        self.decode_cache, self.cache_budget, self.cache_folder, self.decode_progress = "auto", None, None, False
+        self.decoded_images: Any = None  # a datasets.decoded.DecodedImages once built
+        self.decode_lock = threading.Lock()  # a loader thread and the training thread may ask at once
 
-    def _one(self, row: int) -> np.ndarray:
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(3, H, W) of one image as the backbone gets it."""
+        side = self.image_size
+        return (3, *(side if isinstance(side, tuple) else (side, side)))
+
+    def configure_decoding(
+        self, mode: str = "auto", budget: int | None = None, folder: str | os.PathLike | None = None,
+        progress: bool = False,
+    ) -> None:  # fmt: skip
+        """Where decoded images live (``datasets.decoded.DECODE_CACHES``), the in-memory budget in bytes, the
+        cache folder (default ``~/.cache/memaware/decoded``, or ``$MEMAWARE_CACHE_DIR/decoded``) and whether
+        decoding shows a progress bar. Drops an array already decoded under other settings."""
+        from .decoded import check_decode_cache
+
+        self.decode_cache = check_decode_cache(mode)
+        self.cache_budget = budget
+        self.cache_folder = Path(folder).expanduser() if folder is not None else None
+        self.decode_progress = progress
+        self.decoded_images = None
+
+    def decode_uint8(self, row: int) -> np.ndarray:
+        """Row ``row``'s image after the transform, as (3, H, W) uint8; a one-line ``DataError`` if unreadable."""
         from PIL import Image, UnidentifiedImageError
 
         path = self.image_dir / self.files[row]
@@ -270,18 +306,56 @@ class ImageDataset(RealDataset):
                 out = self.transform(img.convert("RGB"))
         except (UnidentifiedImageError, OSError) as e:
             raise DataError(f"{path}: cannot read image ({type(e).__name__})") from e
-        return to_normalized_array(out, self.normalize)
+        arr = np.asarray(out, dtype=np.uint8)
+        if arr.shape != self.shape[1:] + (3,):
+            got, want = f"{arr.shape[1]}x{arr.shape[0]}", f"{self.shape[2]}x{self.shape[1]}"
+            raise DataError(f"{path}: decoded to {got}, expected {want}")
+        return arr.transpose(2, 0, 1)
 
-    def _load(self, rows: np.ndarray) -> torch.Tensor:
+    def decoded(self) -> Any:
+        """The whole dataset decoded once (``datasets.decoded.DecodedImages``), built at the first call."""
+        with self.decode_lock:
+            if self.decoded_images is None:
+                self.decoded_images = self.decode_all()
+            return self.decoded_images
+
+    def decode_all(self) -> Any:
+        from ..benchmarks.common import default_cache_dir
+        from .decoded import build_decoded, cache_key
+
+        folder = self.cache_folder or default_cache_dir() / "decoded"
+        bar = None
+        if self.decode_progress and sys.stderr.isatty():
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(self.files), desc=f"decoding {self.name} images", unit="img", leave=False)
+        try:
+            return build_decoded(
+                len(self.files), self.shape, self.decode_uint8,
+                lambda: cache_key(self.image_dir, self.files, self.transform_id), self.decode_cache,
+                self.cache_budget, folder, self.workers, None if bar is None else bar.update,
+            )  # fmt: skip
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def load_uint8(self, rows: torch.Tensor | np.ndarray | Sequence[int]) -> torch.Tensor:
+        """(b,) rows -> (b, 3, H, W) uint8 images: from the decoded array, or (``decode_cache='off'``) decoded from
+        their files now, on ``workers`` threads."""
+        rows = as_rows(rows)
+        if self.decode_cache != "off":
+            return self.decoded().gather(rows)
         if len(rows) > 1 and self.workers > 1:
             with ThreadPoolExecutor(max_workers=min(self.workers, len(rows))) as pool:
-                arrays = list(pool.map(self._one, rows.tolist()))
+                arrays = list(pool.map(self.decode_uint8, rows.tolist()))
         else:
-            arrays = [self._one(r) for r in rows.tolist()]
-        if not arrays:
-            side = self.image_size
-            return torch.empty(0, 3, *(side if isinstance(side, tuple) else (side, side)))
-        return torch.from_numpy(np.stack(arrays))
+            arrays = [self.decode_uint8(r) for r in rows.tolist()]
+        return torch.from_numpy(np.stack(arrays)) if arrays else torch.empty(0, *self.shape, dtype=torch.uint8)
+
+    def _load(self, rows: np.ndarray) -> torch.Tensor:
+        from .decoded import normalize_images
+
+        return normalize_images(self.load_uint8(rows), self.normalize)
 
 
 def check_image_size(image_size: int) -> int:

@@ -130,10 +130,13 @@ class TableImageDataset(ImageDataset):
     """A user's images listed by a table; ``label_names`` / ``attr_names`` give the classes' and attribute values'
     names (index = code)."""
 
-    def __init__(self, table: Table, data: GroupData, image_root: Path, transform, size, notes, normalize: str):
+    def __init__(
+        self, table: Table, data: GroupData, image_root: Path, transform, size, notes, normalize: str,
+        transform_id: str = "",
+    ):  # fmt: skip
         super().__init__(
             "table", data, table.path.parent, table.path, image_root, table.inputs, transform, size, notes,
-            normalize=normalize,
+            normalize=normalize, transform_id=transform_id,
         )  # fmt: skip
         self.table = table
         self.label_names, self.attr_names = table.label_names, table.attr_names
@@ -214,7 +217,7 @@ def load_table(
     notes.append(note)
     notes.append("pixels in [0, 1], ImageNet mean/std normalisation" if norm == "imagenet" else
                  "pixels in [0, 1], no normalisation")  # fmt: skip
-    return TableImageDataset(table, data, base, transform, size, notes, norm)
+    return TableImageDataset(table, data, base, transform, size, notes, norm, transform_id=f"table:{note}")
 
 
 def group_label(key: str, label_names: list[str], attr_names: list[str] | None) -> str:
