@@ -34,6 +34,7 @@ class RunProgress:
         self.data_wait = data_wait or (lambda: 0.0)
         self.wait0, self.eval_wait = self.data_wait(), 0.0
         self.last_draw = 0.0
+        self.epoch_start, self.epoch_s = self.start, []  # each epoch's wall seconds, evaluations included
         self.bar = None
         if self.show:
             # constructed only when shown: a tqdm object starts a monitor thread, which keeps can_fork false
@@ -62,6 +63,9 @@ class RunProgress:
             self.bar.set_postfix(post, refresh=False)
 
     def after_epoch(self, epoch: int) -> None:
+        now = time.perf_counter()
+        self.epoch_s.append(round(now - self.epoch_start, 4))
+        self.epoch_start = now
         if self.bar is not None and not self.per_image:
             self.bar.update(1)
 
@@ -77,9 +81,10 @@ class RunProgress:
             self.bar = None
 
     def summary(self) -> dict[str, float]:
-        """{"images", "seconds", "images_per_s", "data_wait_s", "evaluation_s", "step_s"}: the run's wall time
-        split into training steps waiting for data, evaluations, and the rest (forward, backward, optimiser,
-        bookkeeping). images_per_s counts training time only (evaluations apart)."""
+        """{"images", "seconds", "images_per_s", "data_wait_s", "evaluation_s", "step_s", "epoch_s"}: the run's
+        wall time split into training steps waiting for data, evaluations, and the rest (forward, backward,
+        optimiser, bookkeeping); images_per_s counts training time only (evaluations apart); epoch_s lists each
+        epoch's seconds (evaluations included; end-to-end runs only, a run on features has thousands)."""
         seconds = time.perf_counter() - self.start
         wait_s = self.data_wait() - self.wait0 - self.eval_wait
         train_s = max(seconds - self.eval_s, 1e-9)
@@ -90,6 +95,7 @@ class RunProgress:
             "data_wait_s": round(wait_s, 3),
             "evaluation_s": round(self.eval_s, 3),
             "step_s": round(max(0.0, seconds - self.eval_s - wait_s), 3),
+            **({"epoch_s": self.epoch_s} if self.per_image else {}),
         }
 
 

@@ -310,7 +310,9 @@ class ImageDataset(RealDataset):
         if arr.shape != self.shape[1:] + (3,):
             got, want = f"{arr.shape[1]}x{arr.shape[0]}", f"{self.shape[2]}x{self.shape[1]}"
             raise DataError(f"{path}: decoded to {got}, expected {want}")
-        return arr.transpose(2, 0, 1)
+        # contiguous (3, H, W): a batch stacked from channels-last views would be channels-last itself, and
+        # convolutions then take other kernels (equal values, different float rounding)
+        return np.ascontiguousarray(arr.transpose(2, 0, 1))
 
     def decoded(self) -> Any:
         """The whole dataset decoded once (``datasets.decoded.DecodedImages``), built at the first call."""
