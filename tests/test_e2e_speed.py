@@ -222,7 +222,9 @@ def test_progress_summary_and_cli_line(images, tmp_path, capsys):
     assert code == 0
     assert "XRM phase 1: 1 epochs, 96 images in" in err and "\nmat: 1 epochs, 96 images in" in err
     rec = json.loads((tmp_path / "run" / "results.json").read_text())
-    assert rec["spec"]["precision"] == "bf16" and rec["throughput"]["mat"]["images"] == 96
+    assert rec["spec"]["precision"] == "bf16" and rec["spec"]["prefetch"] == 1
+    assert "decode_cache" not in rec["spec"]  # a default leaves the spec as it was (earlier sweeps resume)
+    assert rec["throughput"]["mat"]["images"] == 96
     assert set(rec["throughput"]) == {"xrm", "mat"}
 
 

@@ -153,6 +153,10 @@ def add_table_flags(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> Non
     )  # fmt: skip
 
 
+# end-to-end run settings (TrainConfig's precision, channels_last, compile, prefetch; the dataset's decode cache)
+SPEED_DEFAULTS = {"precision": "fp32", "channels_last": "auto", "compile": False, "prefetch": 2, "decode_cache": "auto"}
+
+
 def add_speed_flags(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     """How an end-to-end run (a backbone on a table or --dataset) computes and loads: none changes what is
     trained except --precision (and, by float rounding, --channels-last / --compile)."""
@@ -181,11 +185,13 @@ def add_speed_flags(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> Non
 
 
 def speed_options(args: argparse.Namespace) -> dict:
-    """The spec keys of ``add_speed_flags`` (``sweep.runner.SPEED_KEYS``)."""
-    return {
+    """The spec keys of ``add_speed_flags`` that differ from ``SPEED_DEFAULTS``: a spec with the defaults stays as
+    it was before these flags existed, so earlier sweeps resume unchanged."""
+    given = {
         "precision": args.precision, "channels_last": args.channels_last, "compile": bool(args.compile),
         "prefetch": args.prefetch, "decode_cache": args.decode_cache,
     }  # fmt: skip
+    return {k: v for k, v in given.items() if v != SPEED_DEFAULTS[k]}
 
 
 def in_path(text: str) -> str:

@@ -144,7 +144,7 @@ def plan_sweep(
     """Every run of the sweep, XRM group-inference runs first, then combination by combination (so that a
     partial sweep already covers every method and seed). ``checkpoint_every`` (epochs) goes into each spec when
     given (the runner's default is time-based); ``options`` (end-to-end settings such as ``precision``, see
-    ``sweep.runner.SPEED_KEYS``) into every spec. Writes nothing."""
+    ``cli.common.SPEED_DEFAULTS``) into every spec. Writes nothing."""
     if not sources:
         raise ConfigError("a sweep needs at least one dataset")
     if not methods:

@@ -52,8 +52,6 @@ SPEC_KEYS = {
     "selection", "device", "inferred_groups", "save_model", "checkpoint_every", "family", "max_length",
     "image_root", "resize", "normalize", "precision", "channels_last", "compile", "prefetch", "decode_cache",
 }  # fmt: skip
-# end-to-end run settings (TrainConfig's and the dataset's decode cache), with their defaults
-SPEED_KEYS = {"precision": "fp32", "channels_last": "auto", "compile": False, "prefetch": 2, "decode_cache": "auto"}
 
 
 def checkpoints(run_dir: Path) -> list[Path]:
