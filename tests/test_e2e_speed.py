@@ -258,3 +258,14 @@ def test_train_val_test_rows_are_all_decoded_once(images):
     for split in (TRAIN, VAL, TEST):
         rows = ds.data.indices(split).numpy()
         assert torch.equal(decoded.gather(rows), ds.load_uint8(rows))
+
+
+def test_feature_extraction_reads_each_image_once_without_a_cache(images, cache_dir):
+    from memaware.experiments.features import frozen_features
+
+    ds = load_table(images)
+    data, _, dim = frozen_features(ds, SmallCNN, seed=0, batch_size=32)
+    assert ds.decoded_images is None and ds.decode_cache == "auto" and not cache_dir.exists()
+    ds.load([0])  # training afterwards still decodes once
+    again, _, _ = frozen_features(ds, SmallCNN, seed=0, batch_size=32)
+    assert torch.equal(data.x, again.x) and dim == 16

@@ -106,9 +106,16 @@ def frozen_features(
     src = BackboneSource(backbone, weights, max_length)
     src.check_input(getattr(dataset, "modality", "features"))
     net, dim = src.build(seed)
-    if dim is None:
-        dim = src.probe(net, sample_rows(dataset), device)
-    data, described = _embedded(dataset, net, dim, src.label, src.catalogued, seed, batch_size, device, progress)
+    one_pass = getattr(dataset, "decode_cache", None) == "auto" and getattr(dataset, "decoded_images", 0) is None
+    if one_pass:  # every image is read once here: a decoded copy would cost memory (or a file) and save nothing
+        dataset.configure_decoding("off", dataset.cache_budget, dataset.cache_folder, dataset.decode_progress)
+    try:
+        if dim is None:
+            dim = src.probe(net, sample_rows(dataset), device)
+        data, described = _embedded(dataset, net, dim, src.label, src.catalogued, seed, batch_size, device, progress)
+    finally:
+        if one_pass:
+            dataset.configure_decoding("auto", dataset.cache_budget, dataset.cache_folder, dataset.decode_progress)
     return data, described, dim
 
 
