@@ -71,7 +71,13 @@ class SingleRunSteps:
     def step(self, pos: torch.Tensor | None) -> None:
         self.steps += 1
         if pos is None:  # the whole training set in order
-            xb, yb, pos, gb = self.x, self.y, self.all_pos, self.groups
+            xb, yb, pos, gb = self.x if self.x_host is None else self.x_host, self.y, self.all_pos, self.groups
+        elif self.x_host is not None:
+            # a model that loads its own input takes row indices on the host: reading them back from a GPU
+            # would synchronise every step
+            pos_d = pos.to(self.y.device)
+            xb, yb = self.x_host[pos], self.y[pos_d]
+            gb = None if self.groups is None else self.groups[pos_d]
         else:
             pos_d = pos.to(self.x.device)
             # gather into one reused buffer: a fresh (b, d) tensor per step costs an allocation + page faults

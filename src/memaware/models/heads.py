@@ -87,11 +87,18 @@ def all_logits(model: torch.nn.Module, x: torch.Tensor, batch_size: int, device:
     model.eval()
     chunks = [x[i : i + batch_size] for i in range(0, len(x), batch_size)]
     nested = getattr(model, "prefetch_nested", None)
-    # an evaluation mid-epoch keeps the epoch's own announced batches for after it
-    ahead = nested([c.cpu() for c in chunks]) if callable(nested) else contextlib.nullcontext()
+    # a model that loads its own input (EndToEndNet) takes its row indices on the host, and an evaluation
+    # mid-epoch keeps the epoch's own announced batches for after it
+    if callable(nested):
+        chunks, place, ahead = [c.cpu() for c in chunks], None, nested([c.cpu() for c in chunks])
+    else:
+        place, ahead = device, contextlib.nullcontext()
     try:
         with ahead, torch.inference_mode():
-            out = torch.cat([model(c.to(device)) for c in chunks]) if chunks else model(x.to(device))
+            if not chunks:
+                out = model(x if place is None else x.to(place))
+            else:
+                out = torch.cat([model(c if place is None else c.to(place)) for c in chunks])
     finally:
         model.train(was_training)
     return out

@@ -160,15 +160,29 @@ def cached_file_fits(path: Path, meta_path: Path, shape: tuple[int, ...]) -> boo
     return meta.get("format") == FORMAT and tuple(arr.shape) == tuple(shape) and arr.dtype == np.uint8
 
 
+# ImageNet mean and std per device: copying them to a GPU for every batch would be a blocking copy, a
+# synchronisation that stops the host from running ahead of the GPU
+IMAGENET_STATS: dict[str, tuple[Any, Any]] = {}
+
+
+def imagenet_stats(device: Any) -> tuple[Any, Any]:
+    """(mean, std) as (1, 3, 1, 1) float32 tensors on ``device``, made once per device."""
+    from .common import IMAGENET_MEAN, IMAGENET_STD
+
+    key = str(device)
+    if key not in IMAGENET_STATS:
+        IMAGENET_STATS[key] = tuple(
+            torch.as_tensor(v, device=device).view(1, 3, 1, 1) for v in (IMAGENET_MEAN, IMAGENET_STD)
+        )
+    return IMAGENET_STATS[key]
+
+
 def normalize_images(images: Any, normalize: str) -> Any:
     """(b, 3, H, W) uint8 tensor (any device) -> float32 scaled to [0, 1] and, for ``imagenet``, normalised with the
     ImageNet mean and std: the arithmetic of ``common.to_normalized_array``, so the result is the same to the bit."""
-    from .common import IMAGENET_MEAN, IMAGENET_STD
-
     x = images.float() / 255.0
     if normalize == "imagenet":
-        mean = torch.as_tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
-        std = torch.as_tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
+        mean, std = imagenet_stats(x.device)
         x = (x - mean) / std
     return x
 
