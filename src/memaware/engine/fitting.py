@@ -25,11 +25,12 @@ from ..models.backbones import EndToEndNet
 from .batches import sampling_weights
 from .checkpoint import Checkpointer, run_signature
 from .config import TrainConfig
+from .end_to_end import configure_end_to_end, grad_scaler
 from .evaluation import OnlineSelection
 from .history import History
 from .loop import run_epochs
 from .optimisation import build_single, plain_linear_forward
-from .progress import RunProgress, summary_line
+from .progress import meter_for, summary_line
 from .result import FitResult
 from .single import SingleRunSteps
 
@@ -175,22 +176,6 @@ def check_model(model: torch.nn.Module, method: Method, data: GroupData, cfg: Tr
         )
 
 
-def configure_end_to_end(model: torch.nn.Module, cfg: TrainConfig) -> None:
-    """Precision, channels-last, compilation and prefetching of an ``EndToEndNet`` (``TrainConfig``'s end-to-end
-    fields); a caller's own model takes none but fp32 (one line)."""
-    if not isinstance(model, EndToEndNet):
-        if cfg.precision != "fp32" or cfg.compile or cfg.channels_last == "on":
-            raise ConfigError(
-                "precision, compile and channels_last need memaware's end-to-end model: pass backbone= (memaware "
-                f"adds the heads), not a model_factory building {type(model).__name__}"
-            )
-        return
-    images = model.dataset is not None and getattr(model.dataset, "modality", "") == "image"
-    on_cuda = torch.device(cfg.device).type == "cuda"
-    channels_last = cfg.channels_last == "on" or (cfg.channels_last == "auto" and images and on_cuda)
-    model.configure(cfg.precision, channels_last, cfg.compile, cfg.prefetch)
-
-
 def fresh_method(method: str | Method, method_kwargs: dict[str, Any]) -> Method:
     """A new instance: nothing a previous run left on a given instance (a phase-1 result, an error set) leaks in."""
     if method_kwargs and isinstance(method, Method):
@@ -294,11 +279,10 @@ def single_run_steps(
         loss_weights = (weights / weights.sum() * n_train).to(x_train.dtype if x_train.is_floating_point() else None)
         weights = None
     opt = build_single(cfg, method, model, x_train, -(-pool // bs), end_to_end)
-    # fp16 autocast needs its gradients scaled (bf16 keeps float32's exponent range and needs none)
-    scaler = torch.amp.GradScaler(torch.device(cfg.device).type) if cfg.precision == "fp16" else None
     return SingleRunSteps(
         method, model, opt.optimizer, x_train, data.y[train_idx].to(cfg.device), groups, num_groups, bs, generator,
-        weights, loss_weights, opt.dual, opt.schedule, cfg.clip_grad_norm, opt.strategy == "analytic", scaler,
+        weights, loss_weights, opt.dual, opt.schedule, cfg.clip_grad_norm, opt.strategy == "analytic",
+        grad_scaler(cfg),
     )  # fmt: skip
 
 
@@ -315,7 +299,7 @@ def drive(run: Run, saver: Checkpointer, start: int) -> int:
         run.selection.update(epoch, steps.steps, model, method, cfg.eval_batch_size, cfg.device)
 
     model.train()
-    meter = run_meter(run, start)
+    meter = meter_for(run, start)
     try:
         epoch = run_epochs(
             steps,
@@ -335,21 +319,6 @@ def drive(run: Run, saver: Checkpointer, start: int) -> int:
     if meter.per_image and cfg.progress:  # one line per end-to-end run (phase), on a terminal or in a log
         print(summary_line(meter.label, epoch - start + 1, run.throughput), file=sys.stderr, flush=True)
     return epoch
-
-
-def run_meter(run: Run, start: int) -> RunProgress:
-    """The run's progress bar and clock: over images for an end-to-end model (its total for the ETA), else over
-    epochs."""
-    cfg, steps, model = run.config, run.steps, run.model
-    per_image = isinstance(model, EndToEndNet)
-    active = run.method.active_positions
-    per_epoch = steps.n if active is None else len(active)
-    total = per_epoch * max(0, cfg.epochs - start + 1)
-    if cfg.max_steps and run.method.trains:
-        total = min(total, max(0, cfg.max_steps - steps.steps) * steps.bs)
-    wait = (lambda: model.feed_stats()["wait_s"]) if per_image else None
-    label = cfg.progress_label or run.method.name
-    return RunProgress(label, steps, start, cfg.epochs, cfg.progress, per_image, total, wait)
 
 
 def finish(run: Run, epoch: int, earlier: dict[str, FitResult], resumed: int | None, seconds: float) -> FitResult:
@@ -389,6 +358,5 @@ def finish(run: Run, epoch: int, earlier: dict[str, FitResult], resumed: int | N
     )
 
 
-__all__ = ["FitResult", "Run", "fit", "plain_linear_forward", "with_backbone", "check_model", "configure_end_to_end",
-           "fresh_method",
+__all__ = ["FitResult", "Run", "fit", "plain_linear_forward", "with_backbone", "check_model", "fresh_method",
            "check_run", "run_phases", "set_up", "drive", "finish"]  # fmt: skip

@@ -12,7 +12,10 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .fitting import Run
 
 REFRESH_S = 0.5  # the loss is read (a device sync on CUDA) at most this often, when the bar redraws
 
@@ -99,6 +102,21 @@ class RunProgress:
         }
 
 
+def meter_for(run: Run, start: int) -> RunProgress:
+    """The run's progress bar and clock: over images for an end-to-end model (its total for the ETA), else over
+    epochs."""
+    cfg, steps, model = run.config, run.steps, run.model
+    per_image = callable(getattr(model, "feed_stats", None))  # an EndToEndNet
+    active = run.method.active_positions
+    per_epoch = steps.n if active is None else len(active)
+    total = per_epoch * max(0, cfg.epochs - start + 1)
+    if cfg.max_steps and run.method.trains:
+        total = min(total, max(0, cfg.max_steps - steps.steps) * steps.bs)
+    wait = (lambda: model.feed_stats()["wait_s"]) if per_image else None
+    label = cfg.progress_label or run.method.name
+    return RunProgress(label, steps, start, cfg.epochs, cfg.progress, per_image, total, wait)
+
+
 def summary_line(label: str, epochs: int, throughput: dict[str, float]) -> str:
     """'xrm: 10 epochs, 8,000 images in 6.2 s (1,402 img/s in training); waiting for data 0.1 s, evaluations
     0.5 s'."""
@@ -110,4 +128,4 @@ def summary_line(label: str, epochs: int, throughput: dict[str, float]) -> str:
     )
 
 
-__all__ = ["RunProgress", "summary_line"]
+__all__ = ["RunProgress", "meter_for", "summary_line"]
