@@ -269,3 +269,48 @@ def test_feature_extraction_reads_each_image_once_without_a_cache(images, cache_
     ds.load([0])  # training afterwards still decodes once
     again, _, _ = frozen_features(ds, SmallCNN, seed=0, batch_size=32)
     assert torch.equal(data.x, again.x) and dim == 16
+
+
+def test_augmentations_flip_and_crop(monkeypatch):
+    from memaware.models import augment as aug
+
+    x = torch.rand(64, 3, 6, 8)
+    flipped = aug.augment_images(x, "flip", aug.batch_generator(0, 5))
+    same = (flipped == x).flatten(1).all(1)
+    mirrored = (flipped == x.flip(-1)).flatten(1).all(1)
+    assert bool((same | mirrored).all()) and 10 < int(mirrored.sum()) < 54  # about half, each image whole
+    assert torch.equal(flipped, aug.augment_images(x, "flip", aug.batch_generator(0, 5)))  # a function of the seed
+    assert not torch.equal(flipped, aug.augment_images(x, "flip", aug.batch_generator(0, 6)))
+    boxes = aug.crop_boxes(10_000, torch.Generator().manual_seed(0))
+    sx, sy, cx, cy = boxes.unbind(1)
+    assert float((sx * sy).min()) >= 0.7 - 1e-6 and float(sx.max()) <= 1 and float(sy.max()) <= 1
+    assert bool(((cx.abs() <= 1 - sx + 1e-6) & (cy.abs() <= 1 - sy + 1e-6)).all())  # crops stay inside
+    monkeypatch.setattr(aug, "CROP_AREA", (1.0, 1.0))  # a crop of the whole image: the image itself, or its mirror
+    monkeypatch.setattr(aug, "CROP_RATIO", (1.0, 1.0))
+    out = aug.augment_images(x, "crop-flip", aug.batch_generator(0, 5))
+    assert torch.allclose(out, flipped, atol=1e-6)
+    assert out.shape == x.shape and aug.augment_images(x, "none", aug.batch_generator(0, 5)) is x
+
+
+def test_augmented_training_keeps_its_draws_in_the_state_and_evaluates_plain(images):
+    ds = load_table(images)
+    cfg = TrainConfig(epochs=2, lr=1e-2, optimizer="adam", batch_size=32, seed=0, augment="crop-flip")
+    run = fit(ds, "erm", cfg, backbone=SmallCNN)
+    state = run.model.state_dict()
+    assert state["augmentation._extra_state"] == {"batches": 2 * 3}  # one draw per training step
+    x = ds.data.x[ds.data.indices(VAL)]
+    assert torch.equal(run.predict_logits(x), run.predict_logits(x))  # evaluation draws nothing
+    plain, _ = _fit(images)
+    assert "augmentation._extra_state" not in plain.model.state_dict()  # no augmentation, no extra key
+    with pytest.raises(ConfigError, match="augment must be one of none, flip, crop-flip, got 'rotate'"):
+        TrainConfig(augment="rotate")
+
+
+def test_augment_needs_images(small_noisy, tmp_path):
+    with pytest.raises(ConfigError, match="augment apply to end-to-end runs"):
+        fit(small_noisy, "erm", TrainConfig(epochs=1, augment="flip"))
+    table = tmp_path / "texts.csv"
+    rows = [f"t{i} word,{i % 2},{['train', 'val', 'test'][i % 3]}" for i in range(30)]
+    table.write_text("text,y,split\n" + "\n".join(rows) + "\n")
+    with pytest.raises(ConfigError, match="augment 'flip' applies to images"):
+        fit(load_table(table), "erm", TrainConfig(epochs=1, augment="flip"), backbone="tiny-text")

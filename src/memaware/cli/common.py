@@ -153,8 +153,12 @@ def add_table_flags(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> Non
     )  # fmt: skip
 
 
-# end-to-end run settings (TrainConfig's precision, channels_last, compile, prefetch; the dataset's decode cache)
-SPEED_DEFAULTS = {"precision": "fp32", "channels_last": "auto", "compile": False, "prefetch": 2, "decode_cache": "auto"}
+# end-to-end run settings (TrainConfig's precision, channels_last, compile, prefetch, augment; the dataset's decode
+# cache)
+SPEED_DEFAULTS = {
+    "precision": "fp32", "channels_last": "auto", "compile": False, "prefetch": 2, "decode_cache": "auto",
+    "augment": "none",
+}  # fmt: skip
 
 
 def add_speed_flags(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
@@ -178,6 +182,12 @@ def add_speed_flags(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> Non
         help="end to end: batches loaded in the background while a step runs (0: each in its own step; default 2)",
     )  # fmt: skip
     p.add_argument(
+        "--augment", choices=("none", "flip", "crop-flip"), default="none",
+        help="end to end on images: random training augmentation on the decoded images: flip = horizontal flip, "
+        "crop-flip = group_DRO's random crop of 70-100 %% of the area (aspect 3/4-4/3) resized back, then the flip "
+        "(default none, as the authors' XRM/MAT pipeline)",
+    )  # fmt: skip
+    p.add_argument(
         "--decode-cache", choices=("auto", "memory", "disk", "off"), default="auto",
         help="end to end on images: decode every image once (auto: in memory, also written to the cache folder "
         "above 256 MiB, memory-mapped above a quarter of RAM; memory; disk; off = decode every batch again)",
@@ -189,7 +199,7 @@ def speed_options(args: argparse.Namespace) -> dict:
     it was before these flags existed, so earlier sweeps resume unchanged."""
     given = {
         "precision": args.precision, "channels_last": args.channels_last, "compile": bool(args.compile),
-        "prefetch": args.prefetch, "decode_cache": args.decode_cache,
+        "prefetch": args.prefetch, "decode_cache": args.decode_cache, "augment": args.augment,
     }  # fmt: skip
     return {k: v for k, v in given.items() if v != SPEED_DEFAULTS[k]}
 

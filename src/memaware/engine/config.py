@@ -54,6 +54,7 @@ class TrainConfig:
     channels_last: str = "auto"  # end to end: channels-last memory order for image backbones (CHANNELS_LAST)
     compile: bool = False  # end to end: torch.compile the backbone (in place)
     prefetch: int = 2  # end to end: batches loaded ahead in the background while a step runs (0: in the step)
+    augment: str = "none"  # end to end on images: random training augmentation (models.augment.AUGMENTATIONS)
     device: str = "cpu"
     progress: bool = False
     progress_label: str = ""
@@ -99,6 +100,8 @@ class TrainConfig:
             raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got '{self.precision}'")
         if self.channels_last not in CHANNELS_LAST:
             raise ConfigError(f"channels_last must be one of {', '.join(CHANNELS_LAST)}, got '{self.channels_last}'")
+        if self.augment not in ("none", "flip", "crop-flip"):  # models.augment.AUGMENTATIONS (torch-free here)
+            raise ConfigError(f"augment must be one of none, flip, crop-flip, got '{self.augment}'")
         if self.prefetch < 0:
             raise ConfigError(f"prefetch must be >= 0 (0 = load each batch in its step), got {self.prefetch}")
         if self.schedule not in SCHEDULES:

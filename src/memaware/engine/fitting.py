@@ -200,9 +200,11 @@ def check_run(
         raise ConfigError(f"method '{method.name}' is a regression: use selection='last'")
     if model_factory is None and (cfg.clip_grad_norm or cfg.head_dropout):
         raise ConfigError("clip_grad_norm and head_dropout apply to end-to-end runs (a backbone), not to heads alone")
-    if model_factory is None and (cfg.precision != "fp32" or cfg.compile or cfg.channels_last == "on"):
+    if model_factory is None and (
+        cfg.precision != "fp32" or cfg.compile or cfg.channels_last == "on" or cfg.augment != "none"
+    ):
         raise ConfigError(
-            "precision, compile and channels_last apply to end-to-end runs (a backbone), not to heads alone"
+            "precision, compile, channels_last and augment apply to end-to-end runs (a backbone), not to heads alone"
         )
     if checkpoint_every is not None and checkpoint_every < 1:
         raise ConfigError(f"checkpoint_every must be >= 1, got {checkpoint_every}")

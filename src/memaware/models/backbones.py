@@ -311,6 +311,7 @@ class EndToEndNet(nn.Module):
         self.dataset = dataset
         self.feed = InputFeed(dataset) if dataset is not None else None
         self.precision, self.channels_last = "fp32", False
+        self.augmentation: nn.Module | None = None  # models.augment.Augmentation, set by configure
         self.backbone = backbone
         self.dropout = nn.Dropout(dropout)
         self.heads = MultiHead(feature_dim, num_classes, num_heads, bias=bias)
@@ -327,6 +328,8 @@ class EndToEndNet(nn.Module):
         else:
             self.feed.to_device(device)
             batch = self.feed(x, device)
+        if self.training and self.augmentation is not None and isinstance(batch, torch.Tensor) and batch.dim() == 4:
+            batch = self.augmentation(batch)
         if self.precision == "fp32":  # no autocast context at all: a caller's own autocast stays in force
             feats = self.backbone(batch)
         else:
@@ -354,11 +357,17 @@ class EndToEndNet(nn.Module):
         return self.feed.nested([as_row_array(x) for x in xs])
 
     def configure(
-        self, precision: str = "fp32", channels_last: bool = False, compile: bool = False, prefetch: int = 2
-    ) -> None:
+        self, precision: str = "fp32", channels_last: bool = False, compile: bool = False, prefetch: int = 2,
+        augment: str = "none", seed: int = 0,
+    ) -> None:  # fmt: skip
         """How the backbone runs: autocast ``precision`` (fp32, bf16, fp16), channels-last memory order for a
-        convolutional backbone, ``torch.compile`` (in place: the state dict keeps its keys), and how many batches
-        load ahead (0: each in its step)."""
+        convolutional backbone, ``torch.compile`` (in place: the state dict keeps its keys), how many batches
+        load ahead (0: each in its step), and the training images' random ``augment`` (``models.augment``, drawn
+        from ``seed``; its draw count joins the state dict)."""
+        from .augment import Augmentation, check_augment
+
+        if check_augment(augment) != "none":
+            self.augmentation = Augmentation(augment, seed)
         if precision not in AUTOCAST_DTYPES and precision != "fp32":
             raise ConfigError(f"precision must be one of fp32, {', '.join(AUTOCAST_DTYPES)}, got {precision!r}")
         self.precision, self.channels_last = precision, bool(channels_last)

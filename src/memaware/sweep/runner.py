@@ -51,6 +51,7 @@ SPEC_KEYS = {
     "method", "data", "dataset", "data_dir", "backbone", "weights", "image_size", "seed", "comb", "hparams",
     "selection", "device", "inferred_groups", "save_model", "checkpoint_every", "family", "max_length",
     "image_root", "resize", "normalize", "precision", "channels_last", "compile", "prefetch", "decode_cache",
+    "augment",
 }  # fmt: skip
 
 
@@ -146,6 +147,7 @@ def train_config(
         channels_last=spec.get("channels_last") or "auto",
         compile=bool(spec.get("compile", False)),
         prefetch=int(spec.get("prefetch", 2)),
+        augment=spec.get("augment") or "none",
         progress=progress,
         progress_label=spec.get("method", ""),
     )
