@@ -60,7 +60,8 @@ BATCH, LR = 64, 1e-3
 def write_images(folder: Path, n_train: int = 800) -> Path:
     from memaware.data.spurious_images import write_spurious_images
 
-    write_spurious_images(folder, n_train=n_train, n_val=300, n_test=300, seed=0)
+    n_eval = 300 if n_train >= 300 else max(8, n_train // 2)
+    write_spurious_images(folder, n_train=n_train, n_val=n_eval, n_test=n_eval, seed=0)
     return folder / "metadata.csv"
 
 
@@ -178,7 +179,7 @@ def cpu_report(args: argparse.Namespace) -> dict:
     runs: dict[str, list[dict]] = {k: [] for k in ("preloaded", "memaware_before", "memaware", "memaware_bf16")}
     with tempfile.TemporaryDirectory() as tmp:
         os.environ.setdefault("MEMAWARE_CACHE_DIR", str(Path(tmp) / "cache"))
-        csv = write_images(Path(tmp) / "images")
+        csv = write_images(Path(tmp) / "images", args.n_train)
         for _ in range(args.repeats):
             pre, logits_pre = preloaded_run(csv, args.epochs)
             before, logits_before = memaware_run(csv, args.epochs, "off", 0)
@@ -250,48 +251,54 @@ class SyntheticImages:
         return normalize_images(self.load_uint8(rows), self.normalize)
 
 
-def cuda_report(device: str, steps: int = 30, batch: int = 128) -> dict:
+def synchronize(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def cuda_report(device: str, steps: int = 30, batch: int = 128, side: int = 224) -> dict:
+    """ResNet-50 images/s (``device`` may be cpu for a smoke run of this function at a small size)."""
     import torchvision
 
     from memaware.data import TRAIN
     from memaware.models.backbones import EndToEndNet
 
-    ds = SyntheticImages(4096, 224)
+    ds = SyntheticImages(max(4096, 2 * steps * batch), side)
     rows = ds.data.indices(TRAIN)
-    out = {"gpu": torch.cuda.get_device_name(device)}
+    out = {"device": torch.cuda.get_device_name(device) if device.startswith("cuda") else device}
     for precision in ("fp32", "bf16"):
         net = torchvision.models.resnet50(weights=None)
         net.fc = nn.Identity()
         model = EndToEndNet(ds, net, 2048, 2, seed=0).to(device)
-        model.configure(precision, channels_last=True, prefetch=2)
+        model.configure(precision, channels_last=device.startswith("cuda"), prefetch=2)
         opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
         batches = [rows[i * batch : (i + 1) * batch] for i in range(steps)]
         xs = [ds.data.x[b] for b in batches]
         model.prefetch(xs)
         for i, xb in enumerate(xs):
             if i == 5:  # warm-up: cuDNN autotuning, allocator
-                torch.cuda.synchronize()
+                synchronize(device)
                 t0 = time.perf_counter()
             loss = nn.functional.cross_entropy(model(xb.to(device))[:, 0], ds.data.y[batches[i]].to(device))
             opt.zero_grad()
             loss.backward()
             opt.step()
-        torch.cuda.synchronize()
+        synchronize(device)
         out[f"memaware_{precision}_images_per_s"] = round((steps - 5) * batch / (time.perf_counter() - t0), 1)
         # the same network on a float batch already on the GPU: the limit
         x = ds.load(batches[0]).to(device).contiguous(memory_format=torch.channels_last)
         y = ds.data.y[batches[0]].to(device)
         for i in range(steps):
             if i == 5:
-                torch.cuda.synchronize()
+                synchronize(device)
                 t0 = time.perf_counter()
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16"):
                 feats = model.backbone(x)
             loss = nn.functional.cross_entropy(model.heads(feats.float())[:, 0], y)
             opt.zero_grad()
             loss.backward()
             opt.step()
-        torch.cuda.synchronize()
+        synchronize(device)
         out[f"in_memory_{precision}_images_per_s"] = round((steps - 5) * batch / (time.perf_counter() - t0), 1)
     return out
 
@@ -299,6 +306,7 @@ def cuda_report(device: str, steps: int = 30, batch: int = 128) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--n-train", type=int, default=800, help="training images (300 validation, 300 test)")
     p.add_argument("--repeats", type=int, default=3, help="each way this many times, interleaved (best of them)")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     p.add_argument("--fashionbirds", action="store_true", help="also EfficientNet-Lite0 on FashionBirds renders")

@@ -314,3 +314,24 @@ def test_augment_needs_images(small_noisy, tmp_path):
     table.write_text("text,y,split\n" + "\n".join(rows) + "\n")
     with pytest.raises(ConfigError, match="augment 'flip' applies to images"):
         fit(load_table(table), "erm", TrainConfig(epochs=1, augment="flip"), backbone="tiny-text")
+
+
+def test_bench_e2e_runs_and_its_three_ways_agree(monkeypatch, tmp_path):
+    import importlib.util
+    import sys
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_e2e.py"
+    spec = importlib.util.spec_from_file_location("bench_e2e", path)
+    bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "bench_e2e", bench)
+    spec.loader.exec_module(bench)
+    # the thread count as it is: setting it back to >= 2 later would break MKL's batched solves (memaware.threads)
+    threads = str(torch.get_num_threads())
+    report = bench.main(
+        ["--n-train", "64", "--epochs", "2", "--repeats", "1", "--threads", threads, "--json", str(tmp_path / "r.json")]
+    )
+    cpu = report["cpu"]
+    assert cpu["same_test_logits_fp32"]  # decoding every batch, decode-once + prefetch, preloaded tensors
+    assert set(cpu["images_per_s"]) == {"preloaded", "memaware_before", "memaware", "memaware_bf16",
+                                        "plain_pytorch_loop"}  # fmt: skip
+    assert cpu["step_parts_ms"]["decode_ms"] > 0 and json.loads((tmp_path / "r.json").read_text()) == report
