@@ -335,3 +335,12 @@ def test_bench_e2e_runs_and_its_three_ways_agree(monkeypatch, tmp_path):
     assert set(cpu["images_per_s"]) == {"preloaded", "memaware_before", "memaware", "memaware_bf16",
                                         "plain_pytorch_loop"}  # fmt: skip
     assert cpu["step_parts_ms"]["decode_ms"] > 0 and json.loads((tmp_path / "r.json").read_text()) == report
+
+
+def test_an_unwritable_cache_folder_is_one_line(images, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    ds = load_table(images)
+    ds.configure_decoding("disk", folder=blocker / "decoded")
+    with pytest.raises(ConfigError, match=r"decoded-image cache .*: cannot write it .*--decode-cache memory"):
+        ds.load([0])

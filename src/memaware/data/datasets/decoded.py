@@ -126,26 +126,42 @@ def build_decoded(
         return DecodedImages(out, "memory", time.perf_counter() - t0)
     if folder is None:
         raise ConfigError("a disk cache of decoded images needs a cache folder")
-    folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{key()}.npy"
     meta_path = path.with_suffix(".json")
     if not cached_file_fits(path, meta_path, (n, *shape)):
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         try:
-            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, *shape))
-            decode_into(out, decode_one, workers, progress)
-            out.flush()
-            del out
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-        meta_path.write_text(json.dumps({"format": FORMAT, "shape": [n, *shape]}))
+            write_cache_file(path, meta_path, n, shape, decode_one, workers, progress)
+        except OSError as e:  # a read-only or full cache folder: say which, and what to do, in one line
+            raise ConfigError(
+                f"decoded-image cache {path}: cannot write it ({e.strerror or type(e).__name__}; "
+                f"{n * int(np.prod(shape)) / 2**30:.2f} GiB): free space, set MEMAWARE_CACHE_DIR to another folder, "
+                "or pass --decode-cache memory"
+            ) from None
     elif progress is not None:
         progress(n)
     mapped = np.load(path, mmap_mode="r", allow_pickle=False)
     if mode == "auto" and nbytes <= budget:
         return DecodedImages(np.ascontiguousarray(mapped), "memory", time.perf_counter() - t0)
     return DecodedImages(mapped, str(path), time.perf_counter() - t0)
+
+
+def write_cache_file(
+    path: Path, meta_path: Path, n: int, shape: tuple[int, int, int], decode_one: Callable[[int], np.ndarray],
+    workers: int, progress: Callable[[int], None] | None,
+) -> None:  # fmt: skip
+    """Decodes into a temporary file, renames it to ``path`` (two processes decoding at once cannot leave a torn
+    file) and then writes the sidecar that marks it finished."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, *shape))
+        decode_into(out, decode_one, workers, progress)
+        out.flush()
+        del out
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    meta_path.write_text(json.dumps({"format": FORMAT, "shape": [n, *shape]}))
 
 
 def cached_file_fits(path: Path, meta_path: Path, shape: tuple[int, ...]) -> bool:
