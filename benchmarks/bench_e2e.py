@@ -12,7 +12,8 @@ Reports images/s in training (evaluations apart), the first epoch's seconds and 
 and whether the three end with the same test logits (they must: fp32, same seed, same engine). The plain
 PyTorch loop (torch.optim.Adam) is reported for reference. Then one step's
 parts on a batch of 64: decode (PIL), uint8 -> normalised float, host-to-device copy (CUDA only), forward+backward
-+ optimiser, and an evaluation pass.
++ optimiser, and an evaluation pass; and one epoch of steps fed by memaware's background thread or by a
+``DataLoader`` with worker processes (the design choice of ``models.input_feed``).
 
 ``--fashionbirds``: EfficientNet-Lite0 (pretrained, the ``vision-lite`` extra) end to end on FashionBirds renders
 (Debian's dataset-fashion-mnist), 20 steps of batch 32 at 160 px, before (``--prefetch 0``) and after.
@@ -173,6 +174,70 @@ def step_parts(csv: Path, device: str) -> dict:
     return {k: round(v, 2) for k, v in parts.items()}
 
 
+class BatchesOf:
+    """A map-style dataset of whole batches (``DataLoader(batch_size=None)``), for the worker-process comparison."""
+
+    def __init__(self, ds, batches: list[np.ndarray], uint8: bool):
+        self.ds, self.batches, self.uint8 = ds, batches, uint8
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.ds.load_uint8(self.batches[i]) if self.uint8 else self.ds.load(self.batches[i])
+
+
+def loaders_report(csv: Path, epochs: int = 3) -> dict:
+    """Seconds per epoch (best of ``epochs``) of the CNN's training steps fed by memaware's background thread
+    (``InputFeed``, 0 or 2 batches ahead) or by a ``DataLoader`` with 1 or 2 persistent worker processes, from the
+    decoded uint8 array and decoding every batch from its files."""
+    from torch.utils.data import DataLoader
+
+    from memaware import load_table
+    from memaware.data import TRAIN
+    from memaware.models.input_feed import InputFeed
+
+    ds = load_table(csv)
+    rows = ds.data.indices(TRAIN).numpy()
+    batches = [rows[i : i + BATCH] for i in range(0, len(rows), BATCH)]
+    net = SmallCNN()
+    opt = torch.optim.SGD(net.parameters(), lr=1e-3)
+
+    def step(x: torch.Tensor) -> None:
+        x = x.float() / 255.0 if x.dtype == torch.uint8 else x
+        loss = net(x).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    out = {}
+    for cache in ("auto", "off"):
+        ds.configure_decoding(cache)
+        ds.load([0])
+        for depth in (0, 2):
+            feed, best = InputFeed(ds, depth), float("inf")
+            for _ in range(epochs):
+                t0 = time.perf_counter()
+                feed.expect(batches)
+                for r in batches:
+                    step(feed.host_batch(r))
+                best = min(best, time.perf_counter() - t0)
+            out[f"decode_{cache}_thread_ahead_{depth}"] = round(best, 3)
+        for workers in (1, 2):
+            loader = DataLoader(
+                BatchesOf(ds, batches, cache != "off"), batch_size=None, num_workers=workers, persistent_workers=True
+            )
+            best = float("inf")
+            for _ in range(epochs):
+                t0 = time.perf_counter()
+                for x in loader:
+                    step(x)
+                best = min(best, time.perf_counter() - t0)
+            out[f"decode_{cache}_dataloader_{workers}_workers"] = round(best, 3)
+            del loader
+    return out
+
+
 def cpu_report(args: argparse.Namespace) -> dict:
     """Each way run ``repeats`` times, interleaved (a shared machine drifts); the best of them is reported (as
     timeit does: other processes only ever slow a run down)."""
@@ -189,6 +254,7 @@ def cpu_report(args: argparse.Namespace) -> dict:
                 runs[k].append(v)
         plain = plain_loop_run(csv, args.epochs)
         parts = step_parts(csv, "cpu")
+        loaders = loaders_report(csv)
     rate = {k: float(np.max([r["images_per_s"] for r in v])) for k, v in runs.items()}
     first = {k: float(np.min([r["epoch_s"][0] for r in v])) for k, v in runs.items()}
     later = {k: float(np.min([np.median(r["epoch_s"][1:]) for r in v])) for k, v in runs.items()}
@@ -206,6 +272,7 @@ def cpu_report(args: argparse.Namespace) -> dict:
         ),
         "bf16_max_abs_logit_diff": round(float((logits_bf16 - logits_after).abs().max()), 4),
         "step_parts_ms": parts,
+        "loaders_epoch_s": loaders,
         "runs": runs,
     }  # fmt: skip
 
