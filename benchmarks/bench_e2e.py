@@ -277,19 +277,23 @@ def cpu_report(args: argparse.Namespace) -> dict:
     }  # fmt: skip
 
 
-def fashionbirds_report(steps: int = 20) -> dict:
+def fashionbirds_report(steps: int = 12, repeats: int = 2) -> dict:
+    """EfficientNet-Lite0 fine-tuned on FashionBirds renders (160 px, batch 32, ``steps`` SGD steps), rendering
+    in the step (``prefetch=0``, as before) or in the background; best of ``repeats``, interleaved."""
     from memaware.data.benchmarks.fashionbirds_render import open_fashionbirds_images
     from memaware.engine import TrainConfig, fit
 
     ds = open_fashionbirds_images(image_size=160, scale=0.1)
-    out = {}
-    for name, prefetch in (("before", 0), ("memaware", 2)):
-        cfg = TrainConfig(
-            epochs=1, max_steps=steps, lr=1e-3, optimizer="sgd", momentum=0.9, batch_size=32, seed=0,
-            selection="last", prefetch=prefetch,
-        )  # fmt: skip
-        res = fit(ds, "erm", cfg, backbone="efficientnet-lite0")
-        out[name] = res.throughput
+    out: dict[str, dict] = {}
+    for _ in range(repeats):
+        for name, prefetch in (("before", 0), ("memaware", 2)):
+            cfg = TrainConfig(
+                epochs=1, max_steps=steps, lr=1e-3, optimizer="sgd", momentum=0.9, batch_size=32, seed=0,
+                selection="last", prefetch=prefetch,
+            )  # fmt: skip
+            t = fit(ds, "erm", cfg, backbone="efficientnet-lite0").throughput
+            if name not in out or t["images_per_s"] > out[name]["images_per_s"]:
+                out[name] = t
     return out
 
 
