@@ -24,6 +24,7 @@ from ..models.backbones import EndToEndNet
 from .batches import sampling_weights
 from .checkpoint import Checkpointer, run_signature
 from .config import TrainConfig
+from .divergence import check_finite
 from .evaluation import OnlineSelection
 from .history import History
 from .loop import run_epochs
@@ -102,7 +103,8 @@ def fit(
     saving = (checkpoint_every, checkpoint_seconds)
     earlier = run_phases(data, method, cfg, model_kwargs, model_factory, checkpoint, saving)
     run = set_up(data, method, cfg, model, model_kwargs, model_factory, val_inferred_groups, earlier)
-    saver = Checkpointer(checkpoint, checkpoint_every, checkpoint_seconds, run_signature(method, cfg, data))
+    signature = run_signature(method, cfg, data, model_kwargs) if checkpoint is not None else {}
+    saver = Checkpointer(checkpoint, checkpoint_every, checkpoint_seconds, signature)
     start, done, resumed = saver.restore(run)
     epoch = resumed if done else drive(run, saver, start)
     return finish(run, epoch, earlier, resumed, time.perf_counter() - t0)
@@ -282,9 +284,12 @@ def drive(run: Run, saver: Checkpointer, start: int) -> int:
     cfg, steps, method, model = run.config, run.steps, run.method, run.model
     dual = steps.dual
 
+    label = cfg.progress_label or method.name
+
     def evaluate(epoch: int) -> None:
         if dual is not None and (run.selection.active or (run.history.splits and not run.history.linear)):
             dual.materialize()
+        check_finite(method.name, label, epoch, steps, model if dual is None else None)  # no NaN model evaluated
         run.history.record(epoch, *steps.train_accuracy(), steps.mean_loss(), model, method, cfg.eval_batch_size, dual)
         run.selection.update(epoch, steps.steps, model, method, cfg.eval_batch_size, cfg.device)
 
@@ -297,8 +302,11 @@ def drive(run: Run, saver: Checkpointer, start: int) -> int:
         eval_every=cfg.eval_every,
         eval_every_steps=cfg.eval_every_steps,
         on_eval=evaluate,
-        on_epoch_end=lambda epoch, stop: saver.end_of_epoch(epoch, stop, run),
-        label=cfg.progress_label or method.name,
+        on_epoch_end=lambda epoch, stop: (
+            check_finite(method.name, label, epoch, steps, model if dual is None else None),  # before it is saved
+            saver.end_of_epoch(epoch, stop, run),
+        ),
+        label=label,
         progress=cfg.progress,
     )
 
