@@ -221,13 +221,8 @@ def validate_arrays(
 
 
 def check_classes(y: np.ndarray, split: np.ndarray, source: str, num_classes: int | None) -> None:
-    """Refuses labels a classifier cannot learn from: a training split of one class, and (when the number of
-    classes is not given) labels with gaps, which would train a head for a class that has no example."""
-    train = y[split == TRAIN]
-    if len(train) and len(np.unique(train)) < 2:
-        raise DataError(
-            f"{source}: field 'y' holds one class only ({int(train[0])}) in the training split; a classifier needs two"
-        )
+    """Refuses labels with gaps (when the number of classes is not given), which would train a head for a class
+    that has no example. A training split of one class is refused by ``fit`` (a classifier needs two)."""
     if num_classes is None:
         present = np.unique(y)
         gaps = sorted(set(range(int(present[-1]) + 1)) - {int(v) for v in present})

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from ..data.groups import TRAIN, VAL, GroupData
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from ..methods import Method, TrainContext, make_method
 from ..methods.base import checkpoint_for
 from ..models import all_logits, build_model, init_heads_
@@ -194,6 +194,8 @@ def check_run(
         raise ConfigError(
             f"method '{method.name}' needs validation group labels (field 'a' >= 0 on split 1), the data has none"
         )
+    if method.task == "classification" and len(train_classes := data.y[data.indices(TRAIN)].unique()) < 2:
+        raise DataError(f"the training split holds one class only ({train_classes.tolist()}); a classifier needs two")
     if method.task != "classification" and cfg.selection != "last":
         raise ConfigError(f"method '{method.name}' is a regression: use selection='last'")
     if model_factory is None and (cfg.clip_grad_norm or cfg.head_dropout):

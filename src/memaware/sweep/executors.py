@@ -16,6 +16,7 @@ from typing import Any
 
 from ..artifacts import atomic_writer
 from ..errors import ConfigError
+from ..runfolder import FolderLock, read_results
 from .slurm import QueueWatch, SlurmOptions
 
 EXECUTE = "memaware.sweep.runner:execute"  # (spec, run_dir) -> results; a "module:function" so that workers import it
@@ -70,38 +71,6 @@ def _init_local_worker(parent_pid: int) -> None:
     threading.Thread(target=watch, name="memaware-parent-watch", daemon=True).start()
 
 
-class _RunLock:
-    """An exclusive, non-blocking ``flock`` on ``run_dir/.lock``, released when the process dies. Where locks are
-    unavailable (no fcntl, a file system without locks) it always succeeds."""
-
-    def __init__(self, run_dir: Path) -> None:
-        self.path = run_dir / LOCK
-        self.fd: int | None = None
-
-    def acquire(self) -> bool:
-        try:
-            import fcntl
-        except ImportError:  # not POSIX
-            return True
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return False
-        except OSError:  # e.g. ENOLCK on a network file system
-            os.close(fd)
-            return True
-        self.fd = fd
-        return True
-
-    def release(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
-
-
 def _error_text(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}".splitlines()[0][:500]
 
@@ -119,17 +88,17 @@ def run_batch(items: Sequence[tuple[dict, str]], execute: str = EXECUTE, vectori
     one outcome per run: {"run_dir", "status": done|failed|busy, "seconds", "error"}. Never raises for a failed run:
     its traceback goes to ``run_dir/error.txt``."""
     outcomes: dict[str, dict] = {}
-    locks: list[_RunLock] = []
+    locks: list[FolderLock] = []
     todo: list[tuple[dict, Path, str]] = []
     try:
         for spec, d in items:
             run_dir = Path(d)
-            lock = _RunLock(run_dir)
+            lock = FolderLock(run_dir)
             if not lock.acquire():
                 outcomes[d] = {"run_dir": d, "status": "busy", "seconds": 0.0, "error": "locked by another process"}
                 continue
             locks.append(lock)
-            if (run_dir / RESULTS).is_file():
+            if read_results(run_dir / RESULTS) is not None:  # a damaged record is trained again
                 outcomes[d] = {"run_dir": d, "status": "done", "seconds": 0.0, "error": None}
             else:
                 todo.append((spec, run_dir, d))

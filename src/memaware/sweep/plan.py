@@ -46,9 +46,14 @@ class DataSource:
     family: str
 
     @classmethod
-    def from_npz(cls, path: str | os.PathLike, family: str = "features") -> DataSource:
+    def from_npz(cls, path: str | os.PathLike, family: str = "features", data: Any = None) -> DataSource:
+        """An .npz of features, loaded (or ``data``, its ``GroupData`` already loaded) to fingerprint it."""
+        from ..data import load_npz
+        from ..fingerprint import data_fingerprint
+
         p = Path(path).resolve()
-        return cls(name=p.stem, spec={"data": str(p)}, family=family)
+        fp = data_fingerprint(data if data is not None else load_npz(p))
+        return cls(name=p.stem, spec={"data": str(p), "data_fingerprint": fp}, family=family)
 
     @classmethod
     def from_dataset(
@@ -108,7 +113,10 @@ class Run:
 
     @property
     def done(self) -> bool:
-        return (self.run_dir / RESULTS).is_file()
+        """A readable results.json (a damaged one is trained again)."""
+        from ..runfolder import read_results
+
+        return read_results(self.run_dir / RESULTS) is not None
 
     def rel(self, root: Path) -> str:
         return relative_path(self.run_dir, root)
@@ -165,7 +173,7 @@ def plan_sweep(
     runs: list[Run] = []
     for src in sources:
         root = out if len(sources) == 1 else out / src.name
-        make = functools.partial(_make_run, src, root, selection, device, fixed, checkpoint_every)
+        make = functools.partial(_make_run, src, out, root, selection, device, fixed, checkpoint_every)
 
         groups = inferred_groups and any(needs_inferred_groups(m) for m in methods)
         xrm_dirs: dict[int, Path] = {}
@@ -187,6 +195,7 @@ def plan_sweep(
 
 def _make_run(
     src: DataSource,
+    sweep_root: Path,
     root: Path,
     selection: str,
     device: str,
@@ -208,12 +217,22 @@ def _make_run(
         "selection": selection,
         "device": device,
     }
-    if needs is not None:
-        spec["inferred_groups"] = str(needs / "inferred_groups.npz")
+    folder = method.replace(":", "--")  # a user's module:Class reference makes a portable folder name
+    run_dir = root / folder / run_dir_name(comb, seed)
+    if needs is not None:  # relative to the run: a moved sweep folder still finds it
+        spec["inferred_groups"] = os.path.relpath(needs / "inferred_groups.npz", run_dir)
+    for key in ("data", "data_dir", "image_root"):  # inside the sweep folder: relative too
+        if spec.get(key) and Path(spec[key]).is_relative_to(sweep_root):
+            spec[key] = os.path.relpath(spec[key], run_dir)
     if checkpoint_every is not None:
         spec["checkpoint_every"] = int(checkpoint_every)
-    folder = method.replace(":", "--")  # a user's module:Class reference makes a portable folder name
-    return Run(src.name, method, comb, seed, root / folder / run_dir_name(comb, seed), spec, role, needs)
+    return Run(src.name, method, comb, seed, run_dir, spec, role, needs)
+
+
+def spec_path(run_dir: Path, value: str) -> Path:
+    """A path of a run's spec: absolute, or relative to its run folder (what a sweep writes)."""
+    path = Path(value)
+    return path if path.is_absolute() else (run_dir / path).resolve()
 
 
 def _spec_difference(old: dict, new: dict, prefix: str = "") -> str | None:
@@ -232,8 +251,19 @@ def _spec_difference(old: dict, new: dict, prefix: str = "") -> str | None:
     return None
 
 
+def _comparable(spec: dict, run_dir: Path) -> dict:
+    """A spec as compared between a sweep and its resumption: paths made absolute from the run folder, the
+    inferred groups' path left out (it follows from the plan) and the fingerprint checked on its own."""
+    out = {k: v for k, v in spec.items() if k not in ("inferred_groups", "data_fingerprint")}
+    for key in ("data", "data_dir", "image_root"):
+        if isinstance(out.get(key), str):
+            out[key] = str(spec_path(run_dir, out[key]))
+    return out
+
+
 def check_specs(runs: Iterable[Run]) -> None:
-    """Raises ``ConfigError`` when a run directory already holds the spec of a different run."""
+    """Raises ``ConfigError`` when a run directory already holds the spec of a different run, or of the same run
+    on a data file whose content has changed since (its fingerprint)."""
     for r in runs:
         path = r.run_dir / SPEC
         if not path.is_file():
@@ -242,7 +272,21 @@ def check_specs(runs: Iterable[Run]) -> None:
             old = json.loads(path.read_text())
         except (OSError, ValueError):
             continue  # unreadable: rewritten below
-        diff = _spec_difference(old, json.loads(json.dumps(r.spec)))
+        if not isinstance(old, dict):
+            continue
+        new = json.loads(json.dumps(r.spec))
+        if "data_fingerprint" in old and "data_fingerprint" in new:
+            from ..fingerprint import what_changed
+
+            changed = what_changed(old["data_fingerprint"], new["data_fingerprint"])
+            if changed:
+                data = new.get("data")
+                source = spec_path(r.run_dir, data) if data else f"{new.get('dataset')} in {new.get('data_dir')}"
+                raise ConfigError(
+                    f"{source} changed since this sweep started ({changed}, from run {path.parent}); its finished "
+                    "runs were trained on the old content: restore it, or sweep into another --out"
+                )
+        diff = _spec_difference(_comparable(old, r.run_dir), _comparable(new, r.run_dir))
         if diff:
             raise ConfigError(
                 f"{path} was written for a different run ({diff}); use another --out or delete that directory"

@@ -54,8 +54,8 @@ def train_hparam_defaults() -> dict[str, Any]:
 
 
 SPEC_KEYS = {
-    "method", "data", "dataset", "data_dir", "backbone", "weights", "image_size", "seed", "comb", "hparams",
-    "selection", "device", "inferred_groups", "save_model", "checkpoint_every", "family", "max_length",
+    "method", "data", "data_fingerprint", "dataset", "data_dir", "backbone", "weights", "image_size", "seed", "comb",
+    "hparams", "selection", "device", "inferred_groups", "save_model", "checkpoint_every", "family", "max_length",
     "image_root", "resize", "normalize",
 }  # fmt: skip
 
@@ -243,9 +243,30 @@ def run_settings(spec: dict[str, Any], hparams: dict[str, Any]) -> dict[str, Any
             "selection": spec.get("selection") or "auto"}  # fmt: skip
 
 
-def prepare_run(spec: dict[str, Any], progress: bool = False) -> PreparedRun:
+PATH_KEYS = ("data", "data_dir", "image_root", "weights", "inferred_groups")
+
+
+def with_paths_from(spec: dict[str, Any], run_dir: Path | None) -> dict[str, Any]:
+    """``spec`` with each relative path that does not exist from here taken from ``run_dir`` (a sweep writes paths
+    relative to the run folder, so that a moved sweep resumes)."""
+    if run_dir is None:
+        return spec
+    out = dict(spec)
+    for key in PATH_KEYS:
+        value = out.get(key)
+        if isinstance(value, str) and not Path(value).is_absolute() and not Path(value).exists():
+            there = run_dir / value
+            if there.exists():
+                out[key] = str(there.resolve())
+    return out
+
+
+def prepare_run(spec: dict[str, Any], progress: bool = False, run_dir: Path | None = None) -> PreparedRun:
     """Checks and loads everything ``spec`` names (keys, method, hyper-parameters, data, device, inferred groups,
-    backbone) and fingerprints the data; raises a ``MemawareError`` (one line) before anything is written."""
+    backbone; relative paths also from ``run_dir``) and fingerprints the data, which must match the spec's
+    ``data_fingerprint`` when it has one (a sweep's); raises a ``MemawareError`` (one line) before anything is
+    written. The prepared run keeps ``spec`` as given, for its record."""
+    record, spec = spec, with_paths_from(spec, run_dir)
     unknown = sorted(set(spec) - SPEC_KEYS)
     if unknown:
         raise ConfigError(f"run spec has unknown key(s) {', '.join(unknown)}")
@@ -259,7 +280,11 @@ def prepare_run(spec: dict[str, Any], progress: bool = False) -> PreparedRun:
     groups = inferred_groups(spec.get("inferred_groups"), data)
     factory = model_factory_for(spec, dataset, data, bool(hp["bias"]))
     fp = data_fingerprint(dataset if dataset is not None else data)
-    return PreparedRun(spec, hp, data, dataset, cfg, method_obj, factory, groups, fp)
+    planned = spec.get("data_fingerprint")
+    if planned is not None:
+        source = spec.get("data") or f"{spec.get('dataset')} in {spec.get('data_dir')}"
+        check_same_data(planned, fp, str(source), "the sweep that planned this run")
+    return PreparedRun(record, hp, data, dataset, cfg, method_obj, factory, groups, fp)
 
 
 def train_prepared(prep: PreparedRun, run_dir: Path) -> dict[str, Any]:
@@ -298,7 +323,7 @@ def execute(spec: dict[str, Any], run_dir: str | Path, progress: bool = False) -
     done = read_results(run_dir / RESULTS)
     if done is not None:
         return done
-    prep = prepare_run(spec, progress)
+    prep = prepare_run(spec, progress, run_dir)
     folder = RunFolder(run_dir)
     state = folder.state()
     if state.kind == "damaged":
