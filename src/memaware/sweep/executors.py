@@ -83,6 +83,16 @@ def _record_error(run_dir: Path, e: BaseException) -> None:
         pass
 
 
+def absolute_paths(spec: dict, run_dir: Path) -> dict:
+    """``spec`` with the paths a sweep writes relative to the run folder made absolute."""
+    out = dict(spec)
+    for key in ("data", "data_dir", "image_root", "inferred_groups"):
+        value = out.get(key)
+        if isinstance(value, str) and not os.path.isabs(value):
+            out[key] = os.path.normpath(os.path.join(os.path.abspath(run_dir), value))
+    return out
+
+
 def run_batch(items: Sequence[tuple[dict, str]], execute: str = EXECUTE, vectorized: bool = False) -> list[dict]:
     """Trains the runs ``items`` = [(spec, run_dir)] (all of one method and data when ``vectorized``) and returns
     one outcome per run: {"run_dir", "status": done|failed|busy, "seconds", "error"}. Never raises for a failed run:
@@ -100,8 +110,8 @@ def run_batch(items: Sequence[tuple[dict, str]], execute: str = EXECUTE, vectori
             locks.append(lock)
             if read_results(run_dir / RESULTS) is not None:  # a damaged record is trained again
                 outcomes[d] = {"run_dir": d, "status": "done", "seconds": 0.0, "error": None}
-            else:
-                todo.append((spec, run_dir, d))
+            else:  # memaware's run functions read a sweep's relative paths themselves; a user's gets them absolute
+                todo.append((spec if execute in (EXECUTE, EXECUTE_MANY) else absolute_paths(spec, run_dir), run_dir, d))
         if todo:
             (_vectorized if vectorized else _one_by_one)(todo, execute, outcomes)
     finally:

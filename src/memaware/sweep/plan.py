@@ -47,11 +47,14 @@ class DataSource:
 
     @classmethod
     def from_npz(cls, path: str | os.PathLike, family: str = "features", data: Any = None) -> DataSource:
-        """An .npz of features, loaded (or ``data``, its ``GroupData`` already loaded) to fingerprint it."""
+        """An .npz of features, loaded (or ``data``, its ``GroupData`` already loaded) to fingerprint it; a file
+        that does not exist yet gets no fingerprint (its runs fail with one line when they start)."""
         from ..data import load_npz
         from ..fingerprint import data_fingerprint
 
         p = Path(path).resolve()
+        if data is None and not p.is_file():
+            return cls(name=p.stem, spec={"data": str(p)}, family=family)
         fp = data_fingerprint(data if data is not None else load_npz(p))
         return cls(name=p.stem, spec={"data": str(p), "data_fingerprint": fp}, family=family)
 

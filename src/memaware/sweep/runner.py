@@ -31,6 +31,8 @@ import torch
 from ..artifacts import atomic_writer, write_json
 from ..data.groups import TRAIN, VAL, GroupData, load_npz
 from ..engine import FitResult, TrainConfig, fit
+from ..engine.evaluation import check_criterion, start_log
+from ..engine.fitting import check_run
 from ..errors import ConfigError, DataError
 from ..evallog import FILENAME as EVALUATIONS
 from ..fingerprint import check_same_data, data_fingerprint, settings_fingerprint
@@ -279,6 +281,9 @@ def prepare_run(spec: dict[str, Any], progress: bool = False, run_dir: Path | No
     method_obj = make_method(method, **{k: hp[k] for k in method_hparam_defaults(method)})
     groups = inferred_groups(spec.get("inferred_groups"), data)
     factory = model_factory_for(spec, dataset, data, bool(hp["bias"]))
+    check_run(method_obj, data, cfg, factory, spec.get("checkpoint_every"))  # what fit refuses, refused now
+    if method_obj.task == "classification":
+        check_criterion(cfg.selection, data, start_log(data), method_obj, groups is not None)
     fp = data_fingerprint(dataset if dataset is not None else data)
     planned = spec.get("data_fingerprint")
     if planned is not None:
