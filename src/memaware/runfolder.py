@@ -123,12 +123,17 @@ class FolderState:
 
 
 def read_results(path: Path) -> dict | None:
-    """results.json as a dict, or None when it is missing, truncated or not a run's record."""
+    """results.json as a dict, or None when it is missing, truncated, not a run's record, or names an evaluation
+    log (``evaluation_log``) that is no longer beside it: such a run is damaged, and trained again by a sweep."""
     try:
         doc = json.loads(path.read_text())
     except (OSError, ValueError, UnicodeDecodeError):
         return None
-    return doc if isinstance(doc, dict) and "method" in doc and "test" in doc else None
+    if not (isinstance(doc, dict) and "method" in doc and "test" in doc):
+        return None
+    if doc.get("evaluation_log") and not (path.parent / "evaluations.npz").is_file():
+        return None
+    return doc
 
 
 class RunFolder:

@@ -363,6 +363,7 @@ def run_record(
         "epochs_run": result.epochs_run,
         "resumed_from": result.resumed_from,
         "seconds": seconds,
+        "evaluation_log": result.evaluations is not None,  # evaluations.npz beside it (tables need it then)
         "fingerprint": {
             "data": data_fingerprint(dataset if dataset is not None else data),
             "settings": settings_fingerprint(run_settings(spec, {**hp, **result.method.describe()})),

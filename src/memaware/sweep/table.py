@@ -75,6 +75,7 @@ class RunRecord:
     spec: dict | None = None
     # criterion -> {"epoch", "val_score", "test"} or None: a table asks twice per run (rank, then report)
     chosen: dict[str, dict | None] = field(default_factory=dict, repr=False)
+    log: EvalLog | None = field(default=None, repr=False)  # its evaluations.npz, read once
 
 
 @dataclass
@@ -89,6 +90,22 @@ class Runs:
     @property
     def missing(self) -> list[RunRecord]:
         return [r for r in self.records if r.state != "done" and r.method in self.methods]
+
+
+def record_state(d: Path, results: Any) -> tuple[str, EvalLog | None]:
+    """(state, evaluation log) of a run folder holding a results.json: done, or what is damaged about it. A run
+    whose record says it wrote an evaluation log is done only with that log readable: it is never scored from
+    the less its results.json holds (a table would change silently)."""
+    if not isinstance(results, dict) or "test" not in results:
+        return "damaged: results.json cannot be read", None
+    if not (d / EVAL_LOG).is_file():
+        if results.get("evaluation_log"):
+            return f"damaged: its {EVAL_LOG} is missing", None
+        return ("done" if criteria_of(results) else "damaged: results.json holds no selection"), None
+    try:
+        return "done", EvalLog.load(d / EVAL_LOG)
+    except MemawareError:
+        return f"damaged: its {EVAL_LOG} cannot be read", None
 
 
 def _read_json(path: Path) -> Any:
@@ -151,9 +168,9 @@ def collect_runs(sweeps: Sequence[str | os.PathLike]) -> Runs:
             spec = spec if isinstance(spec, dict) else _read_json(d / "spec.json")
             if not isinstance(spec, dict) or "method" not in spec:
                 continue
+            log = None
             if (d / "results.json").is_file():
-                readable = isinstance(results, dict) and (criteria_of(results) or (d / EVAL_LOG).is_file())
-                state = "done" if readable else "unreadable"
+                state, log = record_state(d, results)
             else:
                 state = "unfinished" if any(d.glob("checkpoint*.pt")) else "not started"
             key = d.resolve()
@@ -169,6 +186,7 @@ def collect_runs(sweeps: Sequence[str | os.PathLike]) -> Runs:
                 prev.role if prev else "sweep",
                 spec,
             )
+            rec.log = log
             records[key] = rec
             found_methods.append(rec.method)
             seeds.setdefault(rec.dataset, set()).add(rec.seed)
@@ -248,7 +266,7 @@ def _external_groups(rec: RunRecord) -> np.ndarray | None:
 def _from_log(rec: RunRecord, criterion: str) -> dict | None:
     """The evaluation ``criterion`` chooses in the run's evaluation log, with its test report."""
     crit = get_criterion(criterion)
-    log = EvalLog.load(rec.dir / EVAL_LOG)
+    log = rec.log if rec.log is not None else EvalLog.load(rec.dir / EVAL_LOG)
     external = None
     if crit.val_group_use == "inferred":  # as in training: the method's own groups where it has them, else these
         try:
@@ -376,6 +394,8 @@ def build_table(runs: Runs, selection: str = "va_wga", protocol: str = "per-seed
             if cell.choices and any(c["worst"] is None for c in cell.choices):
                 notes.append(f"{ds}/{method}: some test splits have no known attribute (no worst-group accuracy)")
     missing = [r for r in runs.missing if r.dataset in runs.datasets]
+    notes += [f"{r.dataset}/{r.method} comb{r.comb}_seed{r.seed}: {r.state}; left out of every mean"
+              for r in missing if r.state.startswith("damaged")]  # fmt: skip
     crit = get_criterion(criterion)
     if crit.oracle:
         notes.append(f"{criterion} is an oracle (it chooses by the test split): for diagnostics, not for reporting")
