@@ -33,8 +33,9 @@ def _atomic_write(path: str | os.PathLike, write: Callable[[Path], None], suffix
         os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp creates 0600; results should be readable like any file
         os.replace(tmp_path, path)
     except BaseException as e:
+        full = isinstance(e, Exception) and disk_full(e, path.parent)  # measured before the partial file goes
         tmp_path.unlink(missing_ok=True)  # the file at ``path`` (the last good checkpoint) stays as it was
-        if isinstance(e, Exception) and disk_full(e, path.parent):
+        if full:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from e
         raise
     return path

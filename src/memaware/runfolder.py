@@ -159,11 +159,13 @@ class RunFolder:
         if not self.path.is_dir():
             return []
         rec = self.record()
-        names = set(rec.get("files", [])) if rec else set(OUTPUTS)
-        present = {p for p in (self.path / n for n in names if "/" not in n) if p.is_file()}
-        if rec is None:
-            present |= set(checkpoint_files(self.path))
-        return sorted(present)
+        if rec is None:  # an earlier version's run folder holds its results.json or a checkpoint; else all is yours
+            ckpts = checkpoint_files(self.path)
+            if not ckpts and not (self.path / "results.json").is_file():
+                return []
+            return sorted({*ckpts, *(p for p in (self.path / n for n in OUTPUTS) if p.is_file())})
+        names = [n for n in rec.get("files", []) if isinstance(n, str) and "/" not in n]
+        return sorted(p for p in (self.path / n for n in names) if p.is_file())
 
     def state(self) -> FolderState:
         files = self.owned()
