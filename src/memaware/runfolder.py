@@ -129,7 +129,8 @@ def read_results(path: Path) -> dict | None:
         doc = json.loads(path.read_text())
     except (OSError, ValueError, UnicodeDecodeError):
         return None
-    if not (isinstance(doc, dict) and "method" in doc and "test" in doc):
+    readable = isinstance(doc, dict) and "method" in doc
+    if not readable or not ("test" in doc or "criteria" in doc or isinstance(doc.get("selection"), dict)):
         return None
     if doc.get("evaluation_log") and not (path.parent / "evaluations.npz").is_file():
         return None

@@ -14,7 +14,7 @@ from ..engine.checkpoint import load_checkpoint
 from ..errors import ConfigError
 from ..fingerprint import check_same_data
 from ..runfolder import RunFolder, checkpoint_files, lock_or_refuse, read_results
-from ..sweep.runner import PreparedRun, check_resumable, prepare_run, train_prepared
+from ..sweep.prepared import PreparedRun, check_resumable, prepare_run, train_prepared
 
 
 def run_training(

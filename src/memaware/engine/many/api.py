@@ -159,7 +159,8 @@ def execute_many(
     is attempted; the first error is raised at the end."""
     from ...fingerprint import check_same_data, data_fingerprint
     from ...runfolder import read_results
-    from ...sweep.runner import execute, load_spec_data, with_paths_from, write_run_files
+    from ...sweep.prepared import with_paths_from
+    from ...sweep.runner import execute, load_spec_data, write_run_files
 
     if len(specs) != len(run_dirs):
         raise ConfigError(f"{len(specs)} specs but {len(run_dirs)} run directories")
