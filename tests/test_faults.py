@@ -370,3 +370,14 @@ def test_a_stale_lock_in_a_sweep_run_folder_is_taken_over(tmp_path):
     assert lock.acquire() and lock.stale == 999999999
     assert (tmp_path / ".lock").read_text().strip() == str(os.getpid())
     lock.release()
+
+
+def test_a_diverged_batched_member_writes_no_results(tmp_path, files):
+    from memaware.engine.many import execute_many
+
+    specs = [{"method": "erm", "data": str(files[0]), "seed": s, "hparams": {"epochs": 20, "lr": 1e6, "hidden": [32]}}
+             for s in (0, 1)]  # fmt: skip
+    dirs = [tmp_path / "a", tmp_path / "b"]
+    with pytest.raises(DivergenceError, match=r"erm \(batched member a\) diverged: weight .* holds nan; lower --lr"):
+        execute_many(specs, dirs)
+    assert not any((d / "results.json").exists() for d in dirs)

@@ -28,7 +28,7 @@ def _first_bad_loss(steps: Any) -> tuple[int, float] | None:
     return steps.steps - len(losses) + i + 1, float(values[i])
 
 
-def _first_bad_weight(model: torch.nn.Module) -> tuple[str, float] | None:
+def first_bad_weight(model: torch.nn.Module) -> tuple[str, float] | None:
     """(parameter name, a non-finite value) of the model's first non-finite weight, or None."""
     for name, p in model.named_parameters():
         bad = ~torch.isfinite(p.detach())
@@ -47,7 +47,7 @@ def check_finite(method: str, phase: str, epoch: int, steps: Any, model: torch.n
             f"{where} diverged at epoch {epoch}, step {step}: the training loss is {value}; {HINT}",
             method=method, phase=phase, epoch=epoch, step=step, value=value,
         )  # fmt: skip
-    weight = _first_bad_weight(model) if model is not None else None
+    weight = first_bad_weight(model) if model is not None else None
     if weight is not None:
         name, value = weight
         raise DivergenceError(
@@ -56,4 +56,4 @@ def check_finite(method: str, phase: str, epoch: int, steps: Any, model: torch.n
         )  # fmt: skip
 
 
-__all__ = ["check_finite", "HINT"]
+__all__ = ["check_finite", "first_bad_weight", "HINT"]

@@ -157,10 +157,12 @@ def execute_many(
     inferred_groups.npz, model.pt with ``save_model``), the supported ones batched by ``group_key`` through
     ``train_many``, the others one at a time. Runs whose results.json exists are returned as they are. Every batch
     is attempted; the first error is raised at the end."""
+    from ...errors import DivergenceError
     from ...fingerprint import check_same_data, data_fingerprint
     from ...runfolder import read_results
     from ...sweep.prepared import with_paths_from
     from ...sweep.runner import execute, load_spec_data, write_run_files
+    from ..divergence import HINT, first_bad_weight
 
     if len(specs) != len(run_dirs):
         raise ConfigError(f"{len(specs)} specs but {len(run_dirs)} run directories")
@@ -195,6 +197,13 @@ def execute_many(
             error = error or e
             continue
         for i, (record, result) in zip(idx, trained, strict=True):
+            weight = first_bad_weight(result.model)
+            if weight is not None:  # a member diverged: no results.json of a NaN model (checked once, at the end)
+                error = error or DivergenceError(
+                    f"{specs[i]['method']} (batched member {dirs[i].name}) diverged: weight {weight[0]} holds "
+                    f"{weight[1]}; {HINT}"
+                )
+                continue
             write_run_files(dirs[i], specs[i], record, result, cache[source].split.numpy())
             results[i] = record
     if error is not None:
