@@ -381,3 +381,12 @@ def test_a_diverged_batched_member_writes_no_results(tmp_path, files):
     with pytest.raises(DivergenceError, match=r"erm \(batched member a\) diverged: weight .* holds nan; lower --lr"):
         execute_many(specs, dirs)
     assert not any((d / "results.json").exists() for d in dirs)
+
+
+@pytest.mark.parametrize("setting, words", [("momentum=-3", "momentum must be in [0, 1), got -3"),
+                                            ("lr=0", "lr must be > 0, got 0")])  # fmt: skip
+def test_sweep_settings_are_checked_before_any_run(tmp_path, capsys, files, setting, words):
+    code, err = _cli(capsys, "sweep", "--data", files[0], "--methods", "erm", "--n-hparams", "1", "--seeds", "1",
+                     "--set", setting, "--out", tmp_path / "s")  # fmt: skip
+    _one_line(code, err, 2, f"--set {setting}: {words}")
+    assert not (tmp_path / "s").exists()

@@ -3,7 +3,7 @@
 A checkpoint, a run's ``results.json`` and a sweep's ``spec.json`` record the fingerprint of the data they were
 made from, so that ``--resume`` and a sweep run again refuse a data file that changed since (another file of the
 same size included) instead of mixing two datasets in one model or one table. The fingerprint of arrays is a
-BLAKE2b hash of each field's bytes (x, y, a, split: which one changed is named); a real dataset or a user's table
+SHA-256 hash of each field's bytes (x, y, a, split: which one changed is named); a real dataset or a user's table
 adds its metadata file's hash and, for images, each file's size and modification time (not the pixels: hashing
 every image of a dataset would cost more than an epoch)."""
 
@@ -25,10 +25,10 @@ _CACHE: dict[int, tuple[Any, int, dict[str, Any]]] = {}
 
 
 def _digest(chunks: Any) -> str:
-    h = hashlib.blake2b(digest_size=12)
+    h = hashlib.sha256()  # with the CPU's SHA instructions, twice as fast as BLAKE2b here (~0.6 GB/s)
     for c in chunks:
         h.update(c)
-    return h.hexdigest()
+    return h.hexdigest()[:24]
 
 
 def _array_chunks(arr: Any) -> Any:
