@@ -59,6 +59,7 @@ class FolderLock:
         self.path = Path(folder) / LOCK
         self.fd: int | None = None
         self.stale: int | None = None
+        self.noted = False  # the take-over was said (``stale_note``); else the next owner is told
         self.holder: int | None = None
 
     def _read_pid(self, fd: int) -> int | None:
@@ -98,7 +99,9 @@ class FolderLock:
     def release(self) -> None:
         if self.fd is not None:
             try:
-                os.ftruncate(self.fd, 0)  # no id left behind: the next owner sees a clean release
+                os.ftruncate(self.fd, 0)  # no id left behind: the next owner sees a clean release ...
+                if self.stale is not None and not self.noted:  # ... unless it must still hear of the dead one
+                    os.pwrite(self.fd, f"{self.stale}\n".encode(), 0)
             except OSError:
                 pass
             os.close(self.fd)
@@ -197,20 +200,26 @@ class RunFolder:
                                       "started": time.strftime("%Y-%m-%dT%H:%M:%S")})  # fmt: skip
 
 
-def lock_or_refuse(folder: Path, what: str, note: Callable[[str], None] | None = None) -> FolderLock:
-    """The folder's lock, or a ``ConfigError`` naming the process that holds it."""
+def lock_or_refuse(folder: Path, what: str) -> FolderLock:
+    """The folder's lock, or a ``ConfigError`` naming the process that holds it. A lock taken over from a dead
+    process is said by ``stale_note`` once the command goes on (a refused command says its one line only)."""
     lock = FolderLock(folder)
     if not lock.acquire():
         holder = f" (process {lock.holder})" if lock.holder else ""
         raise ConfigError(
             f"{what} {folder} is in use by another memaware process{holder}; wait for it to end or use another folder"
         )
-    if lock.stale is not None:
-        (note or (lambda s: print(s, file=sys.stderr)))(
-            f"note: {folder}: took over the lock of process {lock.stale}, which ended without releasing it"
-        )
     return lock
 
 
+def stale_note(lock: FolderLock, note: Callable[[str], None] | None = None) -> None:
+    """The note that ``lock`` was taken over from a process that ended without releasing it, if it was."""
+    if lock.stale is not None:
+        lock.noted = True
+        (note or (lambda s: print(s, file=sys.stderr)))(
+            f"note: {lock.path.parent}: took over the lock of process {lock.stale}, which ended without releasing it"
+        )
+
+
 __all__ = ["RECORD", "LOCK", "OUTPUTS", "FolderLock", "FolderState", "RunFolder", "checkpoint_files",
-           "is_checkpoint_name", "lock_or_refuse", "read_results"]  # fmt: skip
+           "is_checkpoint_name", "lock_or_refuse", "read_results", "stale_note"]  # fmt: skip

@@ -74,7 +74,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         state = torch.load(path, weights_only=True, map_location="cpu")
     except Exception as e:  # torch raises RuntimeError, UnpicklingError, EOFError, zip errors, ... for a bad file
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:120]
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0].split(". ")[0][:120]  # torch's first sentence
         raise ConfigError(
             f"checkpoint {path} cannot be read ({type(e).__name__}: {first}): truncated or not a memaware "
             "checkpoint; start over with --overwrite"

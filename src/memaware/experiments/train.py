@@ -13,7 +13,7 @@ from typing import Any
 from ..engine.checkpoint import load_checkpoint
 from ..errors import ConfigError
 from ..fingerprint import check_same_data
-from ..runfolder import RunFolder, checkpoint_files, lock_or_refuse, read_results
+from ..runfolder import RunFolder, checkpoint_files, lock_or_refuse, read_results, stale_note
 from ..sweep.prepared import PreparedRun, check_resumable, prepare_run, train_prepared
 
 
@@ -39,6 +39,7 @@ def run_training(
         finished = decide(folder, prep, resume, overwrite)
         if finished is not None:
             return finished
+        stale_note(lock)
         folder.begin(prep.output_names(), prep.facts())
         return train_prepared(prep, out)
     finally:

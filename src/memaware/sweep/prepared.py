@@ -5,6 +5,7 @@ hyper-parameters, data and its fingerprint, device, inferred groups, backbone, t
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,8 +69,9 @@ class PreparedRun:
 
     def facts(self) -> dict[str, Any]:
         """What the folder's record keeps: the data's source and fingerprint, the settings' fingerprint."""
+        settings = json.loads(json.dumps(self.settings(), default=repr))  # as the record will read it back
         return {"method": self.spec["method"], "data_source": self.source, "data": self.fingerprint,
-                "settings": settings_fingerprint(self.settings())}  # fmt: skip
+                "settings": settings_fingerprint(self.settings()), "settings_values": settings}  # fmt: skip
 
     def settings(self) -> dict[str, Any]:
         return run_settings(self.spec, self.hp)
@@ -141,7 +143,26 @@ def train_prepared(prep: PreparedRun, run_dir: Path) -> dict[str, Any]:
 
 
 def check_resumable(folder: RunFolder, prep: PreparedRun) -> None:
-    """Refuses to continue a run in ``folder`` whose record names other data than ``prep``'s (one line)."""
+    """Refuses to continue a run in ``folder`` whose record names other data or other settings than ``prep``'s,
+    in one line naming what changed (the checkpoint's own signature is checked again when it is loaded)."""
     rec = folder.record()
     if rec and "data" in rec:
         check_same_data(rec["data"], prep.fingerprint, prep.source, f"the run in {folder.path}", rec.get("data_source"))
+    old, new = (rec or {}).get("settings_values"), prep.facts()["settings_values"]
+    if isinstance(old, dict) and old != new:
+        raise ConfigError(
+            f"the run in {folder.path} was started with other settings ({first_difference(old, new)}); resume it "
+            "with the same flags, or start over with --overwrite"
+        )
+
+
+def first_difference(old: dict, new: dict, prefix: str = "") -> str:
+    """'key: then -> now' of the first key where two nested dicts differ."""
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key, "<absent>"), new.get(key, "<absent>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            if a != b:
+                return first_difference(a, b, f"{prefix}{key}.")
+        elif a != b:
+            return f"{prefix}{key}: {a!r} then, {b!r} now"
+    return "none"

@@ -15,7 +15,7 @@ from typing import Any
 
 from ..artifacts import write_json
 from ..errors import ConfigError
-from ..runfolder import lock_or_refuse, read_results
+from ..runfolder import lock_or_refuse, read_results, stale_note
 from .executors import (
     EXECUTE,
     EXECUTE_MANY,
@@ -298,6 +298,7 @@ def run_sweep(
     out = Path(out).resolve()
     t0 = time.perf_counter()
     lock = lock_or_refuse(out, "sweep folder")
+    stale_note(lock, log)
     try:
         todo = [r for r in runs if not r.done]
         summary = SweepSummary(total=len(runs), already_done=len(runs) - len(todo))
