@@ -57,21 +57,22 @@ def data_fingerprint(data: Any) -> dict[str, Any]:
     "metadata" and "files" for a real dataset or table. Cached per array until it is modified in place."""
     dataset = data if hasattr(data, "load") and hasattr(data, "data") else None
     arrays = dataset.data if dataset is not None else data
-    x = arrays.x
-    hit = _CACHE.get(id(x))
-    version = getattr(x, "_version", 0)
-    if hit is not None and hit[0]() is x and hit[1] == version and dataset is None:
+    key = dataset if dataset is not None else arrays.x  # a dataset's files are stat'ed once per opened dataset
+    hit = _CACHE.get(id(key))
+    version = getattr(arrays.x, "_version", 0)
+    if hit is not None and hit[0]() is key and hit[1] == version:
         return dict(hit[2])
     out: dict[str, Any] = {"n": len(arrays), "dim": int(arrays.dim)}
-    for key in FIELDS:
-        out[key] = _digest(_array_chunks(getattr(arrays, key)))
+    for name in FIELDS:
+        out[name] = _digest(_array_chunks(getattr(arrays, name)))
     if dataset is not None:
         out.update(_dataset_parts(dataset))
-    else:
-        try:
-            _CACHE[id(x)] = (weakref.ref(x), version, dict(out))
-        except TypeError:  # not weakly referable: no cache
-            pass
+    for dead in [k for k, v in _CACHE.items() if v[0]() is None]:  # arrays gone since: their ids may come back
+        del _CACHE[dead]
+    try:
+        _CACHE[id(key)] = (weakref.ref(key), version, dict(out))
+    except TypeError:  # not weakly referable: no cache
+        pass
     return out
 
 
