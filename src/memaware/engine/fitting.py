@@ -194,7 +194,7 @@ def check_run(
         raise ConfigError(
             f"method '{method.name}' needs validation group labels (field 'a' >= 0 on split 1), the data has none"
         )
-    if method.task == "classification" and len(train_classes := data.y[data.indices(TRAIN)].unique()) < 2:
+    if method.task == "classification" and len(train_classes := data.y[data.indices(TRAIN)].unique()) == 1:
         raise DataError(f"the training split holds one class only ({train_classes.tolist()}); a classifier needs two")
     if method.task != "classification" and cfg.selection != "last":
         raise ConfigError(f"method '{method.name}' is a regression: use selection='last'")
