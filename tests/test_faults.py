@@ -389,3 +389,18 @@ def test_sweep_settings_are_checked_before_any_run(tmp_path, capsys, files, sett
                      "--set", setting, "--out", tmp_path / "s")  # fmt: skip
     _one_line(code, err, 2, f"--set {setting}: {words}")
     assert not (tmp_path / "s").exists()
+
+
+def test_an_older_record_whose_log_is_missing_is_damaged_too(tmp_path, files):
+    from memaware.runfolder import read_results
+    from memaware.sweep.table_runs import collect_runs
+
+    out = tmp_path / "s" / "erm" / "comb0_seed0"
+    res = run_training(_spec(files[0], epochs=2), out)
+    old = {k: v for k, v in res.items() if k not in ("evaluation_log", "fingerprint")}  # as before issue 29
+    (out / "results.json").write_text(json.dumps(old))
+    assert read_results(out / "results.json") is not None
+    (out / "evaluations.npz").unlink()
+    assert read_results(out / "results.json") is None  # a sweep trains it again
+    (rec,) = collect_runs([tmp_path / "s"]).records
+    assert rec.state == "damaged: its evaluations.npz is missing"

@@ -135,9 +135,18 @@ def read_results(path: Path) -> dict | None:
     readable = isinstance(doc, dict) and "method" in doc
     if not readable or not ("test" in doc or "criteria" in doc or isinstance(doc.get("selection"), dict)):
         return None
-    if doc.get("evaluation_log") and not (path.parent / "evaluations.npz").is_file():
+    if expects_evaluation_log(doc) and not (path.parent / "evaluations.npz").is_file():
         return None
     return doc
+
+
+def expects_evaluation_log(results: dict) -> bool:
+    """Whether the run that wrote ``results`` wrote an ``evaluations.npz`` beside it: its ``evaluation_log``, or
+    for records older than that key, criteria computed by a version that logged them (it also wrote
+    ``criteria_not_computable``; a run selected by 'last' has no criteria and no log)."""
+    if "evaluation_log" in results:
+        return bool(results["evaluation_log"])
+    return bool(results.get("criteria")) and "criteria_not_computable" in results
 
 
 class RunFolder:
@@ -222,4 +231,4 @@ def stale_note(lock: FolderLock, note: Callable[[str], None] | None = None) -> N
 
 
 __all__ = ["RECORD", "LOCK", "OUTPUTS", "FolderLock", "FolderState", "RunFolder", "checkpoint_files",
-           "is_checkpoint_name", "lock_or_refuse", "read_results", "stale_note"]  # fmt: skip
+           "is_checkpoint_name", "lock_or_refuse", "read_results", "stale_note", "expects_evaluation_log"]  # fmt: skip

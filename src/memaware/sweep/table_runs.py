@@ -16,6 +16,7 @@ from ..errors import ConfigError, MemawareError
 from ..evallog import FILENAME as EVAL_LOG
 from ..evallog import EvalLog
 from ..methods import method_class
+from ..runfolder import expects_evaluation_log
 
 
 def method_rank(method: str) -> int:
@@ -65,7 +66,7 @@ def record_state(d: Path, results: Any) -> tuple[str, EvalLog | None]:
     if not isinstance(results, dict) or not ("test" in results or criteria_of(results)):
         return "damaged: results.json cannot be read", None
     if not (d / EVAL_LOG).is_file():
-        if results.get("evaluation_log"):
+        if expects_evaluation_log(results):
             return f"damaged: its {EVAL_LOG} is missing", None
         return ("done" if criteria_of(results) else "damaged: results.json holds no selection"), None
     try:
