@@ -404,3 +404,22 @@ def test_an_older_record_whose_log_is_missing_is_damaged_too(tmp_path, files):
     assert read_results(out / "results.json") is None  # a sweep trains it again
     (rec,) = collect_runs([tmp_path / "s"]).records
     assert rec.state == "damaged: its evaluations.npz is missing"
+
+
+def test_sweep_overwrite_retrains_the_runs_of_changed_data_and_keeps_user_files(tmp_path, capsys):
+    data = tmp_path / "d.npz"
+    make_setup21(n_train=60, n_val=40, n_test=40, noise_dim=20, seed=0).save_npz(data)
+    argv = ["sweep", "--data", data, "--methods", "erm", "--n-hparams", "1", "--seeds", "1", "--set", "epochs=3",
+            "--jobs", "1", "--quiet", "--out", tmp_path / "s"]  # fmt: skip
+    assert _cli(capsys, *argv)[0] == 0
+    run = tmp_path / "s" / "erm" / "comb0_seed0"
+    (run / "my_notes.txt").write_text("mine")
+    make_setup21(n_train=60, n_val=40, n_test=40, noise_dim=20, seed=1).save_npz(data)
+    code, err = _cli(capsys, *argv)
+    _one_line(code, err, 2, "changed since this sweep started", "--overwrite")
+    code, err = _cli(capsys, *argv, "--overwrite")
+    assert code == 0 and "--overwrite cleared 2 run folder(s) of another spec or data" in err
+    spec = json.loads((run / "spec.json").read_text())
+    assert spec["data_fingerprint"] == json.loads((run / "results.json").read_text())["fingerprint"]["data"]
+    assert (run / "my_notes.txt").read_text() == "mine"
+    assert _cli(capsys, *argv)[0] == 0  # the re-run on the new data is a plain resume now

@@ -141,6 +141,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "(memaware.engine.many.execute_many)",
     )
     p.add_argument("--dry-run", action="store_true", help="list the runs and their hyper-parameters, train nothing")
+    p.add_argument(
+        "--overwrite", action="store_true",
+        help="train again the runs whose folders hold another spec or a run on data that changed since (memaware's "
+        "files there are removed, yours never); without it such a sweep is refused",
+    )  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary on stdout")
     s = p.add_argument_group("slurm (--executor slurm)")
     s.add_argument("--partition", default=None, help="Slurm partition (default: the cluster's)")
@@ -296,6 +301,7 @@ def run(args: argparse.Namespace) -> int:
         slurm=slurm,
         info=info,
         progress=not args.quiet,
+        overwrite=args.overwrite,
     )
     if not args.quiet or not swept.complete:
         print(describe(swept, out), file=sys.stdout if swept.complete else sys.stderr)

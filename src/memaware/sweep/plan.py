@@ -264,33 +264,42 @@ def _comparable(spec: dict, run_dir: Path) -> dict:
     return out
 
 
-def check_specs(runs: Iterable[Run]) -> None:
-    """Raises ``ConfigError`` when a run directory already holds the spec of a different run, or of the same run
-    on a data file whose content has changed since (its fingerprint)."""
-    for r in runs:
-        path = r.run_dir / SPEC
-        if not path.is_file():
-            continue
-        try:
-            old = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue  # unreadable: rewritten below
-        if not isinstance(old, dict):
-            continue
-        new = json.loads(json.dumps(r.spec))
-        if "data_fingerprint" in old and "data_fingerprint" in new:
-            from ..fingerprint import what_changed
+def spec_conflict(r: Run) -> str | None:
+    """Why ``r``'s folder holds another run (a different spec, or the same run on data whose content changed since
+    its fingerprint was taken), in words, or None."""
+    path = r.run_dir / SPEC
+    if not path.is_file():
+        return None
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None  # unreadable: rewritten
+    if not isinstance(old, dict):
+        return None
+    new = json.loads(json.dumps(r.spec))
+    if "data_fingerprint" in old and "data_fingerprint" in new:
+        from ..fingerprint import what_changed
 
-            changed = what_changed(old["data_fingerprint"], new["data_fingerprint"])
-            if changed:
-                data = new.get("data")
-                source = spec_path(r.run_dir, data) if data else f"{new.get('dataset')} in {new.get('data_dir')}"
-                raise ConfigError(
-                    f"{source} changed since this sweep started ({changed}, from run {path.parent}); its finished "
-                    "runs were trained on the old content: restore it, or sweep into another --out"
-                )
-        diff = _spec_difference(_comparable(old, r.run_dir), _comparable(new, r.run_dir))
-        if diff:
-            raise ConfigError(
-                f"{path} was written for a different run ({diff}); use another --out or delete that directory"
-            )
+        changed = what_changed(old["data_fingerprint"], new["data_fingerprint"])
+        if changed:
+            data = new.get("data")
+            source = spec_path(r.run_dir, data) if data else f"{new.get('dataset')} in {new.get('data_dir')}"
+            return (f"{source} changed since this sweep started ({changed}, from run {path.parent}); its finished "
+                    "runs were trained on the old content: restore it, sweep into another --out, or --overwrite")
+    diff = _spec_difference(_comparable(old, r.run_dir), _comparable(new, r.run_dir))
+    if diff:
+        return f"{path} was written for a different run ({diff}); use another --out, or --overwrite"
+    return None
+
+
+def check_specs(runs: Iterable[Run], overwrite: bool = False) -> list[Run]:
+    """Raises ``ConfigError`` when a run folder already holds another run (``spec_conflict``); with ``overwrite``,
+    returns those runs instead (their folders are to be cleared and trained again)."""
+    conflicts = []
+    for r in runs:
+        why = spec_conflict(r)
+        if why and not overwrite:
+            raise ConfigError(why)
+        if why:
+            conflicts.append(r)
+    return conflicts

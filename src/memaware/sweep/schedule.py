@@ -15,7 +15,7 @@ from typing import Any
 
 from ..artifacts import write_json
 from ..errors import ConfigError
-from ..runfolder import lock_or_refuse, read_results, stale_note
+from ..runfolder import RunFolder, lock_or_refuse, read_results, stale_note
 from .executors import (
     EXECUTE,
     EXECUTE_MANY,
@@ -285,25 +285,28 @@ def run_sweep(
     info: dict[str, Any] | None = None,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    overwrite: bool = False,
 ) -> SweepSummary:
     """Trains every run of ``runs`` that has no readable ``results.json`` yet and returns a ``SweepSummary``.
 
     ``execute`` is a 'module:function' reference (default ``EXECUTE``, or ``EXECUTE_MANY`` when ``vectorized``);
     ``info`` goes into the manifest (the sweep's settings); ``log`` receives one line per failed run (default:
     stderr). A run whose XRM run failed or wrote no ``inferred_groups.npz`` is 'blocked', not trained. A second
-    sweep on the same folder is refused (``ConfigError``) while this one runs.
+    sweep on the same folder is refused (``ConfigError``) while this one runs; a run folder holding another spec,
+    or a run on data that changed since, is refused unless ``overwrite`` (then it is cleared and trained again).
     """
     settings = check_settings(executor, jobs, vectorized, slurm, execute)
-    check_specs(runs)
+    check_specs(runs, overwrite)  # refused before the folder is touched
     out = Path(out).resolve()
     t0 = time.perf_counter()
     lock = lock_or_refuse(out, "sweep folder")
     stale_note(lock, log)
     try:
+        clear_conflicts(check_specs(runs, overwrite), out, log or _stderr)
         todo = [r for r in runs if not r.done]
         summary = SweepSummary(total=len(runs), already_done=len(runs) - len(todo))
         for r in todo:
-            if not (r.run_dir / SPEC).is_file():
+            if read_spec(r.run_dir / SPEC) is None:  # missing or unreadable
                 write_json(r.run_dir / SPEC, r.spec)
         manifest = Manifest(out, runs, info or {})
         manifest.write()
@@ -314,6 +317,26 @@ def run_sweep(
         lock.release()
     summary.seconds = time.perf_counter() - t0
     return summary
+
+
+def read_spec(path: Path) -> dict | None:
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def clear_conflicts(runs: list[Run], out: Path, log: Callable[[str], None]) -> None:
+    """``--overwrite``: the folders of ``runs`` (another spec, or data changed since) lose memaware's files of the
+    earlier run and its spec.json (never a user's file), so that they are trained again."""
+    if not runs:
+        return
+    removed = 0
+    for r in runs:
+        removed += len(RunFolder(r.run_dir).clear())
+        (r.run_dir / SPEC).unlink(missing_ok=True)
+    log(f"sweep: --overwrite cleared {len(runs)} run folder(s) of another spec or data ({removed} files) in {out}")
 
 
 def _stderr(line: str) -> None:
