@@ -145,7 +145,7 @@ def test_resume_after_interrupt_gives_identical_results(spurious, tmp_path, meth
 def test_checkpoint_of_another_run_is_refused(spurious, tmp_path):
     ckpt = tmp_path / "c.pt"
     fit(spurious, "erm", TrainConfig(epochs=2, batch_size=100), checkpoint=ckpt)
-    with pytest.raises(ConfigError, match="written by a different run"):
+    with pytest.raises(ConfigError, match=r"written by a run with other settings \(lr: 0.01 then, 0.5 now\)"):
         fit(spurious, "erm", TrainConfig(epochs=2, batch_size=100, lr=0.5), checkpoint=ckpt)
 
 

@@ -56,7 +56,7 @@ def test_plan_layout_specs_and_xrm_first(tmp_path):
         "hparams": sample_hparams("erm", "features", 1, fixed={"epochs": 3}),
         "selection": "auto",
         "device": "cpu",
-        "inferred_groups": str(root / "xrm" / "comb0_seed1" / "inferred_groups.npz"),
+        "inferred_groups": "../../xrm/comb0_seed1/inferred_groups.npz",  # relative: a moved sweep resumes
     }
     assert all("inferred_groups" not in r.spec for r in runs if r.method in ("xrm", "mat"))
     only_erm = _plan(tmp_path, methods=("erm",))

@@ -10,8 +10,9 @@ from memaware.artifacts import write_json
 from memaware.cli import main
 from memaware.errors import ConfigError
 from memaware.selection import Criterion, unregister_criterion
-from memaware.sweep.table import build_table, collect_runs, criterion_key
+from memaware.sweep.table import build_table, criterion_key
 from memaware.sweep.table_format import format_table
+from memaware.sweep.table_runs import collect_runs
 
 # (method, seed, comb) -> (val score of val_wga, test avg, test worst); scores of the other criteria are 1 - these
 WATERBIRDS = {
@@ -115,7 +116,8 @@ def test_cli_writes_table_and_chart_and_lists_missing_runs(sweeps, tmp_path, cap
     out = tmp_path / "t1.md"
     assert main(["table", "--sweep", str(a), str(b), "--selection", "va_wga", "--out", str(out)]) == 0
     captured = capsys.readouterr()
-    assert "2 of 12 runs have no results" in captured.err and "groupdro comb1_seed1: unfinished" in captured.err
+    assert "2 of 12 runs have no results (or damaged ones" in captured.err
+    assert "groupdro comb1_seed1: unfinished" in captured.err
     assert "86.5 ± 1.5" in out.read_text()
     png = tmp_path / "t1.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
@@ -215,10 +217,12 @@ def test_logged_runs_without_groups_file_and_with_a_broken_log(tmp_path, capsys)
         write_logged_run(root, comb, 0, None)
     gi = build_table(collect_runs([root]), "va_gi_wga")
     assert gi.cells[("toy", "erm")].n_seeds == 0 and any("val_gi_wga" in n for n in gi.notes)
+    chosen = build_table(collect_runs([root]), "va_wga").cells[("toy", "erm")].choices
     (root / "erm" / "comb1_seed0" / "evaluations.npz").write_bytes(b"broken")
-    t = build_table(collect_runs([root]), "va_wga")  # comb 1 falls back to its (stale) results.json
-    assert [(c["comb"], c["epoch"]) for c in t.cells[("toy", "erm")].choices] == [(1, 99)]
-    assert any("not a readable evaluation log" in n and "using results.json" in n for n in t.notes)
+    t = build_table(collect_runs([root]), "va_wga")  # comb 1 is named and left out, never scored from less
+    assert [c["comb"] for c in chosen] == [1] and [c["comb"] for c in t.cells[("toy", "erm")].choices] == [0]
+    assert "toy/erm comb1_seed0: damaged: its evaluations.npz cannot be read; left out of every mean" in t.notes
+    assert [r.state for r in t.missing] == ["damaged: its evaluations.npz cannot be read"]
 
 
 def test_bar_colours_stay_distinct_beyond_ten_methods():

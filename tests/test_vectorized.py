@@ -18,7 +18,7 @@ from memaware.engine.many import Member, execute_many, fast_path, group_key, sup
 from memaware.errors import ConfigError
 from memaware.evallog import FILENAME, EvalLog
 from memaware.methods import MAT, Batch, HParam, LogUniform, Method, make_method
-from memaware.sweep import runner
+from memaware.sweep import prepared, runner
 
 HPARAMS = {
     "mat": [{"temperature": 0.1}, {"temperature": 0.01}],
@@ -187,6 +187,7 @@ def spec_data(data64, tmp_path, monkeypatch):
     path = str(tmp_path / "s21.npz")
     data64.save_npz(path)
     monkeypatch.setattr(runner, "load_spec_data", lambda spec: (data64, None))
+    monkeypatch.setattr(prepared, "load_spec_data", lambda spec: (data64, None))  # what execute loads with
     return data64, path
 
 
@@ -238,10 +239,11 @@ def test_execute_many_writes_what_execute_writes(spec_data, tmp_path):
         execute_many([unsupported], [tmp_path / "bad"])
 
 
-def test_sweep_vectorized_trains_a_plugin_method_batched(spec_data, tmp_path):
+def test_sweep_vectorized_trains_a_plugin_method_batched(data64, tmp_path):
     from memaware.cli import main
 
-    _, path = spec_data
+    path = str(tmp_path / "s21.npz")  # read as it is (float32), at planning and in the runs alike
+    data64.save_npz(path)
     argv = ["sweep", "--data", path, "--methods", "erm,test_vectorized:Focal", "--n-hparams", "2", "--seeds", "2"]
     assert (
         main([*argv, "--set", "epochs=3", "--vectorized", "--jobs", "1", "--out", str(tmp_path / "sw"), "--quiet"]) == 0

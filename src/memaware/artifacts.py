@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -18,6 +19,7 @@ def _current_umask() -> int:
 
 
 _UMASK = _current_umask()
+FULL_BELOW = 1 << 20  # bytes free under which a failed write is taken for a full disk
 
 
 def _atomic_write(path: str | os.PathLike, write: Callable[[Path], None], suffix: str) -> Path:
@@ -30,10 +32,25 @@ def _atomic_write(path: str | os.PathLike, write: Callable[[Path], None], suffix
         write(tmp_path)
         os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp creates 0600; results should be readable like any file
         os.replace(tmp_path, path)
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
+    except BaseException as e:
+        full = isinstance(e, Exception) and disk_full(e, path.parent)  # measured before the partial file goes
+        tmp_path.unlink(missing_ok=True)  # the file at ``path`` (the last good checkpoint) stays as it was
+        if full:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from e
         raise
     return path
+
+
+def disk_full(e: BaseException, folder: Path) -> bool:
+    """Whether a failed write was the disk filling up: ENOSPC, or a writer that hides it (torch.save's zip writer
+    says 'unexpected pos 128 vs 0') on a file system with less than 1 MiB left."""
+    if isinstance(e, OSError) and e.errno is not None:
+        return e.errno in (errno.ENOSPC, errno.EDQUOT)
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < FULL_BELOW
 
 
 def _jsonable(obj: Any) -> Any:

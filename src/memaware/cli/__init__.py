@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from ..errors import MemawareError
+from ..errors import DivergenceError, MemawareError, io_failure
 from .common import Formatter, Parser, add_common, bound_int_flags, hidden_widths
 
 # (name, module, one-line help)
@@ -110,6 +110,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MemawareError as e:
         print(f"memaware {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except DivergenceError as e:
+        print(f"memaware {args.command}: error: {e}", file=sys.stderr)
+        return 3
+    except OSError as e:  # the machine's, not the input's: disk full, a file system gone read-only, ...
+        print(f"memaware {args.command}: error: {io_failure(e)}", file=sys.stderr)
+        return 4
     except KeyboardInterrupt:
         hint = getattr(args, "_resume_hint", None)
         print(f"memaware {args.command}: interrupted" + (f"; {hint}" if hint else ""), file=sys.stderr)

@@ -9,12 +9,14 @@ Values: ``int_range`` / ``bound_int_flags`` (every integer flag in range; seeds 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from collections.abc import Callable
 from pathlib import Path
 
 SEED_MAX = 2**32 - 1  # numpy and torch seeds; larger values overflow
 INT_MAX = 2**31 - 1  # counts, sizes, epochs, steps
+NAME_MAX = 255  # bytes in one path component (ext4, xfs, btrfs, tmpfs, APFS, NTFS)
 MAX_SEED_COUNT = 10_000  # an integer --seeds is a number of seeds (0..N-1): more is a typo, and would never end
 
 
@@ -45,6 +47,9 @@ def _writable_dir_problem(path: Path) -> str | None:
     """Why ``path`` cannot be (or become) a directory we write into, or None. Nothing is created: the first
     existing ancestor decides (a file there, or no write permission / a read-only file system)."""
     p = Path(os.path.abspath(path))
+    long = next((part for part in p.parts if len(os.fsencode(part)) > NAME_MAX), None)
+    if long is not None:
+        return f"{path}: a folder or file name of {len(long)} characters is longer than file systems allow ({NAME_MAX})"
     if p.exists():
         if not p.is_dir():
             return f"{path} is a file, not a directory"
@@ -92,11 +97,14 @@ def out_file(text: str) -> str:
 
 def in_file(text: str) -> str:
     """argparse type of an input file: exists, is a file, readable (its content is checked by its reader)."""
+    from ..data.files import not_a_file_reason
+
     path = Path(text)
-    if not path.exists():
-        raise argparse.ArgumentTypeError(f"{text}: no such file")
-    if path.is_dir():
+    problem = not_a_file_reason(path)
+    if problem == "is a directory, not a file":
         raise argparse.ArgumentTypeError(f"{text} is a directory, not a file")
+    if problem:
+        raise argparse.ArgumentTypeError(f"{text}: {problem}")
     if not os.access(path, os.R_OK):
         raise argparse.ArgumentTypeError(f"{text} is not readable")
     return text
@@ -118,7 +126,7 @@ def in_data(text: str) -> str:
     path = Path(text)
     if path.is_dir():
         return text
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         raise argparse.ArgumentTypeError(f"{text}: no such file or directory")
     return in_file(text)
 
@@ -227,6 +235,26 @@ def int_range(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
+def real_range(low: float, high: float = math.inf, low_open: bool = False, high_open: bool = False
+               ) -> Callable[[str], float]:  # fmt: skip
+    """argparse type: a finite real number in the interval from ``low`` to ``high`` (open ends where said)."""
+    left, right = "(" if low_open else "[", ")" if high_open or high == math.inf else "]"
+    shown = f"{left}{low:g}, {'inf' if high == math.inf else f'{high:g}'}{right}"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"takes a number, got '{text}'") from None
+        inside = (low < value if low_open else low <= value) and (value < high if high_open else value <= high)
+        if not math.isfinite(value) or not inside:
+            raise argparse.ArgumentTypeError(f"must be a finite number in {shown}, got '{text}'")
+        return value
+
+    parse.__name__ = "float"
+    return parse
+
+
 def bound_int_flags(parser: argparse.ArgumentParser) -> None:
     """Gives every ``type=int`` flag of ``parser`` a range: seeds 0..2**32-1, everything else (counts, sizes,
     epochs, steps, indices) 0..2**31-1, a number of seeds (an integer --seeds) 0..10000, so that 99999999999 or -3
@@ -271,5 +299,5 @@ def add_common(
 
 __all__ = [
     "Parser", "Formatter", "hidden_widths", "add_common", "out_dir", "out_file", "in_file", "in_dir", "in_path",
-    "int_range", "bound_int_flags", "comma_items", "SEED_MAX", "INT_MAX", "MAX_SEED_COUNT",
+    "int_range", "real_range", "bound_int_flags", "comma_items", "SEED_MAX", "INT_MAX", "MAX_SEED_COUNT",
 ]  # fmt: skip

@@ -153,6 +153,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "(memaware.engine.many.execute_many)",
     )
     p.add_argument("--dry-run", action="store_true", help="list the runs and their hyper-parameters, train nothing")
+    p.add_argument(
+        "--overwrite", action="store_true",
+        help="train again the runs whose folders hold another spec or a run on data that changed since (memaware's "
+        "files there are removed, yours never); without it such a sweep is refused",
+    )  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary on stdout")
     s = p.add_argument_group("slurm (--executor slurm)")
     s.add_argument("--partition", default=None, help="Slurm partition (default: the cluster's)")
@@ -171,6 +176,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _sources(args: argparse.Namespace) -> list[DataSource]:
+    from ..fingerprint import data_fingerprint
     if args.data:
         from ..data import load_npz
         from ..data.datasets import is_table_path
@@ -185,9 +191,9 @@ def _sources(args: argparse.Namespace) -> list[DataSource]:
             )
         sources = []
         for path in args.data:
-            load_npz(path)  # a bad file fails here, with one line, before any run starts
+            data = load_npz(path)  # a bad file fails here, with one line, before any run starts
             family = "features" if args.family == "auto" else args.family
-            sources.append(DataSource.from_npz(path, family))
+            sources.append(DataSource.from_npz(path, family, data))
         return sources
     if not args.data_dir:
         raise ConfigError("--dataset needs --data-dir (the folder holding the dataset)")
@@ -195,9 +201,11 @@ def _sources(args: argparse.Namespace) -> list[DataSource]:
         raise ConfigError(f"--data-dir {args.data_dir}: no such directory")
     from ..data.datasets import open_dataset
 
-    for name in args.dataset:
-        open_dataset(name.lower(), args.data_dir)  # a bad name or layout fails here, before any run starts
-    return [
+    prints = [  # a bad name or layout fails here, before any run starts
+        data_fingerprint(open_dataset(name.lower(), args.data_dir, image_size=args.image_size or 224))
+        for name in args.dataset
+    ]
+    sources = [
         DataSource.from_dataset(
             name.lower(),
             args.data_dir,
@@ -209,11 +217,15 @@ def _sources(args: argparse.Namespace) -> list[DataSource]:
         )
         for name in args.dataset
     ]
+    for source, fp in zip(sources, prints, strict=True):
+        source.spec["data_fingerprint"] = fp
+    return sources
 
 
 def _table_sources(args: argparse.Namespace, tables: list[str]) -> list[DataSource]:
     """Users' tables: each opened and its backbone probed now (a bad one fails before any run starts)."""
     from ..data.datasets.table import table_modality
+    from ..fingerprint import data_fingerprint
     from ..sweep.runner import load_spec_data, model_factory_for
 
     if len(tables) != len(args.data):
@@ -229,6 +241,7 @@ def _table_sources(args: argparse.Namespace, tables: list[str]) -> list[DataSour
         spec = {**source.spec, "weights": args.weights, "seed": 0}
         data, dataset = load_spec_data(spec)
         model_factory_for(spec, dataset, data, bias=False)
+        source.spec["data_fingerprint"] = data_fingerprint(dataset)
         if args.weights is not None:
             source.spec["weights"] = str(Path(args.weights).resolve())
         sources.append(source)
@@ -301,6 +314,7 @@ def run(args: argparse.Namespace) -> int:
         slurm=slurm,
         info=info,
         progress=not args.quiet,
+        overwrite=args.overwrite,
     )
     if not args.quiet or not swept.complete:
         print(describe(swept, out), file=sys.stdout if swept.complete else sys.stderr)

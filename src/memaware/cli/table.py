@@ -14,8 +14,9 @@ from pathlib import Path
 from ..errors import MemawareError
 from ..plots.table import plot_table
 from ..selection import criterion_names, get_criterion
-from ..sweep.table import PROTOCOLS, build_table, collect_runs
+from ..sweep.table import PROTOCOLS, build_table
 from ..sweep.table_format import format_table, missing_text
+from ..sweep.table_runs import collect_runs
 from .common import in_dir, out_file
 
 FORMATS = ("md", "csv", "latex", "json")

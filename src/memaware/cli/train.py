@@ -29,6 +29,7 @@ from .common import (
     in_path,
     speed_options,
 )
+from .common import real_range as real
 
 RESUME_HINT = "to resume, run the same command with --resume (it continues from the checkpoint in --out)"
 DEFAULTS = TrainConfig()  # with --data the library's defaults are the command's (the paper's Setup 2.1 protocol)
@@ -140,16 +141,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--max-steps", type=int, default=DEFAULTS.max_steps,
         help="stop after this many optimiser steps (0: run all --epochs)",
     )  # fmt: skip
-    p.add_argument("--lr", type=float, default=None, help="learning rate; " + RECIPE_HELP.format(DEFAULTS.lr))
     p.add_argument(
-        "--weight-decay", type=float, default=None,
+        "--lr", type=real(0, low_open=True), default=None, help="learning rate; " + RECIPE_HELP.format(DEFAULTS.lr)
+    )
+    p.add_argument(
+        "--weight-decay", type=real(0), default=None,
         help="L2 weight decay (lambda in paper eq. 2); " + RECIPE_HELP.format(DEFAULTS.weight_decay),
     )  # fmt: skip
     p.add_argument(
         "--optimizer", choices=OPTIMIZERS, default=None, help="optimiser; " + RECIPE_HELP.format(DEFAULTS.optimizer)
     )
     p.add_argument(
-        "--momentum", type=float, default=None, help="SGD momentum; " + RECIPE_HELP.format(DEFAULTS.momentum)
+        "--momentum", type=real(0, 1, high_open=True), default=None,
+        help="SGD momentum; " + RECIPE_HELP.format(DEFAULTS.momentum),
     )
     p.add_argument(
         "--batch-size", type=int, default=None,
@@ -176,16 +180,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "schedule; " + RECIPE_HELP.format(DEFAULTS.schedule),
     )  # fmt: skip
     tune.add_argument(
-        "--warmup-fraction", type=float, default=None,
+        "--warmup-fraction", type=real(0, 1), default=None,
         help="share of the steps spent warming up (linear, cosine); " + RECIPE_HELP.format(DEFAULTS.warmup_fraction),
     )  # fmt: skip
     tune.add_argument(
-        "--clip-grad-norm", type=float, default=None,
+        "--clip-grad-norm", type=real(0), default=None,
         help="rescale each step's gradient to at most this L2 norm (0: no clipping); "
         + RECIPE_HELP.format(DEFAULTS.clip_grad_norm),
     )  # fmt: skip
     tune.add_argument(
-        "--head-dropout", type=float, default=None,
+        "--head-dropout", type=real(0, 1, high_open=True), default=None,
         help="dropout on the backbone's features before the heads, in training; "
         + RECIPE_HELP.format(DEFAULTS.head_dropout),
     )  # fmt: skip
@@ -221,7 +225,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "epochs; the authors evaluate every 50 steps (0: by epochs)",
     )  # fmt: skip
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
-    p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out if there is one")
+    p.add_argument(
+        "--resume", action="store_true",
+        help="continue the unfinished run in --out from its checkpoint (on the same data and settings only; a "
+        "finished one is reported as it is)",
+    )  # fmt: skip
+    p.add_argument(
+        "--overwrite", action="store_true",
+        help="start over in an --out that holds another run: memaware's files there are removed (once every input "
+        "has been checked), your own files never",
+    )  # fmt: skip
 
 
 def training_settings(args: argparse.Namespace) -> dict:
@@ -277,7 +290,7 @@ def run(args: argparse.Namespace) -> int:
     from ..experiments.train import run_training  # torch: only once the arguments are known to be good
 
     out = Path(args.out)
-    res = run_training(spec, out, resume=args.resume, progress=not args.quiet)
+    res = run_training(spec, out, resume=args.resume, progress=not args.quiet, overwrite=args.overwrite)
     if not args.quiet:
         print(summary(res, out))
     return 0

@@ -65,4 +65,58 @@ def not_npz_reason(path: str | os.PathLike) -> str | None:
     return f"is not an .npz archive (unrecognised content, first bytes {head[:8]!r}); {SAVE_HINT}"
 
 
-__all__ = ["not_npz_reason", "SAVE_HINT"]
+def not_a_file_reason(path: str | os.PathLike) -> str | None:
+    """Why ``path`` is not a regular file to read, in words (a missing file, a broken link or a link loop, a FIFO,
+    a socket, a device, a directory), or None when it is one."""
+    import stat
+
+    p = Path(path)
+    try:
+        st = os.stat(p)
+    except FileNotFoundError:
+        return "a link to a missing file (broken symbolic link)" if p.is_symlink() else "no such file"
+    except OSError as e:
+        if e.errno == 40:  # ELOOP
+            return "a symbolic link loop (it points back to itself)"
+        return f"cannot be read ({e.strerror or e})"
+    if stat.S_ISREG(st.st_mode):
+        return None
+    if stat.S_ISDIR(st.st_mode):
+        return "is a directory, not a file"
+    mode = st.st_mode
+    kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
+            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file")  # fmt: skip
+    return f"is {kind}, not a regular file"
+
+
+def member_problem(path: str | os.PathLike, key: str) -> str | None:
+    """Why the array ``key`` of the ``.npz`` at ``path`` cannot be read, judged from its header before any
+    allocation: a header declaring more bytes than the member holds (a damaged or truncated file, or a forged
+    header asking for 149 GiB), an object array (pickled), an unreadable header. None when it looks whole."""
+    import numpy as np
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            info = z.getinfo(f"{key}.npy")
+            with z.open(info) as f:
+                fmt = np.lib.format
+                version = fmt.read_magic(f)
+                read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+                shape, _, dtype = read(f)
+                header = f.tell()
+    except KeyError:
+        return None
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, SyntaxError) as e:
+        return f"field '{key}' has an unreadable header ({type(e).__name__}); the file is damaged"
+    if dtype.hasobject:
+        return f"field '{key}' is an object (pickled) array; store plain numeric arrays"
+    declared = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+    if declared > info.file_size - header:
+        return (
+            f"field '{key}' declares shape {tuple(shape)} of {dtype} ({declared / 2**30:.3g} GiB) but holds "
+            f"{max(info.file_size - header, 0)} bytes; the file is truncated or damaged"
+        )
+    return None
+
+
+__all__ = ["not_npz_reason", "not_a_file_reason", "member_problem", "SAVE_HINT"]

@@ -16,7 +16,7 @@ import numpy as np
 from ..artifacts import atomic_writer
 from ..errors import DataError
 from ..lazy import lazy_module
-from .files import not_npz_reason
+from .files import member_problem, not_a_file_reason, not_npz_reason
 
 torch = lazy_module("torch")
 
@@ -24,6 +24,7 @@ TRAIN, VAL, TEST = 0, 1, 2
 SPLIT_NAMES = {TRAIN: "train", VAL: "validation", TEST: "test"}
 REQUIRED_KEYS = ("x", "y", "split")
 OPTIONAL_KEYS = ("a",)
+MAX_ABS_X = 1e15  # larger features overflow float32 products and sums (3.4e38) in the first steps
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,7 @@ class GroupData:
         if a is not None:
             arrays["a"] = _np(a)
         x_np, y_np, a_np, s_np = validate_arrays(arrays, source, require_splits)
+        check_classes(y_np, s_np, source, num_classes)
         k = int(y_np.max()) + 1
         if num_classes is not None:
             if num_classes < k:
@@ -164,6 +166,9 @@ def validate_arrays(
     x = arrays["x"]
     if x.dtype == object or not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
         raise DataError(f"{source}: field 'x' must be numeric, found dtype {x.dtype}")
+    if np.iscomplexobj(x):  # float32 would drop the imaginary part without a word
+        raise DataError(f"{source}: field 'x' is complex ({x.dtype}); store real features (e.g. real and imaginary "
+                        "parts as two columns)")
     if x.ndim == 1:
         x = x[:, None]
     if x.ndim != 2:
@@ -181,6 +186,13 @@ def validate_arrays(
         bad = np.argwhere(~np.isfinite(x))[0]
         raise DataError(
             f"{source}: field 'x' has a non-finite value {x[tuple(bad)]} at row {bad[0]}, column {bad[1]}"
+        )
+    big = np.abs(x) > MAX_ABS_X
+    if big.any():  # squared or summed in float32, such a value overflows to inf and the run diverges
+        bad = np.argwhere(big)[0]
+        raise DataError(
+            f"{source}: field 'x' has {x[tuple(bad)]:.3g} at row {bad[0]}, column {bad[1]}; features beyond "
+            f"{MAX_ABS_X:.0e} in magnitude overflow float32 arithmetic: rescale them (e.g. standardise)"
         )
     y = _as_int(arrays["y"].reshape(-1), "y", source)
     if (y < 0).any():
@@ -208,12 +220,26 @@ def validate_arrays(
     return x, y, a, split.astype(np.int8)
 
 
+def check_classes(y: np.ndarray, split: np.ndarray, source: str, num_classes: int | None) -> None:
+    """Refuses labels with gaps (when the number of classes is not given), which would train a head for a class
+    that has no example. A training split of one class is refused by ``fit`` (a classifier needs two)."""
+    if num_classes is None:
+        present = np.unique(y)
+        gaps = sorted(set(range(int(present[-1]) + 1)) - {int(v) for v in present})
+        if gaps:
+            shown = ", ".join(str(int(v)) for v in present[:8]) + (" ..." if len(present) > 8 else "")
+            raise DataError(
+                f"{source}: field 'y' has labels {shown}: label {gaps[0]} has no example; number the classes 0..K-1"
+            )
+
+
 def load_npz(path: str | os.PathLike, num_classes: int | None = None) -> GroupData:
     """Reads and validates an interchange ``.npz`` (keys x, y, split, optional a). Never unpickles."""
     path = Path(path)
     source = str(path)
-    if not path.is_file():
-        raise DataError(f"{source}: no such file")
+    missing = not_a_file_reason(path)
+    if missing:
+        raise DataError(f"{source}: {missing}")
     try:
         reason = not_npz_reason(path)
     except OSError as e:
@@ -233,6 +259,9 @@ def load_npz(path: str | os.PathLike, num_classes: int | None = None) -> GroupDa
         for key in npz.files:
             if key not in REQUIRED_KEYS + OPTIONAL_KEYS:
                 continue
+            problem = member_problem(path, key)
+            if problem:
+                raise DataError(f"{source}: {problem}")
             try:
                 arrays[key] = npz[key]
             except ValueError as e:  # object arrays need pickle, which we refuse
@@ -244,6 +273,10 @@ def load_npz(path: str | os.PathLike, num_classes: int | None = None) -> GroupDa
     for key in REQUIRED_KEYS:
         if key not in arrays:
             raise DataError(f"{source}: missing required field '{key}' (need x, y, split; a is optional)")
+    if arrays["x"].ndim != 2:  # a file's x is (n, d) as written: 1-D could be one feature or one example
+        raise DataError(
+            f"{source}: field 'x' must be 2-D (n, d), found shape {arrays['x'].shape}; for one feature save x[:, None]"
+        )
     return GroupData.from_arrays(
         arrays["x"], arrays["y"], arrays["split"], arrays.get("a"), source=source, num_classes=num_classes
     )

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+import numbers
+import re
+from dataclasses import dataclass, fields
 
 from ..errors import ConfigError
 
@@ -14,6 +17,7 @@ DECAY_RULES = ("standard", "authors")  # torch_optim.decay_groups
 HEAD_INITS = ("default", "zeros")  # models.heads.init_heads_
 PRECISIONS = ("fp32", "bf16", "fp16")  # end to end: the backbone under autocast (models.backbones.EndToEndNet)
 CHANNELS_LAST = ("auto", "on", "off")  # auto: on for an image backbone on CUDA, off on a CPU
+DEVICE = re.compile(r"(cpu|cuda|mps|xpu|meta)(:\d+)?")  # what torch.device accepts, without importing torch
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,7 @@ class TrainConfig:
     progress_label: str = ""
 
     def __post_init__(self) -> None:
+        check_types(self)
         if self.epochs < 1:
             raise ConfigError(f"epochs must be >= 1, got {self.epochs}")
         if self.max_steps < 0:
@@ -68,6 +73,8 @@ class TrainConfig:
             raise ConfigError(f"lr must be > 0, got {self.lr}")
         if self.weight_decay < 0:
             raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if not 0 <= self.momentum < 1:
+            raise ConfigError(f"momentum must be in [0, 1), got {self.momentum}")
         if self.batch_size < 0:
             raise ConfigError(f"batch_size must be >= 0 (0 = full batch), got {self.batch_size}")
         if self.optimizer not in OPTIMIZERS:
@@ -115,3 +122,24 @@ class TrainConfig:
         for s in self.history_splits:
             if s not in ("val", "test"):
                 raise ConfigError(f"history_splits may hold 'val' and 'test', got '{s}'")
+
+
+def check_types(cfg: TrainConfig) -> None:
+    """Every field of the declared type (an int where an int is declared, a finite real number where a float is:
+    ``TrainConfig(lr="0.1")`` or ``lr=nan`` is a ``ConfigError`` naming the field), and a device torch knows."""
+    for f in fields(cfg):
+        value = getattr(cfg, f.name)
+        kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
+        if kind == "int" and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
+            raise ConfigError(f"{f.name} must be an integer, got {value!r} ({type(value).__name__})")
+        if kind == "float":
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                raise ConfigError(f"{f.name} must be a number, got {value!r} ({type(value).__name__})")
+            if not math.isfinite(value):
+                raise ConfigError(f"{f.name} must be a finite number, got {value}")
+        if kind == "str" and not isinstance(value, str):
+            raise ConfigError(f"{f.name} must be a string, got {value!r} ({type(value).__name__})")
+        if kind == "bool" and not isinstance(value, bool):
+            raise ConfigError(f"{f.name} must be True or False, got {value!r} ({type(value).__name__})")
+    if not DEVICE.fullmatch(cfg.device):
+        raise ConfigError(f"device must be a torch device such as 'cpu', 'cuda' or 'cuda:1', got '{cfg.device}'")

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from ..data.groups import TRAIN, VAL, GroupData
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from ..methods import Method, TrainContext, make_method
 from ..methods.base import checkpoint_for
 from ..models import all_logits, build_model, init_heads_
@@ -25,6 +25,7 @@ from ..models.backbones import EndToEndNet
 from .batches import sampling_weights
 from .checkpoint import Checkpointer, run_signature
 from .config import TrainConfig
+from .divergence import check_finite
 from .end_to_end import configure_end_to_end, grad_scaler
 from .evaluation import OnlineSelection
 from .history import History
@@ -106,7 +107,8 @@ def fit(
     saving = (checkpoint_every, checkpoint_seconds)
     earlier = run_phases(data, method, cfg, model_kwargs, model_factory, checkpoint, saving)
     run = set_up(data, method, cfg, model, model_kwargs, model_factory, val_inferred_groups, earlier)
-    saver = Checkpointer(checkpoint, checkpoint_every, checkpoint_seconds, run_signature(method, cfg, data))
+    signature = run_signature(method, cfg, data, model_kwargs) if checkpoint is not None else {}
+    saver = Checkpointer(checkpoint, checkpoint_every, checkpoint_seconds, signature)
     start, done, resumed = saver.restore(run)
     epoch = resumed if done else drive(run, saver, start)
     return finish(run, epoch, earlier, resumed, time.perf_counter() - t0)
@@ -196,6 +198,8 @@ def check_run(
         raise ConfigError(
             f"method '{method.name}' needs validation group labels (field 'a' >= 0 on split 1), the data has none"
         )
+    if method.task == "classification" and len(train_classes := data.y[data.indices(TRAIN)].unique()) == 1:
+        raise DataError(f"the training split holds one class only ({train_classes.tolist()}); a classifier needs two")
     if method.task != "classification" and cfg.selection != "last":
         raise ConfigError(f"method '{method.name}' is a regression: use selection='last'")
     if model_factory is None and (cfg.clip_grad_norm or cfg.head_dropout):
@@ -294,9 +298,12 @@ def drive(run: Run, saver: Checkpointer, start: int) -> int:
     cfg, steps, method, model = run.config, run.steps, run.method, run.model
     dual = steps.dual
 
+    label = cfg.progress_label or method.name
+
     def evaluate(epoch: int) -> None:
         if dual is not None and (run.selection.active or (run.history.splits and not run.history.linear)):
             dual.materialize()
+        check_finite(method.name, label, epoch, steps, model if dual is None else None)  # no NaN model evaluated
         run.history.record(epoch, *steps.train_accuracy(), steps.mean_loss(), model, method, cfg.eval_batch_size, dual)
         run.selection.update(epoch, steps.steps, model, method, cfg.eval_batch_size, cfg.device)
 
@@ -311,7 +318,10 @@ def drive(run: Run, saver: Checkpointer, start: int) -> int:
             eval_every=cfg.eval_every,
             eval_every_steps=cfg.eval_every_steps,
             on_eval=evaluate,
-            on_epoch_end=lambda epoch, stop: saver.end_of_epoch(epoch, stop, run),
+            on_epoch_end=lambda epoch, stop: (
+                check_finite(method.name, label, epoch, steps, model if dual is None else None),  # before it is saved
+                saver.end_of_epoch(epoch, stop, run),
+            ),
             meter=meter,
         )
     finally:

@@ -175,8 +175,9 @@ def run_table1(
 def write_tables(sweep_dirs: list[Path], out: Path) -> dict[str, Any]:
     """table1_<criterion>.md and .png for every criterion of ``CRITERIA``; returns {criterion: table JSON}."""
     from ..plots.table import plot_table
-    from ..sweep.table import build_table, collect_runs
+    from ..sweep.table import build_table
     from ..sweep.table_format import format_table, table_json
+    from ..sweep.table_runs import collect_runs
 
     runs = collect_runs(sweep_dirs)
     tables = {}

@@ -10,6 +10,7 @@ the method declares its hyper-parameters; combination 0 is each distribution's `
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -104,6 +105,8 @@ class HParam:
             raise ConfigError(f"{method} {name} must be true or false, got {value!r}")
         if kind in (int, float) and (isinstance(value, bool) or not isinstance(value, int | float)):
             raise ConfigError(f"{method} {name} must be a number, got {value!r}")
+        if kind in (int, float) and not math.isfinite(value):
+            raise ConfigError(f"{method} {name} must be a finite number, got {value!r}")
         if kind is int and float(value) != int(value):
             raise ConfigError(f"{method} {name} must be an integer, got {value!r}")
         if kind is str and not isinstance(value, str):

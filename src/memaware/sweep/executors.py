@@ -16,6 +16,7 @@ from typing import Any
 
 from ..artifacts import atomic_writer
 from ..errors import ConfigError
+from ..runfolder import FolderLock, read_results
 from .slurm import QueueWatch, SlurmOptions
 
 EXECUTE = "memaware.sweep.runner:execute"  # (spec, run_dir) -> results; a "module:function" so that workers import it
@@ -70,38 +71,6 @@ def _init_local_worker(parent_pid: int) -> None:
     threading.Thread(target=watch, name="memaware-parent-watch", daemon=True).start()
 
 
-class _RunLock:
-    """An exclusive, non-blocking ``flock`` on ``run_dir/.lock``, released when the process dies. Where locks are
-    unavailable (no fcntl, a file system without locks) it always succeeds."""
-
-    def __init__(self, run_dir: Path) -> None:
-        self.path = run_dir / LOCK
-        self.fd: int | None = None
-
-    def acquire(self) -> bool:
-        try:
-            import fcntl
-        except ImportError:  # not POSIX
-            return True
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return False
-        except OSError:  # e.g. ENOLCK on a network file system
-            os.close(fd)
-            return True
-        self.fd = fd
-        return True
-
-    def release(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
-
-
 def _error_text(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}".splitlines()[0][:500]
 
@@ -114,25 +83,35 @@ def _record_error(run_dir: Path, e: BaseException) -> None:
         pass
 
 
+def absolute_paths(spec: dict, run_dir: Path) -> dict:
+    """``spec`` with the paths a sweep writes relative to the run folder made absolute."""
+    out = dict(spec)
+    for key in ("data", "data_dir", "image_root", "inferred_groups"):
+        value = out.get(key)
+        if isinstance(value, str) and not os.path.isabs(value):
+            out[key] = os.path.normpath(os.path.join(os.path.abspath(run_dir), value))
+    return out
+
+
 def run_batch(items: Sequence[tuple[dict, str]], execute: str = EXECUTE, vectorized: bool = False) -> list[dict]:
     """Trains the runs ``items`` = [(spec, run_dir)] (all of one method and data when ``vectorized``) and returns
     one outcome per run: {"run_dir", "status": done|failed|busy, "seconds", "error"}. Never raises for a failed run:
     its traceback goes to ``run_dir/error.txt``."""
     outcomes: dict[str, dict] = {}
-    locks: list[_RunLock] = []
+    locks: list[FolderLock] = []
     todo: list[tuple[dict, Path, str]] = []
     try:
         for spec, d in items:
             run_dir = Path(d)
-            lock = _RunLock(run_dir)
+            lock = FolderLock(run_dir)
             if not lock.acquire():
                 outcomes[d] = {"run_dir": d, "status": "busy", "seconds": 0.0, "error": "locked by another process"}
                 continue
             locks.append(lock)
-            if (run_dir / RESULTS).is_file():
+            if read_results(run_dir / RESULTS) is not None:  # a damaged record is trained again
                 outcomes[d] = {"run_dir": d, "status": "done", "seconds": 0.0, "error": None}
-            else:
-                todo.append((spec, run_dir, d))
+            else:  # memaware's run functions read a sweep's relative paths themselves; a user's gets them absolute
+                todo.append((spec if execute in (EXECUTE, EXECUTE_MANY) else absolute_paths(spec, run_dir), run_dir, d))
         if todo:
             (_vectorized if vectorized else _one_by_one)(todo, execute, outcomes)
     finally:

@@ -255,4 +255,21 @@ def parse_override(text: str) -> tuple[str, Any]:
     expected = overridable[key]
     if (isinstance(value, bool) and expected is not bool) or not isinstance(value, expected):
         raise ConfigError(f"--set {key}={raw}: wrong type for {key}")
+    check_training_value(key, value, raw)
     return key, value
+
+
+def check_training_value(key: str, value: Any, raw: str) -> None:
+    """A training setting's own range (``TrainConfig``'s check of that field: momentum in [0, 1), a finite lr > 0,
+    ...), answered before any run starts; checks that tie two settings together stay with the run."""
+    import dataclasses
+
+    from ..engine.config import TrainConfig
+
+    if key not in {f.name for f in dataclasses.fields(TrainConfig)}:
+        return
+    try:
+        TrainConfig(**{key: value})
+    except ConfigError as e:
+        if str(e).startswith(key):
+            raise ConfigError(f"--set {key}={raw}: {e}") from None

@@ -47,9 +47,17 @@ class DataSource:
     family: str
 
     @classmethod
-    def from_npz(cls, path: str | os.PathLike, family: str = "features") -> DataSource:
+    def from_npz(cls, path: str | os.PathLike, family: str = "features", data: Any = None) -> DataSource:
+        """An .npz of features, loaded (or ``data``, its ``GroupData`` already loaded) to fingerprint it; a file
+        that does not exist yet gets no fingerprint (its runs fail with one line when they start)."""
+        from ..data import load_npz
+        from ..fingerprint import data_fingerprint
+
         p = Path(path).resolve()
-        return cls(name=p.stem, spec={"data": str(p)}, family=family)
+        if data is None and not p.is_file():
+            return cls(name=p.stem, spec={"data": str(p)}, family=family)
+        fp = data_fingerprint(data if data is not None else load_npz(p))
+        return cls(name=p.stem, spec={"data": str(p), "data_fingerprint": fp}, family=family)
 
     @classmethod
     def from_dataset(
@@ -109,7 +117,10 @@ class Run:
 
     @property
     def done(self) -> bool:
-        return (self.run_dir / RESULTS).is_file()
+        """A readable results.json (a damaged one is trained again)."""
+        from ..runfolder import read_results
+
+        return read_results(self.run_dir / RESULTS) is not None
 
     def rel(self, root: Path) -> str:
         return relative_path(self.run_dir, root)
@@ -168,7 +179,9 @@ def plan_sweep(
     runs: list[Run] = []
     for src in sources:
         root = out if len(sources) == 1 else out / src.name
-        make = functools.partial(_make_run, src, root, selection, device, fixed, checkpoint_every, options or {})
+        make = functools.partial(
+            _make_run, src, out, root, selection, device, fixed, checkpoint_every, options or {}
+        )
 
         groups = inferred_groups and any(needs_inferred_groups(m) for m in methods)
         xrm_dirs: dict[int, Path] = {}
@@ -190,6 +203,7 @@ def plan_sweep(
 
 def _make_run(
     src: DataSource,
+    sweep_root: Path,
     root: Path,
     selection: str,
     device: str,
@@ -213,12 +227,22 @@ def _make_run(
         "device": device,
         **options,
     }
-    if needs is not None:
-        spec["inferred_groups"] = str(needs / "inferred_groups.npz")
+    folder = method.replace(":", "--")  # a user's module:Class reference makes a portable folder name
+    run_dir = root / folder / run_dir_name(comb, seed)
+    if needs is not None:  # relative to the run: a moved sweep folder still finds it
+        spec["inferred_groups"] = os.path.relpath(needs / "inferred_groups.npz", run_dir)
+    for key in ("data", "data_dir", "image_root"):  # inside the sweep folder: relative too
+        if spec.get(key) and Path(spec[key]).is_relative_to(sweep_root):
+            spec[key] = os.path.relpath(spec[key], run_dir)
     if checkpoint_every is not None:
         spec["checkpoint_every"] = int(checkpoint_every)
-    folder = method.replace(":", "--")  # a user's module:Class reference makes a portable folder name
-    return Run(src.name, method, comb, seed, root / folder / run_dir_name(comb, seed), spec, role, needs)
+    return Run(src.name, method, comb, seed, run_dir, spec, role, needs)
+
+
+def spec_path(run_dir: Path, value: str) -> Path:
+    """A path of a run's spec: absolute, or relative to its run folder (what a sweep writes)."""
+    path = Path(value)
+    return path if path.is_absolute() else (run_dir / path).resolve()
 
 
 def _spec_difference(old: dict, new: dict, prefix: str = "") -> str | None:
@@ -237,18 +261,52 @@ def _spec_difference(old: dict, new: dict, prefix: str = "") -> str | None:
     return None
 
 
-def check_specs(runs: Iterable[Run]) -> None:
-    """Raises ``ConfigError`` when a run directory already holds the spec of a different run."""
+def _comparable(spec: dict, run_dir: Path) -> dict:
+    """A spec as compared between a sweep and its resumption: paths made absolute from the run folder, the
+    inferred groups' path left out (it follows from the plan) and the fingerprint checked on its own."""
+    out = {k: v for k, v in spec.items() if k not in ("inferred_groups", "data_fingerprint")}
+    for key in ("data", "data_dir", "image_root"):
+        if isinstance(out.get(key), str):
+            out[key] = str(spec_path(run_dir, out[key]))
+    return out
+
+
+def spec_conflict(r: Run) -> str | None:
+    """Why ``r``'s folder holds another run (a different spec, or the same run on data whose content changed since
+    its fingerprint was taken), in words, or None."""
+    path = r.run_dir / SPEC
+    if not path.is_file():
+        return None
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None  # unreadable: rewritten
+    if not isinstance(old, dict):
+        return None
+    new = json.loads(json.dumps(r.spec))
+    if "data_fingerprint" in old and "data_fingerprint" in new:
+        from ..fingerprint import what_changed
+
+        changed = what_changed(old["data_fingerprint"], new["data_fingerprint"])
+        if changed:
+            data = new.get("data")
+            source = spec_path(r.run_dir, data) if data else f"{new.get('dataset')} in {new.get('data_dir')}"
+            return (f"{source} changed since this sweep started ({changed}, from run {path.parent}); its finished "
+                    "runs were trained on the old content: restore it, sweep into another --out, or --overwrite")
+    diff = _spec_difference(_comparable(old, r.run_dir), _comparable(new, r.run_dir))
+    if diff:
+        return f"{path} was written for a different run ({diff}); use another --out, or --overwrite"
+    return None
+
+
+def check_specs(runs: Iterable[Run], overwrite: bool = False) -> list[Run]:
+    """Raises ``ConfigError`` when a run folder already holds another run (``spec_conflict``); with ``overwrite``,
+    returns those runs instead (their folders are to be cleared and trained again)."""
+    conflicts = []
     for r in runs:
-        path = r.run_dir / SPEC
-        if not path.is_file():
-            continue
-        try:
-            old = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue  # unreadable: rewritten below
-        diff = _spec_difference(old, json.loads(json.dumps(r.spec)))
-        if diff:
-            raise ConfigError(
-                f"{path} was written for a different run ({diff}); use another --out or delete that directory"
-            )
+        why = spec_conflict(r)
+        if why and not overwrite:
+            raise ConfigError(why)
+        if why:
+            conflicts.append(r)
+    return conflicts

@@ -19,7 +19,7 @@ training example, in the order of ``train_rows``, the data's row indices of the 
 
 from __future__ import annotations
 
-import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +28,15 @@ import torch
 
 from ..artifacts import atomic_writer, write_json
 from ..data.groups import TRAIN, VAL, GroupData, load_npz
-from ..engine import FitResult, TrainConfig, fit
-from ..errors import ConfigError
+from ..engine import FitResult, TrainConfig
+from ..errors import ConfigError, DataError
 from ..evallog import FILENAME as EVALUATIONS
-from ..methods import make_method, method_class
+from ..fingerprint import data_fingerprint, settings_fingerprint
+from ..methods import method_class
+from ..runfolder import RunFolder, checkpoint_files, read_results
 from ..selection import VAL_CRITERIA
 
+CHECKPOINT, RESULTS = "checkpoint.pt", "results.json"
 HELDOUT = "heldout_logits.npz"  # keys heldout_logits (n_train, K) float32, train_rows (n_train,): rows of the data
 
 
@@ -48,16 +51,16 @@ def train_hparam_defaults() -> dict[str, Any]:
 
 
 SPEC_KEYS = {
-    "method", "data", "dataset", "data_dir", "backbone", "weights", "image_size", "seed", "comb", "hparams",
-    "selection", "device", "inferred_groups", "save_model", "checkpoint_every", "family", "max_length",
+    "method", "data", "data_fingerprint", "dataset", "data_dir", "backbone", "weights", "image_size", "seed", "comb",
+    "hparams", "selection", "device", "inferred_groups", "save_model", "checkpoint_every", "family", "max_length",
     "image_root", "resize", "normalize", "precision", "channels_last", "compile", "prefetch", "decode_cache",
     "augment",
 }  # fmt: skip
 
 
 def checkpoints(run_dir: Path) -> list[Path]:
-    """A run's checkpoint files: its own and those of its phases (``checkpoint.<phase>.pt``)."""
-    return sorted(run_dir.glob("checkpoint*.pt"))
+    """A run's checkpoint files: its own and those of its phases (``checkpoint.<phase>.pt``), never a user's."""
+    return checkpoint_files(run_dir)
 
 
 def method_hparam_defaults(method: str) -> dict[str, Any]:
@@ -169,12 +172,29 @@ def model_factory_for(spec: dict[str, Any], dataset: Any, data: GroupData, bias:
 
 
 def inferred_groups(path: str | None, data: GroupData) -> torch.Tensor | None:
+    """(n_val,) group ids read from an ``inferred_groups.npz`` (key ``val_groups``), checked like any data file:
+    a regular .npz file, a whole member, integers >= 0, one per validation example."""
     if path is None:
         return None
-    with np.load(path, allow_pickle=False) as f:
-        if "val_groups" not in f.files:
-            raise ConfigError(f"{path}: no field 'val_groups' (expected an inferred_groups.npz of an XRM run)")
-        groups = torch.from_numpy(f["val_groups"].astype(np.int64))
+    from ..data.files import member_problem, not_a_file_reason, not_npz_reason
+
+    problem = not_a_file_reason(path) or not_npz_reason(path) or member_problem(path, "val_groups")
+    if problem:
+        raise DataError(f"--inferred-groups {path}: {problem}")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            if "val_groups" not in f.files:
+                raise ConfigError(f"{path}: no field 'val_groups' (expected an inferred_groups.npz of an XRM run)")
+            raw = f["val_groups"]
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise DataError(f"--inferred-groups {path}: not a readable .npz file ({type(e).__name__})") from None
+    if raw.ndim != 1 or not (np.issubdtype(raw.dtype, np.integer) or raw.dtype == np.bool_):
+        raise DataError(f"--inferred-groups {path}: field 'val_groups' must be 1-D integers, found "
+                        f"{raw.dtype} of shape {raw.shape}")  # fmt: skip
+    if (raw < 0).any():
+        i = int(np.argmax(raw < 0))
+        raise DataError(f"--inferred-groups {path}: field 'val_groups' must be >= 0, found {raw[i]} at index {i}")
+    groups = torch.from_numpy(raw.astype(np.int64))
     if len(groups) != int((data.split == VAL).sum()):
         raise ConfigError(
             f"{path}: {len(groups)} inferred groups, the validation split has {(data.split == VAL).sum()}"
@@ -182,43 +202,34 @@ def inferred_groups(path: str | None, data: GroupData) -> torch.Tensor | None:
     return groups
 
 
+def run_settings(spec: dict[str, Any], hparams: dict[str, Any]) -> dict[str, Any]:
+    """The settings that shape a run's model: method, resolved hyper-parameters, seed, selection."""
+    return {"method": spec["method"], "hparams": hparams, "seed": int(spec.get("seed", 0)),
+            "selection": spec.get("selection") or "auto"}  # fmt: skip
+
+
 def execute(spec: dict[str, Any], run_dir: str | Path, progress: bool = False) -> dict[str, Any]:
     """Trains the run ``spec`` in ``run_dir`` (resuming from its checkpoint) and returns the results dict.
 
-    If ``run_dir/results.json`` already exists the run is finished: its contents are returned, nothing is trained.
+    A readable ``run_dir/results.json`` means the run is finished: its contents are returned, nothing is trained.
+    A damaged one (truncated, not a run's record) is removed with memaware's other files there and the run trained
+    again. A checkpoint written on other data than the spec's is refused (``ConfigError``).
     """
-    import json
+    from .prepared import check_resumable, prepare_run, train_prepared  # it builds on this module
 
     run_dir = Path(run_dir)
-    done = run_dir / "results.json"
-    if done.exists():
-        return json.loads(done.read_text())
-    unknown = sorted(set(spec) - SPEC_KEYS)
-    if unknown:
-        raise ConfigError(f"run spec has unknown key(s) {', '.join(unknown)}")
-    method = spec.get("method")
-    if not method:
-        raise ConfigError("run spec needs a 'method'")
-    t0 = time.perf_counter()
-    hp = resolve_hparams(method, spec.get("hparams"))
-    data, dataset = load_spec_data(spec)
-    cfg = train_config(spec, hp, end_to_end=dataset is not None, progress=progress)
-    if callable(getattr(dataset, "configure_decoding", None)):  # images decoded once, shared by phases
-        dataset.configure_decoding(spec.get("decode_cache") or "auto", progress=progress)
-    method_obj = make_method(method, **{k: hp[k] for k in method_hparam_defaults(method)})
-    result = fit(
-        data,
-        method_obj,
-        cfg,
-        model_kwargs={"hidden": tuple(hp["hidden"]), "bias": bool(hp["bias"])},
-        model_factory=model_factory_for(spec, dataset, data, bool(hp["bias"])),
-        val_inferred_groups=inferred_groups(spec.get("inferred_groups"), data),
-        checkpoint=run_dir / "checkpoint.pt",
-        checkpoint_every=spec.get("checkpoint_every"),  # default: every 30 s
-    )
-    res = run_record(spec, result, data, hp, dataset, time.perf_counter() - t0)
-    write_run_files(run_dir, spec, res, result, data.split.numpy())
-    return res
+    done = read_results(run_dir / RESULTS)
+    if done is not None:
+        return done
+    prep = prepare_run(spec, progress, run_dir)
+    folder = RunFolder(run_dir)
+    state = folder.state()
+    if state.kind == "damaged":
+        folder.clear()
+    elif state.kind == "unfinished":
+        check_resumable(folder, prep)
+    folder.begin(prep.output_names(), prep.facts())
+    return train_prepared(prep, run_dir)
 
 
 def run_record(
@@ -245,6 +256,11 @@ def run_record(
         "epochs_run": result.epochs_run,
         "resumed_from": result.resumed_from,
         "seconds": seconds,
+        "evaluation_log": result.evaluations is not None,  # evaluations.npz beside it (tables need it then)
+        "fingerprint": {
+            "data": data_fingerprint(dataset if dataset is not None else data),
+            "settings": settings_fingerprint(run_settings(spec, hp)),
+        },
         **({"throughput": throughput(spec, result)} if dataset is not None else {}),
     }
 
@@ -277,7 +293,7 @@ def write_run_files(
     if spec.get("save_model"):
         state = {k: v.detach().cpu() for k, v in result.model.state_dict().items()}
         atomic_writer(run_dir / "model.pt", lambda p: torch.save(state, p), ".pt")
-    write_json(run_dir / "results.json", record)
+    write_json(run_dir / RESULTS, record)
     for path in checkpoints(run_dir):  # finished: results.json is the record, checkpoints only cost disk
         path.unlink(missing_ok=True)
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from ..artifacts import write_json
 from ..errors import ConfigError
+from ..runfolder import RunFolder, lock_or_refuse, read_results, stale_note
 from .executors import (
     EXECUTE,
     EXECUTE_MANY,
@@ -27,7 +28,7 @@ from .executors import (
     check_executor,
     resolve,
 )
-from .plan import SCHEMA, Run, check_specs, relative_path
+from .plan import SCHEMA, Run, check_specs, relative_path, spec_path
 
 
 @dataclass
@@ -79,7 +80,7 @@ class Manifest:
         for e in old.get("runs", []):
             if isinstance(e, dict) and "dir" in e:
                 entries[e["dir"]] = e
-                if (out / e["dir"] / RESULTS).is_file():
+                if read_results(out / e["dir"] / RESULTS) is not None:
                     e["status"] = "done"
         for r in runs:
             key = r.rel(out)
@@ -128,6 +129,150 @@ class Manifest:
         write_json(self.path, self.doc)
 
 
+@dataclass(frozen=True)
+class SweepSettings:
+    """How a sweep's runs are executed, checked before anything is written (``check_settings``)."""
+
+    executor: str
+    jobs: int
+    vectorized: bool
+    execute: str
+    slurm: SlurmOptions
+
+
+def check_settings(
+    executor: str, jobs: int | None, vectorized: bool, slurm: SlurmOptions | None, execute: str | None
+) -> SweepSettings:
+    """The executor, the number of jobs and the run function, each refused in one line when it cannot work; for
+    Slurm, a request no node can run (it would pend forever)."""
+    check_executor(executor)
+    execute = execute or (EXECUTE_MANY if vectorized else EXECUTE)
+    if jobs is None:
+        jobs = 256 if executor == "slurm" else (os.cpu_count() or 1)
+    if jobs < 1:
+        raise ConfigError(f"--jobs must be >= 1, got {jobs}")
+    if vectorized and execute == EXECUTE_MANY:
+        try:
+            resolve(execute)
+        except ConfigError:
+            raise ConfigError(f"--vectorized: this version has no {EXECUTE_MANY}; run without --vectorized") from None
+    resolve(execute)  # fail here, not in every worker
+    opts = slurm or SlurmOptions()
+    if executor == "slurm":
+        from .slurm import check_request
+
+        check_request(opts.partition, opts.cpus, opts.mem_gb, opts.gpus)
+    return SweepSettings(executor, jobs, vectorized, execute, opts)
+
+
+def make_backend(settings: SweepSettings, out: Path) -> Any:
+    """The executor that trains the sweep's batches: in this process, a local pool, or submitit."""
+    s = settings
+    if s.executor == "local":
+        return InlineExecutor(s.execute, s.vectorized) if s.jobs == 1 else LocalPoolExecutor(
+            s.jobs, s.execute, s.vectorized
+        )
+    folder = Path(s.slurm.folder) if s.slurm.folder else out / "submitit"
+    cluster = "slurm" if s.executor == "slurm" else "local"
+    return SubmititExecutor(cluster, s.slurm, folder, s.jobs, s.execute, s.vectorized)
+
+
+class Scheduler:
+    """One ``run_sweep`` call's runs in flight: batches wait for their XRM run, are submitted while the backend has
+    room, and every outcome reaches the manifest, the summary, the log and the bar."""
+
+    def __init__(self, out: Path, manifest: Manifest, summary: SweepSummary, log: Callable[[str], None],
+                 bar: Any) -> None:  # fmt: skip
+        self.out, self.manifest, self.summary, self.log, self.bar = out, manifest, summary, log, bar
+        self.status: dict[Path, str] = {}  # run dir -> outcome of this session
+        self.inflight: dict[Any, list[Run]] = {}
+
+    def dep_state(self, r: Run) -> str:
+        """ok, wait (its XRM run has not finished yet) or 'blocked: why'."""
+        if r.needs is None:
+            return "ok"
+        if (r.needs / RESULTS).is_file():
+            groups = r.spec.get("inferred_groups")
+            if groups and not spec_path(r.run_dir, groups).is_file():
+                return f"blocked: {relative_path(r.needs, self.out)} wrote no inferred_groups.npz"
+            return "ok"
+        s = self.status.get(r.needs)
+        if s in ("failed", "busy") or s and s.startswith("blocked"):
+            return f"blocked: its XRM run {relative_path(r.needs, self.out)} did not finish"
+        return "wait"
+
+    def finish(self, r: Run, outcome: dict) -> None:
+        self.status[r.run_dir] = outcome["status"]
+        self.manifest.update(r, outcome)
+        summary, rel = self.summary, r.rel(self.out)
+        if outcome["status"] == "done":
+            summary.done += 1
+        elif outcome["status"] == "busy":
+            summary.busy.append(rel)
+            self.log(f"sweep: {rel} is locked by another process (another sweep on this directory?)")
+        else:
+            summary.failed.append((rel, outcome.get("error") or outcome["status"]))
+            if len(summary.failed) <= 10:
+                self.log(f"sweep: {rel} {outcome['status']}: {outcome.get('error')}")
+            elif len(summary.failed) == 11:
+                self.log("sweep: more runs failed; every error is in sweep.json and the runs' error.txt")
+        self.bar.update(1)
+
+    def split_ready(self, waiting: list[list[Run]]) -> tuple[list[list[Run]], list[list[Run]]]:
+        """(batches whose dependencies are met, less their blocked runs; batches still waiting)."""
+        ready: list[list[Run]] = []
+        still: list[list[Run]] = []
+        for batch in waiting:
+            states = [self.dep_state(r) for r in batch]
+            if any(s == "wait" for s in states):
+                still.append(batch)
+                continue
+            runnable = []
+            for r, s in zip(batch, states, strict=True):
+                if s == "ok":
+                    runnable.append(r)
+                else:
+                    self.finish(r, {"status": "blocked", "seconds": 0.0, "error": s.removeprefix("blocked: ")})
+            if runnable:
+                ready.append(runnable)
+        return ready, still
+
+    def collect(self, backend: Any) -> None:
+        """Waits for batches in flight and records their outcomes."""
+        for h in backend.wait(list(self.inflight)):
+            batch = self.inflight.pop(h)
+            res = backend.result(h)
+            if isinstance(res, str):
+                for r in batch:
+                    self.finish(r, {"status": "failed", "seconds": None, "error": res})
+            else:
+                for r, o in zip(batch, res, strict=True):
+                    self.finish(r, o)
+
+    def drive(self, backend: Any, waiting: list[list[Run]]) -> None:
+        """Submits and collects until every batch has an outcome."""
+        while waiting or self.inflight:
+            ready, still = self.split_ready(waiting)
+            room = len(ready) if backend.capacity is None else max(0, backend.capacity - len(self.inflight))
+            submit, waiting = ready[:room], ready[room:] + still
+            if submit:
+                handles = backend.submit([[(r.spec, str(r.run_dir)) for r in b] for b in submit])
+                self.inflight.update(zip(handles, submit, strict=True))
+            if not self.inflight:
+                for b in waiting:  # dependencies that can never be met
+                    for r in b:
+                        self.finish(r, {"status": "blocked", "seconds": 0.0, "error": "its XRM run is not planned"})
+                return
+            self.collect(backend)
+            self.manifest.write(force=False)
+
+    def interrupted(self) -> None:
+        """Runs in flight go back to pending (they resume from their checkpoints next time)."""
+        for batch in self.inflight.values():
+            for r in batch:
+                self.manifest.update(r, {"status": "pending", "seconds": None, "error": "interrupted"})
+
+
 def run_sweep(
     runs: Sequence[Run],
     out: str | os.PathLike,
@@ -140,140 +285,82 @@ def run_sweep(
     info: dict[str, Any] | None = None,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    overwrite: bool = False,
 ) -> SweepSummary:
-    """Trains every run of ``runs`` that has no ``results.json`` yet and returns a ``SweepSummary``.
+    """Trains every run of ``runs`` that has no readable ``results.json`` yet and returns a ``SweepSummary``.
 
     ``execute`` is a 'module:function' reference (default ``EXECUTE``, or ``EXECUTE_MANY`` when ``vectorized``);
     ``info`` goes into the manifest (the sweep's settings); ``log`` receives one line per failed run (default:
-    stderr). A run whose XRM run failed or wrote no ``inferred_groups.npz`` is 'blocked', not trained.
+    stderr). A run whose XRM run failed or wrote no ``inferred_groups.npz`` is 'blocked', not trained. A second
+    sweep on the same folder is refused (``ConfigError``) while this one runs; a run folder holding another spec,
+    or a run on data that changed since, is refused unless ``overwrite`` (then it is cleared and trained again).
     """
-    check_executor(executor)
+    settings = check_settings(executor, jobs, vectorized, slurm, execute)
+    check_specs(runs, overwrite)  # refused before the folder is touched
     out = Path(out).resolve()
-    execute = execute or (EXECUTE_MANY if vectorized else EXECUTE)
-    if jobs is None:
-        jobs = 256 if executor == "slurm" else (os.cpu_count() or 1)
-    if jobs < 1:
-        raise ConfigError(f"--jobs must be >= 1, got {jobs}")
-    if vectorized and execute == EXECUTE_MANY:
-        try:
-            resolve(execute)
-        except ConfigError:
-            raise ConfigError(f"--vectorized: this version has no {EXECUTE_MANY}; run without --vectorized") from None
-    resolve(execute)  # fail here, not in every worker
-    check_specs(runs)
     t0 = time.perf_counter()
-    todo = [r for r in runs if not r.done]
-    summary = SweepSummary(total=len(runs), already_done=len(runs) - len(todo))
-    backend: Any = None
-    if todo and executor == "local":
-        backend = InlineExecutor(execute, vectorized) if jobs == 1 else LocalPoolExecutor(jobs, execute, vectorized)
-    elif todo:
-        opts = slurm or SlurmOptions()
-        if executor == "slurm":  # a job no node can run would pend forever: refuse before submitting anything
-            from .slurm import check_request
-
-            check_request(opts.partition, opts.cpus, opts.mem_gb, opts.gpus)
-        folder = Path(opts.folder) if opts.folder else out / "submitit"
-        cluster = "slurm" if executor == "slurm" else "local"
-        backend = SubmititExecutor(cluster, opts, folder, jobs, execute, vectorized)
-    for r in todo:
-        if not (r.run_dir / SPEC).is_file():
-            write_json(r.run_dir / SPEC, r.spec)
-    manifest = Manifest(out, runs, info or {})
-    manifest.write()
-    summary.manifest = manifest.path
-    log = log or (lambda line: print(line, file=sys.stderr))
-    if not todo:
-        summary.seconds = time.perf_counter() - t0
-        return summary
-
-    from tqdm import tqdm
-
-    bar = tqdm(total=len(todo), desc="runs", unit="run", disable=not progress or not sys.stderr.isatty())
-    waiting = make_batches(todo, vectorized)
-    status: dict[Path, str] = {}  # run dir -> outcome of this session
-    inflight: dict[Any, list[Run]] = {}
-
-    def dep_state(r: Run) -> str:
-        if r.needs is None:
-            return "ok"
-        if (r.needs / RESULTS).is_file():
-            if r.spec.get("inferred_groups") and not Path(r.spec["inferred_groups"]).is_file():
-                return f"blocked: {relative_path(r.needs, out)} wrote no inferred_groups.npz"
-            return "ok"
-        s = status.get(r.needs)
-        if s in ("failed", "busy") or s and s.startswith("blocked"):
-            return f"blocked: its XRM run {relative_path(r.needs, out)} did not finish"
-        return "wait"
-
-    def finish(r: Run, outcome: dict) -> None:
-        status[r.run_dir] = outcome["status"]
-        manifest.update(r, outcome)
-        if outcome["status"] == "done":
-            summary.done += 1
-        elif outcome["status"] == "busy":
-            summary.busy.append(r.rel(out))
-            log(f"sweep: {r.rel(out)} is locked by another process (another sweep on this directory?)")
-        else:
-            summary.failed.append((r.rel(out), outcome.get("error") or outcome["status"]))
-            if len(summary.failed) <= 10:
-                log(f"sweep: {r.rel(out)} {outcome['status']}: {outcome.get('error')}")
-            elif len(summary.failed) == 11:
-                log("sweep: more runs failed; every error is in sweep.json and the runs' error.txt")
-        bar.update(1)
-
+    lock = lock_or_refuse(out, "sweep folder")
+    stale_note(lock, log)
     try:
-        while waiting or inflight:
-            ready: list[list[Run]] = []
-            still: list[list[Run]] = []
-            for batch in waiting:
-                states = [dep_state(r) for r in batch]
-                if any(s == "wait" for s in states):
-                    still.append(batch)
-                    continue
-                runnable = []
-                for r, s in zip(batch, states, strict=True):
-                    if s == "ok":
-                        runnable.append(r)
-                    else:
-                        finish(r, {"status": "blocked", "seconds": 0.0, "error": s.removeprefix("blocked: ")})
-                if runnable:
-                    ready.append(runnable)
-            room = len(ready) if backend.capacity is None else max(0, backend.capacity - len(inflight))
-            submit, waiting = ready[:room], ready[room:] + still
-            if submit:
-                handles = backend.submit([[(r.spec, str(r.run_dir)) for r in b] for b in submit])
-                inflight.update(zip(handles, submit, strict=True))
-            if not inflight:
-                if waiting:  # dependencies that can never be met
-                    for b in waiting:
-                        for r in b:
-                            finish(r, {"status": "blocked", "seconds": 0.0, "error": "its XRM run is not planned"})
-                    waiting = []
-                break
-            for h in backend.wait(list(inflight)):
-                batch = inflight.pop(h)
-                res = backend.result(h)
-                if isinstance(res, str):
-                    for r in batch:
-                        finish(r, {"status": "failed", "seconds": None, "error": res})
-                else:
-                    for r, o in zip(batch, res, strict=True):
-                        finish(r, o)
-            manifest.write(force=False)
-    except BaseException:
-        for batch in inflight.values():
-            for r in batch:
-                manifest.update(r, {"status": "pending", "seconds": None, "error": "interrupted"})
-        backend.close(kill=True)
+        clear_conflicts(check_specs(runs, overwrite), out, log or _stderr)
+        todo = [r for r in runs if not r.done]
+        summary = SweepSummary(total=len(runs), already_done=len(runs) - len(todo))
+        for r in todo:
+            if read_spec(r.run_dir / SPEC) is None:  # missing or unreadable
+                write_json(r.run_dir / SPEC, r.spec)
+        manifest = Manifest(out, runs, info or {})
         manifest.write()
-        bar.close()
-        raise
-    backend.close()
-    bar.close()
-    manifest.write()
+        summary.manifest = manifest.path
+        if todo:
+            train(settings, out, todo, Scheduler(out, manifest, summary, log or _stderr, None), progress)
+    finally:
+        lock.release()
     summary.seconds = time.perf_counter() - t0
     return summary
+
+
+def read_spec(path: Path) -> dict | None:
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def clear_conflicts(runs: list[Run], out: Path, log: Callable[[str], None]) -> None:
+    """``--overwrite``: the folders of ``runs`` (another spec, or data changed since) lose memaware's files of the
+    earlier run and its spec.json (never a user's file), so that they are trained again."""
+    if not runs:
+        return
+    removed = 0
+    for r in runs:
+        removed += len(RunFolder(r.run_dir).clear())
+        (r.run_dir / SPEC).unlink(missing_ok=True)
+    log(f"sweep: --overwrite cleared {len(runs)} run folder(s) of another spec or data ({removed} files) in {out}")
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr)
+
+
+def train(settings: SweepSettings, out: Path, todo: list[Run], scheduler: Scheduler, progress: bool) -> None:
+    """Trains ``todo`` through the settings' backend; on any exception (Ctrl-C included) the workers are stopped
+    and the manifest says which runs are pending again."""
+    from tqdm import tqdm
+
+    backend = make_backend(settings, out)
+    scheduler.bar = tqdm(total=len(todo), desc="runs", unit="run", disable=not progress or not sys.stderr.isatty())
+    try:
+        scheduler.drive(backend, make_batches(todo, settings.vectorized))
+    except BaseException:
+        scheduler.interrupted()
+        backend.close(kill=True)
+        scheduler.manifest.write()
+        scheduler.bar.close()
+        raise
+    backend.close()
+    scheduler.bar.close()
+    scheduler.manifest.write()
 
 
 def describe(summary: SweepSummary, out: Path) -> str:

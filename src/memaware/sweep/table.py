@@ -16,10 +16,7 @@ Formatting lives in ``table_format``."""
 
 from __future__ import annotations
 
-import json
 import math
-import os
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +30,7 @@ from ..methods import method_class
 from ..metrics import report_from_counts
 from ..selection import get_criterion, select
 from .hparams import uses_train_groups
+from .table_runs import RunRecord, Runs, criteria_of
 
 PROTOCOLS = ("per-seed", "first-seed")
 
@@ -46,138 +44,10 @@ def method_label(method: str) -> str:
         return method
 
 
-def _method_rank(method: str) -> int:
-    try:
-        return method_class(method).rank
-    except ConfigError:
-        return 1000
-
-DATASET_ORDER = ("waterbirds", "celeba", "multinli", "civilcomments")
-
 def criterion_key(name: str) -> str:
     """'va_wga' / 'val_wga' / 'worst_class' / 'pkg.mod:Class' ... -> the registered criterion's name (also its key
     in results.json's ``criteria``); ``ConfigError`` otherwise."""
     return get_criterion(name).name
-
-
-@dataclass
-class RunRecord:
-    """One run directory: ``state`` is done, unfinished (a checkpoint, no results), not started or unreadable."""
-
-    dir: Path
-    dataset: str
-    method: str
-    comb: int
-    seed: int
-    state: str
-    results: dict | None = None
-    role: str = "sweep"
-    spec: dict | None = None
-    # criterion -> {"epoch", "val_score", "test"} or None: a table asks twice per run (rank, then report)
-    chosen: dict[str, dict | None] = field(default_factory=dict, repr=False)
-
-
-@dataclass
-class Runs:
-    """Every run found under the sweep directories, the methods and datasets in table order, planned seeds."""
-
-    records: list[RunRecord]
-    methods: list[str]
-    datasets: list[str]
-    seeds: dict[str, list[int]]  # dataset -> planned or found seeds
-
-    @property
-    def missing(self) -> list[RunRecord]:
-        return [r for r in self.records if r.state != "done" and r.method in self.methods]
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def dataset_name(spec: dict) -> str:
-    """The table column of a run: ``spec['dataset']``, else the stem of ``spec['data']``."""
-    if spec.get("dataset"):
-        return str(spec["dataset"])
-    if spec.get("data"):
-        return Path(str(spec["data"])).stem
-    return "data"
-
-
-def _ordered(names: Iterable[str], canonical: Sequence[str]) -> list[str]:
-    seen = list(dict.fromkeys(names))
-    return [n for n in canonical if n in seen] + [n for n in seen if n not in canonical]
-
-
-def collect_runs(sweeps: Sequence[str | os.PathLike]) -> Runs:
-    """Reads every run under ``sweeps`` (see the module docstring). Raises ``ConfigError`` for a missing folder."""
-    records: dict[Path, RunRecord] = {}
-    listed: list[str] = []
-    seeds: dict[str, set[int]] = {}
-    found_methods: list[str] = []
-    has_manifest = False
-    for sweep in sweeps:
-        root = Path(sweep)
-        if not root.is_dir():
-            raise ConfigError(f"--sweep {sweep}: no such directory")
-        manifest = _read_json(root / "sweep.json")
-        if isinstance(manifest, dict):
-            has_manifest = True
-            listed += [m for m in manifest.get("methods", []) if isinstance(m, str)]
-            for e in manifest.get("runs", []):
-                if not isinstance(e, dict) or not {"dir", "dataset", "method", "comb", "seed"} <= set(e):
-                    continue
-                d = (root / e["dir"]).resolve()
-                seeds.setdefault(e["dataset"], set()).add(int(e["seed"]))
-                records[d] = RunRecord(
-                    d,
-                    e["dataset"],
-                    e["method"],
-                    int(e["comb"]),
-                    int(e["seed"]),
-                    "not started",
-                    None,
-                    e.get("role", "sweep"),
-                )
-        dirs = {p.parent for name in ("spec.json", "results.json") for p in root.rglob(name)}
-        for d in sorted(dirs):
-            if "submitit" in d.relative_to(root).parts:
-                continue
-            results = _read_json(d / "results.json") if (d / "results.json").is_file() else None
-            spec = (results or {}).get("spec") if isinstance(results, dict) else None
-            spec = spec if isinstance(spec, dict) else _read_json(d / "spec.json")
-            if not isinstance(spec, dict) or "method" not in spec:
-                continue
-            if (d / "results.json").is_file():
-                readable = isinstance(results, dict) and (criteria_of(results) or (d / EVAL_LOG).is_file())
-                state = "done" if readable else "unreadable"
-            else:
-                state = "unfinished" if any(d.glob("checkpoint*.pt")) else "not started"
-            key = d.resolve()
-            prev = records.get(key)
-            rec = RunRecord(
-                key,
-                dataset_name(spec),
-                str(spec["method"]),
-                int(spec.get("comb", 0)),
-                int(spec.get("seed", 0)),
-                state,
-                results if state == "done" else None,
-                prev.role if prev else "sweep",
-                spec,
-            )
-            records[key] = rec
-            found_methods.append(rec.method)
-            seeds.setdefault(rec.dataset, set()).add(rec.seed)
-    recs = list(records.values())
-    groups_only = {r.method for r in recs if r.role == "groups"} - set(listed)
-    methods = listed + [m for m in found_methods if m not in listed and not (has_manifest and m in groups_only)]
-    methods = sorted(dict.fromkeys(methods), key=_method_rank)  # the declared table order, then as found
-    datasets = _ordered((r.dataset for r in recs), DATASET_ORDER)
-    return Runs(recs, methods, datasets, {k: sorted(v) for k, v in seeds.items()})
 
 
 @dataclass
@@ -218,16 +88,6 @@ class Table:
     criterion_text: str = ""  # the criterion's one-line description (the table's header)
 
 
-def criteria_of(results: dict) -> dict:
-    """{criterion: {"epoch", "val_score", "val", "test"}} of a results.json (key ``criteria``, or ``selection``
-    when that is a dict)."""
-    for key in ("criteria", "selection"):
-        value = results.get(key)
-        if isinstance(value, dict):
-            return value
-    return {}
-
-
 def _external_groups(rec: RunRecord) -> np.ndarray | None:
     """(n_val,) the XRM-inferred validation groups the run's spec points to (``inferred_groups``: an .npz with
     ``val_groups``; a relative path is tried from the run directory too), or None when it names none."""
@@ -248,7 +108,7 @@ def _external_groups(rec: RunRecord) -> np.ndarray | None:
 def _from_log(rec: RunRecord, criterion: str) -> dict | None:
     """The evaluation ``criterion`` chooses in the run's evaluation log, with its test report."""
     crit = get_criterion(criterion)
-    log = EvalLog.load(rec.dir / EVAL_LOG)
+    log = rec.log if rec.log is not None else EvalLog.load(rec.dir / EVAL_LOG)
     external = None
     if crit.val_group_use == "inferred":  # as in training: the method's own groups where it has them, else these
         try:
@@ -376,6 +236,8 @@ def build_table(runs: Runs, selection: str = "va_wga", protocol: str = "per-seed
             if cell.choices and any(c["worst"] is None for c in cell.choices):
                 notes.append(f"{ds}/{method}: some test splits have no known attribute (no worst-group accuracy)")
     missing = [r for r in runs.missing if r.dataset in runs.datasets]
+    notes += [f"{r.dataset}/{r.method} comb{r.comb}_seed{r.seed}: {r.state}; left out of every mean"
+              for r in missing if r.state.startswith("damaged")]  # fmt: skip
     crit = get_criterion(criterion)
     if crit.oracle:
         notes.append(f"{criterion} is an oracle (it chooses by the test split): for diagnostics, not for reporting")

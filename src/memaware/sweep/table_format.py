@@ -164,7 +164,8 @@ def missing_text(t: Table, limit: int = 10) -> str | None:
     """One line per missing run (at most ``limit``), or None when every planned run has results."""
     if not t.missing:
         return None
-    lines = [f"table: {len(t.missing)} of {t.n_runs} runs have no results; the table shows what exists:"]
+    lines = [f"table: {len(t.missing)} of {t.n_runs} runs have no results (or damaged ones, left out of every "
+             "mean); the table shows what exists:"]
     for r in t.missing[:limit]:
         lines.append(f"  {r.dataset}/{r.method} comb{r.comb}_seed{r.seed}: {r.state} ({r.dir})")
     if len(t.missing) > limit:

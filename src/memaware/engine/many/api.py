@@ -157,17 +157,24 @@ def execute_many(
     inferred_groups.npz, model.pt with ``save_model``), the supported ones batched by ``group_key`` through
     ``train_many``, the others one at a time. Runs whose results.json exists are returned as they are. Every batch
     is attempted; the first error is raised at the end."""
+    from ...errors import DivergenceError
+    from ...fingerprint import check_same_data, data_fingerprint
+    from ...runfolder import read_results
+    from ...sweep.prepared import with_paths_from
     from ...sweep.runner import execute, load_spec_data, write_run_files
+    from ..divergence import HINT, first_bad_weight
 
     if len(specs) != len(run_dirs):
         raise ConfigError(f"{len(specs)} specs but {len(run_dirs)} run directories")
     dirs = [Path(d) for d in run_dirs]
+    specs = [with_paths_from(s, d) for s, d in zip(specs, dirs, strict=True)]  # a sweep's paths are relative
     results: list[dict[str, Any] | None] = [None] * len(specs)
     batches: dict[tuple, list[int]] = {}
     error: BaseException | None = None
     for i, (spec, d) in enumerate(zip(specs, dirs, strict=True)):
-        if (d / "results.json").exists():
-            results[i] = json.loads((d / "results.json").read_text())
+        done = read_results(d / "results.json")
+        if done is not None:  # a damaged record is trained again
+            results[i] = done
         elif supported(spec):
             batches.setdefault(group_key(spec), []).append(i)
         else:
@@ -182,11 +189,21 @@ def execute_many(
             source = json.dumps([spec0.get(k) for k in DATA_KEYS])
             if source not in cache:
                 cache[source] = load_spec_data(spec0)[0]
+            if spec0.get("data_fingerprint") is not None:
+                where = "the sweep that planned this run"
+                check_same_data(spec0["data_fingerprint"], data_fingerprint(cache[source]), str(spec0["data"]), where)
             trained = _train(cache[source], [specs[i] for i in idx], None, progress)
         except Exception as e:  # the other batches still train
             error = error or e
             continue
         for i, (record, result) in zip(idx, trained, strict=True):
+            weight = first_bad_weight(result.model)
+            if weight is not None:  # a member diverged: no results.json of a NaN model (checked once, at the end)
+                error = error or DivergenceError(
+                    f"{specs[i]['method']} (batched member {dirs[i].name}) diverged: weight {weight[0]} holds "
+                    f"{weight[1]}; {HINT}"
+                )
+                continue
             write_run_files(dirs[i], specs[i], record, result, cache[source].split.numpy())
             results[i] = record
     if error is not None:
