@@ -15,12 +15,10 @@ parts on a batch of 64: decode (PIL), uint8 -> normalised float, host-to-device 
 + optimiser, and an evaluation pass; and one epoch of steps fed by memaware's background thread or by a
 ``DataLoader`` with worker processes (the design choice of ``models.input_feed``).
 
-``--fashionbirds``: EfficientNet-Lite0 (pretrained, the ``vision-lite`` extra) end to end on FashionBirds renders
-(Debian's dataset-fashion-mnist), 20 steps of batch 32 at 160 px, before (``--prefetch 0``) and after.
+``--fashionbirds``: EfficientNet-Lite0 (``vision-lite`` extra) on FashionBirds renders, before and after.
 
-``--device cuda``: ResNet-50 (torchvision, random init) at 224 px, batch 128, memaware's ``EndToEndNet`` and
-loader (uint8 pinned, copied without blocking, normalised on the GPU) against synthetic in-memory uint8 images,
-in fp32 and bf16, next to the same network on a float tensor already on the GPU.
+``--device cuda``: ResNet-50 (torchvision, random init, 224 px, batch 128) through memaware's ``EndToEndNet`` and
+loader from synthetic in-memory uint8 images, fp32 and bf16, next to a float batch already on the GPU.
 
 Usage: python benchmarks/bench_e2e.py [--epochs 10] [--threads 1] [--fashionbirds] [--device cuda] [--json F]
 """

@@ -15,7 +15,7 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "linear", "cosine", "xrm")  # torch_optim.make_schedule
 DECAY_RULES = ("standard", "authors")  # torch_optim.decay_groups
 HEAD_INITS = ("default", "zeros")  # models.heads.init_heads_
-PRECISIONS = ("fp32", "bf16", "fp16")  # end to end: the backbone under autocast (models.backbones.EndToEndNet)
+PRECISIONS = ("fp32", "bf16", "fp16")  # end to end: the backbone under autocast (models.end_to_end_net.EndToEndNet)
 CHANNELS_LAST = ("auto", "on", "off")  # auto: on for an image backbone on CUDA, off on a CPU
 DEVICE = re.compile(r"(cpu|cuda|mps|xpu|meta)(:\d+)?")  # what torch.device accepts, without importing torch
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import ConfigError
-from ..models.backbones import EndToEndNet
+from ..models.end_to_end_net import EndToEndNet
 from .config import TrainConfig
 
 

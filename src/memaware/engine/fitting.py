@@ -21,7 +21,7 @@ from ..errors import ConfigError, DataError
 from ..methods import Method, TrainContext, make_method
 from ..methods.base import checkpoint_for
 from ..models import all_logits, build_model, init_heads_
-from ..models.backbones import EndToEndNet
+from ..models.end_to_end_net import EndToEndNet
 from .batches import sampling_weights
 from .checkpoint import Checkpointer, run_signature
 from .config import TrainConfig

@@ -26,8 +26,9 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..references import import_reference, is_reference
-from .backbones import EndToEndNet, batch_to, make_backbone
+from .backbones import batch_to, make_backbone
 from .catalog import BACKBONES, DEFAULT_MAX_LENGTH
+from .end_to_end_net import EndToEndNet
 
 BackboneLike = "str | nn.Module | Callable[[], nn.Module]"
 PROBE_ROWS = 2
