@@ -114,12 +114,9 @@ class EndToEndNet(nn.Module):
             self.backbone.compile()
 
     def feed_stats(self) -> dict[str, float]:
-        """{"images", "wait_s"} fed since the last ``reset_feed_stats`` (``models.input_feed.InputFeed.stats``)."""
+        """{"images", "wait_s"} fed so far (``models.input_feed.InputFeed.stats``; ``engine.progress`` takes
+        differences)."""
         return self.feed.stats() if self.feed is not None else {"images": 0, "wait_s": 0.0}
-
-    def reset_feed_stats(self) -> None:
-        if self.feed is not None:
-            self.feed.reset_stats()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(b, 1) float row indices -> (b, H, K) logits."""

@@ -42,8 +42,9 @@ class InputFeed:
 
     def __init__(self, dataset: Any, depth: int = 2, channels_last: bool = False):
         self.dataset, self.depth, self.channels_last = dataset, int(depth), channels_last
-        # images travel as uint8 from the decoded array, normalised on the device
-        self.uint8 = callable(getattr(dataset, "load_uint8", None)) and getattr(dataset, "decode_cache", "") != "off"
+        # images travel as uint8 (from the decoded array, or decoded now with decode_cache='off'), normalised on
+        # the device
+        self.uint8 = callable(getattr(dataset, "load_uint8", None))
         self.pin = False
         self.pending: deque[tuple[np.ndarray, Future]] = deque()
         self.queued: deque[np.ndarray] = deque()
@@ -137,12 +138,6 @@ class InputFeed:
 
     def stats(self) -> dict[str, float]:
         return {"images": self.images, "wait_s": self.wait_s}
-
-    def reset_stats(self) -> None:
-        self.images, self.wait_s = 0, 0.0
-
-    def close(self) -> None:
-        self.cancel()
 
 
 __all__ = ["InputFeed", "as_row_array"]
