@@ -135,6 +135,7 @@ def run_table1(
 
     Finished runs are kept: the same call on the same ``out`` resumes (or just re-reports) the sweep."""
     from ..sweep import DataSource, plan_sweep, run_sweep
+    from .premise import measure_premise, premise_summary
 
     sz = get_size(size)
     out = Path(out)
@@ -157,12 +158,16 @@ def run_table1(
             first = summary.failed[0] if summary.failed else ("?", "unfinished")
             raise ConfigError(f"table1: the {name} sweep did not finish ({first[0]}: {first[1]})")
         sweep_dirs.append(sweep_dir)
+        sweep_seconds = time.perf_counter() - t_sweep
+        say(f"table1: {name} ({description}): {len(runs)} runs in {sweep_seconds:.0f} s")
+        premise = measure_premise(data, name, root / "premise" / name, description, seed, fixed.get("epochs"))
+        say(f"table1: {name} premise (ERM train minority accuracy, memorization gap ERM -> MAT): "
+            f"{premise_summary(premise)}, {premise['seconds']:.0f} s")
         analogues[name] = {
             "paper_dataset": PAPER_DATASET[name], "description": description, "n": len(data), "dim": data.dim,
             "n_hparams": n_hparams, "seeds": seeds, "fixed": fixed, "runs": len(runs),
-            "data_seconds": data_seconds, "sweep_seconds": time.perf_counter() - t_sweep,
+            "data_seconds": data_seconds, "sweep_seconds": sweep_seconds, "premise": premise,
         }  # fmt: skip
-        say(f"table1: {name} ({description}): {len(runs)} runs in {time.perf_counter() - t_sweep:.0f} s")
     tables = write_tables(sweep_dirs, out)
     result = {
         "schema": SCHEMA, "seed": seed, "size": asdict(sz) | {"name": size if isinstance(size, str) else "custom"},

@@ -77,6 +77,21 @@ def summarize(scores: np.ndarray, y: np.ndarray, a: np.ndarray, num_attrs: int) 
     return {"overall": stats(scores), "groups": groups, "gap": gap}
 
 
+def train_accuracy(p_true: np.ndarray, y: np.ndarray, a: np.ndarray, num_attrs: int) -> dict[str, Any]:
+    """Training accuracy of the full-data predictor (p(y_i | x_i) > 1/2) overall, per group, and pooled over the
+    minority and the majority groups (``group_roles``): whether a method *fits* its minority, the half of the
+    paper's premise that the scores do not show."""
+    right = np.asarray(p_true, dtype=np.float64) > 0.5
+    g, names = group_ids(y, a, num_attrs)
+    roles = group_roles(np.asarray(y), g)
+    out: dict[str, Any] = {"overall": float(right.mean()) if len(right) else None,
+                           "groups": {names[i]: float(right[g == i].mean()) for i in sorted(names)}}
+    for role in ("minority", "majority"):
+        mask = np.isin(g, [i for i in names if roles[i] == role])
+        out[role] = float(right[mask].mean()) if mask.any() else None
+    return out
+
+
 def warnings_for(method: str, summary: dict[str, Any], warn_gap: float = 0.1) -> list[str]:
     """Plain-language warnings for minority groups memorized far more than their class majority (module doc)."""
     out = []
