@@ -40,8 +40,9 @@ from ..errors import ConfigError
 SCHEMA = "memaware.table1/1"
 CRITERIA = ("val_wga", "val_gi_wga")
 METHODS = ("erm", "groupdro", "subg", "rwg", "jtt", "xrm", "mat", "lc", "ula", "xrm-groupdro", "dfr")
-ANALOGUES = ("fashionbirds", "adult", "finefoods", "setup21")
-PAPER_DATASET = {"fashionbirds": "Waterbirds", "adult": "CelebA", "finefoods": "MultiNLI", "setup21": "Setup 2.1"}
+ANALOGUES = ("fashionbirds", "fashionceleba", "adult", "finefoods", "setup21")
+PAPER_DATASET = {"fashionbirds": "Waterbirds", "fashionceleba": "CelebA", "adult": "CelebA", "finefoods": "MultiNLI",
+                 "setup21": "Setup 2.1"}  # fmt: skip
 # the paper's protocol for Setup 2.1 (Fig. 1's training): what makes its linear heads memorize
 SETUP21_PROTOCOL = {"optimizer": "sgd", "lr": 0.01, "batch_size": 0, "epochs": 1000, "bias": False,
                     "weight_decay": 0.0}  # fmt: skip
@@ -98,6 +99,9 @@ def build_analogue(name: str, size: Table1Size, seed: int = 0, progress: bool = 
     if name == "fashionbirds":
         data = build_benchmark("fashionbirds", seed=seed, pair="hard", progress=progress, **scale)
         return data, "FashionBirds hard pair, 160 px renders -> 1280 EfficientNet-Lite0 features"
+    if name == "fashionceleba":
+        data = build_benchmark("fashionceleba", seed=seed, **scale)
+        return data, "Fashion-MNIST footwear vs tops on a dark or bright backdrop with grain, 1936 pixels"
     if name == "adult":
         return build_benchmark("adult-sex", seed=seed, **scale), "UCI Adult, y = income > 50K, a = female"
     if name == "finefoods":
