@@ -166,6 +166,6 @@ def test_audit_without_attributes_and_majority_by_size():
     assert roles == {0: "majority", 1: "minority", 2: "majority", 3: "minority"}
     # a group at least half its class majority's size is a majority too (a CelebA-like class split ~50/50)
     assert group_roles(y[2:], g[2:]) == {0: "majority", 1: "majority", 2: "majority", 3: "minority"}
-    s = summarize(np.linspace(0, 1, 7), y, -np.ones(7, dtype=int), 1)
+    s = summarize(np.linspace(0, 1, 9), y, -np.ones(9, dtype=int), 1)
     assert set(s["groups"]) == {"y=0,a=?", "y=1,a=?"} and s["gap"] == {}
     assert all(v["role"] == "unknown" for v in s["groups"].values()) and warnings_for("erm", s) == []
