@@ -26,7 +26,7 @@ Construction (every draw seeded by ``seed``):
 - The regime (seed 0, the L2-logistic head ERM converges to, weight decay 1e-4): training accuracy 100 % in every
   group, the minority included; test accuracy 95.7 / 97.2 / 88.7 % on the three large groups and 40.3 % on the
   minority. 10,000 images (6 % of CelebA) keep Table 1's sweep within ``memaware reproduce``'s budget; the same
-  construction with 20,000 images on a 44 px canvas also fits every training group (docs/datasets.md).
+  construction with 20,000 images on a 44 px canvas also fits every training group (docs/analogues.md).
 
 Source: Debian's ``dataset-fashion-mnist`` (``apt-get install dataset-fashion-mnist``), as FashionBirds.
 """
