@@ -64,3 +64,23 @@ def test_report_prints_a_regime_line_above_each_analogue(tmp_path):
     assert "<h3><code>celeb</code>: CelebA analogue</h3><p class='regime'>memorization regime: <strong>yes</strong>" \
         in page  # fmt: skip
     assert group_headings(table1)["census"][0] == "`census`: CelebA analogue"
+
+
+def test_premise_audit_is_found_again_by_its_key(tmp_path):
+    """Fig. 2 reuses a Table-1 premise audit only for the same data and the same training configuration."""
+    from memaware.data.synthetic import make_setup21
+    from memaware.experiments.memorization import audit_config
+    from memaware.experiments.premise import ESTIMATOR, audit_key, find_audit, measure_premise, premise_recipe
+
+    data = make_setup21(n_train=60, n_val=20, n_test=20, noise_dim=100, seed=0)
+    root = tmp_path / "table1" / "premise"
+    premise = measure_premise(data, "setup21", root / "setup21", "Setup 2.1, small", epochs=20)
+    assert premise["erm_train_accuracy"]["minority"] == 1.0 and premise["erm_gap"] > 0
+    recipe = premise_recipe("setup21", 20)
+    bias = recipe.pop("bias")
+    cfg = audit_config(ESTIMATOR, **recipe)
+    assert find_audit(root, audit_key(data, ESTIMATOR, cfg, bias)) == root / "setup21"
+    other = make_setup21(n_train=60, n_val=20, n_test=20, noise_dim=100, seed=1)
+    assert find_audit(root, audit_key(other, ESTIMATOR, cfg, bias)) is None
+    assert find_audit(root, audit_key(data, ESTIMATOR, audit_config(ESTIMATOR, **{**recipe, "epochs": 21}), bias)) \
+        is None  # fmt: skip

@@ -13,10 +13,14 @@ into table1.json (``analogues[name]["premise"]``), and the verdict is drawn by t
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from ..artifacts import write_json
 from ..data import GroupData
 
 ESTIMATOR = "newton"
@@ -50,6 +54,7 @@ def measure_premise(
     bias = recipe.pop("bias")
     cfg = audit_config(ESTIMATOR, seed=seed, **recipe)
     res = run_audit(data, ("erm", "mat"), ESTIMATOR, cfg, out, source, model_kwargs={"hidden": (), "bias": bias})
+    write_json(Path(out) / KEY_FILE, {"key": audit_key(data, ESTIMATOR, cfg, bias)})
     erm = res["methods"]["erm"]
     change = res["audit"]["gap_change"] or {}
     return {
@@ -63,6 +68,33 @@ def measure_premise(
     }  # fmt: skip
 
 
+KEY_FILE = "audit_key.json"
+
+
+def audit_key(data: GroupData, estimator: str, cfg: Any, bias: bool) -> str:
+    """SHA-256 of everything an ERM/MAT audit depends on: the data's arrays, the estimator, the training
+    configuration and the head's bias. Equal keys give equal audits (the fits are deterministic)."""
+    h = hashlib.sha256()
+    for t in (data.x, data.y, data.a, data.split):
+        h.update(t.contiguous().numpy().tobytes())
+    h.update(json.dumps({"estimator": estimator, "config": asdict(cfg), "bias": bias}, sort_keys=True,
+                        default=str).encode())  # fmt: skip
+    return h.hexdigest()
+
+
+def find_audit(root: str | Path, key: str) -> Path | None:
+    """The folder under ``root`` (``OUT/table1/premise``) holding a finished audit with ``key``, or None: Fig. 2's
+    audits of Setup 2.1 and the FashionBirds hard pair are the premise audits of Table 1, run once."""
+    for path in sorted(Path(root).glob(f"*/{KEY_FILE}")):
+        try:
+            found = json.loads(path.read_text()).get("key") == key
+        except (OSError, ValueError):
+            continue
+        if found and (path.parent / "memorization.json").is_file() and (path.parent / "fig2.png").is_file():
+            return path.parent
+    return None
+
+
 def premise_summary(premise: dict[str, Any]) -> str:
     """'train minority 100.0 %, gap +0.404 -> +0.299' (None-safe: a group-free audit has no gap)."""
     acc = (premise.get("erm_train_accuracy") or {}).get("minority")
@@ -71,4 +103,5 @@ def premise_summary(premise: dict[str, Any]) -> str:
     return text + ("" if ge is None or gm is None else f", gap {ge:+.3f} -> {gm:+.3f}")
 
 
-__all__ = ["ESTIMATOR", "RECIPES", "measure_premise", "premise_recipe", "premise_summary"]
+__all__ = ["ESTIMATOR", "KEY_FILE", "RECIPES", "audit_key", "find_audit", "measure_premise", "premise_recipe",
+           "premise_summary"]

@@ -35,8 +35,9 @@ def fig2_notes(fig2: dict[str, Any] | None) -> list[str]:
         cfg = panel.get("config", {})
         recipe = ", ".join(f"{k} {v}" for k, v in cfg.items())
         models = f", {panel['num_models']} half-sample models" if panel.get("num_models") else ""
+        reused = " (the Table-1 premise audit of the same data, reused)" if panel.get("reused") else ""
         out.append(f"`{name}`: {panel.get('source', '')}; {panel.get('estimator', '?')} estimator{models}; "
-                   f"heads trained with {recipe}; {panel.get('seconds', 0):.0f} s.")  # fmt: skip
+                   f"heads trained with {recipe}; {panel.get('seconds', 0):.0f} s{reused}.")  # fmt: skip
     return out
 
 
