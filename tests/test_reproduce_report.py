@@ -138,7 +138,7 @@ def test_report_says_what_each_section_ran_on(tmp_path):
     md = (tmp_path / "REPORT.md").read_text()
     assert "3 hyper-parameter combinations x 2 seeds per analogue (Setup 2.1: 2x2)" in md
     assert ("- `adult` (CelebA analogue): FineFoods-like, tfidf features (MiniLM not installed); n = 5000, 5000 "
-            "features; 66 runs, 37 s.") in md  # fmt: skip
+            "features; 66 runs, 37 s (data 2 s).") in md  # fmt: skip
     assert "- `setup21`: Setup 2.1, sigma = 0.5; newton estimator; heads trained with epochs 1000; 3 s." in md
     page = (tmp_path / "report.html").read_text()
     assert "<li><code>adult</code> (CelebA analogue): FineFoods-like, tfidf features" in page

@@ -10,8 +10,8 @@ from typing import Any
 from .claims import THRESHOLDS
 
 # what the paper predicts where its premise does not hold (Sec. 2, Case 1: spurious features, no memorization)
-CASE_1 = ("the paper's Case 1 (no memorization), where it predicts that ERM is not misled by memorization, so a "
-          "gain of MAT over ERM is not what its argument predicts here")  # fmt: skip
+CASE_1 = ("the paper's Case 1 (no memorization): its argument predicts that ERM is not misled by memorization "
+          "here, so MAT, which corrects for memorization, has nothing to correct")  # fmt: skip
 
 
 def _pct(v: float) -> str:
