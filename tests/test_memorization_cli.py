@@ -160,10 +160,12 @@ def test_audit_warns_only_on_a_large_significant_gap():
 
 
 def test_audit_without_attributes_and_majority_by_size():
-    y = np.array([0, 0, 0, 1, 1, 1, 1])
-    g = np.array([0, 0, 1, 3, 2, 2, 2])  # class 1: group 2 is the larger one even though a != y there
+    y = np.array([0, 0, 0, 0, 0, 1, 1, 1, 1])
+    g = np.array([0, 0, 0, 0, 1, 3, 2, 2, 2])  # class 1: group 2 is the larger one even though a != y there
     roles = group_roles(y, g)
     assert roles == {0: "majority", 1: "minority", 2: "majority", 3: "minority"}
-    s = summarize(np.linspace(0, 1, 7), y, -np.ones(7, dtype=int), 1)
+    # a group at least half its class majority's size is a majority too (a CelebA-like class split ~50/50)
+    assert group_roles(y[2:], g[2:]) == {0: "majority", 1: "majority", 2: "majority", 3: "minority"}
+    s = summarize(np.linspace(0, 1, 9), y, -np.ones(9, dtype=int), 1)
     assert set(s["groups"]) == {"y=0,a=?", "y=1,a=?"} and s["gap"] == {}
     assert all(v["role"] == "unknown" for v in s["groups"].values()) and warnings_for("erm", s) == []

@@ -113,10 +113,13 @@ def test_reproduce_only_table1_writes_the_table_and_its_report_section(tmp_path,
         assert f"| {row} |" in table
     assert (tmp_path / "table1_val_gi_wga.png").stat().st_size > 0
     result = json.loads((tmp_path / "table1.json").read_text())
-    assert set(result["analogues"]) == {"fashionbirds", "adult", "finefoods", "setup21"}
+    assert set(result["analogues"]) == {"fashionbirds", "fashionceleba", "adult", "finefoods", "setup21"}
+    for info in result["analogues"].values():  # each analogue's premise audit, on its own data
+        assert info["premise"]["erm_gap"] is not None and info["premise"]["erm_train_accuracy"]["minority"] >= 0
     report = (tmp_path / "REPORT.md").read_text()
     section = report.split("## Table 1")[1].split("\n## ")[0]
-    assert section.count("smoke size") == 12  # 3 claims x 4 analogues, none judged at the smoke size
+    assert section.count("smoke size: a few per cent of the data and a few epochs") == 15  # 3 claims x 5 analogues
+    assert section.count("memorization regime: **") == 5  # one regime line per analogue
     assert "![Table 1](table1_val_wga.png)" in section
 
 
@@ -135,7 +138,7 @@ def test_report_says_what_each_section_ran_on(tmp_path):
     md = (tmp_path / "REPORT.md").read_text()
     assert "3 hyper-parameter combinations x 2 seeds per analogue (Setup 2.1: 2x2)" in md
     assert ("- `adult` (CelebA analogue): FineFoods-like, tfidf features (MiniLM not installed); n = 5000, 5000 "
-            "features; 66 runs, 37 s.") in md  # fmt: skip
+            "features; 66 runs, 37 s (data 2 s).") in md  # fmt: skip
     assert "- `setup21`: Setup 2.1, sigma = 0.5; newton estimator; heads trained with epochs 1000; 3 s." in md
     page = (tmp_path / "report.html").read_text()
     assert "<li><code>adult</code> (CelebA analogue): FineFoods-like, tfidf features" in page

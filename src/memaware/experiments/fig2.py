@@ -14,6 +14,7 @@ Setup 2.1's with the paper's (full-batch SGD 1e-2, 1000 epochs).
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from dataclasses import dataclass
@@ -75,6 +76,7 @@ def audit_data(spec: Audit, seed: int, progress: bool):
 def run_fig2(out: str | Path, seed: int = 0, size: str = "quick", progress: bool = False) -> dict[str, Any]:
     """Every audit of ``SIZES[size]`` into ``out``; returns (and writes) fig2.json."""
     from .memorization import audit_config, run_audit
+    from .premise import audit_key, find_audit
 
     if size not in SIZES:
         raise ConfigError(f"unknown size '{size}'; choose from {', '.join(SIZES)}")
@@ -91,8 +93,14 @@ def run_fig2(out: str | Path, seed: int = 0, size: str = "quick", progress: bool
         kwargs: dict[str, Any] = {"model_kwargs": {"hidden": (), "bias": bias}}
         if spec.num_models is not None:
             kwargs["num_models"] = spec.num_models
-        res = run_audit(data, ("erm", "mat"), spec.estimator, cfg, out / "fig2" / spec.name, source,
-                        progress=progress, **kwargs)  # fmt: skip
+        # the same audit on the same data may have run as a Table-1 premise audit (Setup 2.1, the hard pair)
+        done = find_audit(out / "table1" / "premise", audit_key(data, spec.estimator, cfg, bias))
+        if done is not None:
+            shutil.copytree(done, out / "fig2" / spec.name, dirs_exist_ok=True)
+            res = json.loads((done / "memorization.json").read_text())
+        else:
+            res = run_audit(data, ("erm", "mat"), spec.estimator, cfg, out / "fig2" / spec.name, source,
+                            progress=progress, **kwargs)  # fmt: skip
         shutil.copyfile(out / "fig2" / spec.name / "fig2.png", out / f"fig2_{spec.name}.png")
         panels[spec.name] = {
             "data": spec.data, "source": source, "estimator": spec.estimator, "num_models": spec.num_models,
@@ -101,6 +109,7 @@ def run_fig2(out: str | Path, seed: int = 0, size: str = "quick", progress: bool
             "group_means": {m: {g: s.get("mean") for g, s in e["groups"].items()} for m, e in res["methods"].items()},
             "roles": {g: s["role"] for g, s in res["methods"]["erm"]["groups"].items()},
             "warnings": len(res["audit"]["warnings"]), "seconds": res["seconds"],
+            "reused": None if done is None else str(done),
         }  # fmt: skip
     result = {"schema": SCHEMA, "seed": seed, "size": size, "panels": panels, "seconds": time.perf_counter() - t0}
     write_json(out / "fig2.json", result)

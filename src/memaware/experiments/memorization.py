@@ -15,7 +15,7 @@ from ..artifacts import atomic_writer, write_json
 from ..data import TRAIN, GroupData
 from ..engine import TrainConfig
 from ..errors import ConfigError
-from ..memorization.audit import gap_change, group_ids, summarize, warnings_for
+from ..memorization.audit import gap_change, group_ids, summarize, train_accuracy, warnings_for
 from ..memorization.estimate import estimate
 from ..memorization.scores import LINEAR_AUDIT_METHODS, LINEAR_DEFAULT_WD, MemorizationScores
 from ..plots.memorization import plot_fig2
@@ -174,6 +174,8 @@ def run_audit(data, methods: tuple[str, ...], estimator: str, cfg: TrainConfig, 
     for m, r in results.items():
         summ = summarize(r.scores, y, a, data.num_attrs)
         entry = {**r.describe(), **summ}
+        if r.p_true is not None:
+            entry["train_accuracy"] = train_accuracy(r.p_true, y, a, data.num_attrs)
         if r.baseline is not None:
             base = summarize(r.baseline, y, a, data.num_attrs)
             entry["baseline_1_minus_p"] = {"overall_mean": base["overall"]["mean"],

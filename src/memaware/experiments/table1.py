@@ -13,7 +13,10 @@ The analogues and their protocols:
 column         analogue of (built as)                      protocol
 =============  ==========================================  ===================================================
 fashionbirds   Waterbirds (hard pair, EfficientNet-Lite0)  features family, 50 epochs (BENCHMARKS.md's sweep)
-adult          CelebA (UCI Adult x sex)                    features family (Adam, batch 128, 30 epochs)
+fashionceleba  CelebA (Fashion-MNIST on dark / bright      features family, 10 epochs (ERM's best checkpoints
+               backdrops with grain; memorization regime)  are within them at 30 too; the budget)
+adult          CelebA (UCI Adult x sex; the paper's Case   features family (Adam, batch 128, 30 epochs)
+               1: no memorization, a control)
 finefoods      MultiNLI (reviews x negation; MiniLM when   features family
                installed, else TF-IDF: said in the JSON)
 setup21        the paper's Setup 2.1 (sigma = 0.5)         the paper's: full-batch SGD lr 1e-2, 1000 epochs,
@@ -40,8 +43,9 @@ from ..errors import ConfigError
 SCHEMA = "memaware.table1/1"
 CRITERIA = ("val_wga", "val_gi_wga")
 METHODS = ("erm", "groupdro", "subg", "rwg", "jtt", "xrm", "mat", "lc", "ula", "xrm-groupdro", "dfr")
-ANALOGUES = ("fashionbirds", "adult", "finefoods", "setup21")
-PAPER_DATASET = {"fashionbirds": "Waterbirds", "adult": "CelebA", "finefoods": "MultiNLI", "setup21": "Setup 2.1"}
+ANALOGUES = ("fashionbirds", "fashionceleba", "adult", "finefoods", "setup21")
+PAPER_DATASET = {"fashionbirds": "Waterbirds", "fashionceleba": "CelebA", "adult": "CelebA", "finefoods": "MultiNLI",
+                 "setup21": "Setup 2.1"}  # fmt: skip
 # the paper's protocol for Setup 2.1 (Fig. 1's training): what makes its linear heads memorize
 SETUP21_PROTOCOL = {"optimizer": "sgd", "lr": 0.01, "batch_size": 0, "epochs": 1000, "bias": False,
                     "weight_decay": 0.0}  # fmt: skip
@@ -58,6 +62,7 @@ class Table1Size:
     scale: float = 1.0
     dfr_retrains: int = 5
     fashionbirds_epochs: int = 50
+    fashionceleba_epochs: int = 10
     features_epochs: int | None = None  # None: the features family's default (30)
     setup21: tuple[int, int, int] = (2, 2, 1000)
     analogues: tuple[str, ...] = ANALOGUES
@@ -69,7 +74,7 @@ SIZES: dict[str, Table1Size] = {
     "quick": Table1Size(n_hparams=3, seeds=2, setup21=(2, 2, 1000)),
     "full": Table1Size(n_hparams=10, seeds=3, setup21=(10, 3, 1000)),
     "smoke": Table1Size(n_hparams=1, seeds=1, scale=0.03, fashionbirds_epochs=2, features_epochs=2,
-                        setup21=(1, 1, 20), extra={"setup21_n": 100}),
+                        fashionceleba_epochs=2, setup21=(1, 1, 20), extra={"setup21_n": 100}),
 }  # fmt: skip
 
 
@@ -98,6 +103,9 @@ def build_analogue(name: str, size: Table1Size, seed: int = 0, progress: bool = 
     if name == "fashionbirds":
         data = build_benchmark("fashionbirds", seed=seed, pair="hard", progress=progress, **scale)
         return data, "FashionBirds hard pair, 160 px renders -> 1280 EfficientNet-Lite0 features"
+    if name == "fashionceleba":
+        data = build_benchmark("fashionceleba", seed=seed, **scale)
+        return data, "Fashion-MNIST footwear vs tops on a dark or bright backdrop with grain, 36 px -> 1296 pixels"
     if name == "adult":
         return build_benchmark("adult-sex", seed=seed, **scale), "UCI Adult, y = income > 50K, a = female"
     if name == "finefoods":
@@ -119,6 +127,8 @@ def sweep_settings(name: str, size: Table1Size) -> tuple[int, int, dict[str, Any
         return n_hparams, seeds, {**fixed, **SETUP21_PROTOCOL, "epochs": epochs}
     if name == "fashionbirds":
         fixed["epochs"] = size.fashionbirds_epochs
+    elif name == "fashionceleba":
+        fixed["epochs"] = size.fashionceleba_epochs
     elif size.features_epochs is not None:
         fixed["epochs"] = size.features_epochs
     return size.n_hparams, size.seeds, fixed
@@ -135,6 +145,7 @@ def run_table1(
 
     Finished runs are kept: the same call on the same ``out`` resumes (or just re-reports) the sweep."""
     from ..sweep import DataSource, plan_sweep, run_sweep
+    from .premise import measure_premise, premise_summary
 
     sz = get_size(size)
     out = Path(out)
@@ -157,12 +168,16 @@ def run_table1(
             first = summary.failed[0] if summary.failed else ("?", "unfinished")
             raise ConfigError(f"table1: the {name} sweep did not finish ({first[0]}: {first[1]})")
         sweep_dirs.append(sweep_dir)
+        sweep_seconds = time.perf_counter() - t_sweep
+        say(f"table1: {name} ({description}): {len(runs)} runs in {sweep_seconds:.0f} s")
+        premise = measure_premise(data, name, root / "premise" / name, description, seed, fixed.get("epochs"))
+        say(f"table1: {name} premise (ERM train minority accuracy, memorization gap ERM -> MAT): "
+            f"{premise_summary(premise)}, {premise['seconds']:.0f} s")
         analogues[name] = {
             "paper_dataset": PAPER_DATASET[name], "description": description, "n": len(data), "dim": data.dim,
             "n_hparams": n_hparams, "seeds": seeds, "fixed": fixed, "runs": len(runs),
-            "data_seconds": data_seconds, "sweep_seconds": time.perf_counter() - t_sweep,
+            "data_seconds": data_seconds, "sweep_seconds": sweep_seconds, "premise": premise,
         }  # fmt: skip
-        say(f"table1: {name} ({description}): {len(runs)} runs in {time.perf_counter() - t_sweep:.0f} s")
     tables = write_tables(sweep_dirs, out)
     result = {
         "schema": SCHEMA, "seed": seed, "size": asdict(sz) | {"name": size if isinstance(size, str) else "custom"},

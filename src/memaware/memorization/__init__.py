@@ -4,7 +4,7 @@ and their per-group summaries. See docs/memorization.md for each estimator's for
 from ..lazy import lazy_exports
 
 _EXPORTS = {
-    **dict.fromkeys(("audit_text", "gap_change", "summarize", "warnings_for"), "audit"),
+    **dict.fromkeys(("audit_text", "gap_change", "summarize", "train_accuracy", "warnings_for"), "audit"),
     "estimate": "estimate",
     **dict.fromkeys(("ScoredModel", "train_full_models"), "fitting"),
     **dict.fromkeys(("fit_logistic", "linear_scores", "loo_margins"), "linear"),
@@ -28,6 +28,6 @@ def __getattr__(name: str) -> object:
 __all__ = [
     "MemorizationScores", "TARGETS", "estimate", "subsample_scores", "subsample_probs", "split_half_reliability",
     "trak_scores", "self_influence", "linear_scores", "fit_logistic", "loo_margins", "ScoredModel",
-    "train_full_models", "summarize", "warnings_for", "gap_change", "audit_text", "fit_own_models", "own_model_factory",
-    "seeded_factory",
+    "train_full_models", "summarize", "train_accuracy", "warnings_for", "gap_change", "audit_text", "fit_own_models",
+    "own_model_factory", "seeded_factory",
 ]

@@ -1,8 +1,10 @@
 """Per-group summaries of memorization scores, the minority-vs-majority gap, and the warnings a person reads.
 
-Groups are (y, a) pairs of the training split. Within each class the largest group is that class's majority,
-the others its minorities (for Setup 2.1 and Waterbirds-like data this is a == y vs a != y). Examples whose
-attribute is unknown (a = -1) form a group 'y=<y>,a=?' with role 'unknown' and enter no gap.
+Groups are (y, a) pairs of the training split. Within each class the largest group is that class's majority, and
+so is any group at least ``MINORITY_RATIO`` (1/2) of its size; the smaller groups are its minorities (for Setup 2.1
+and Waterbirds-like data this is a == y vs a != y; in a CelebA-like class whose two attribute values are about as
+frequent, both are majorities, so that the gap is the rare group's, not diluted by a group of 41 % of the data).
+Examples whose attribute is unknown (a = -1) form a group 'y=<y>,a=?' with role 'unknown' and enter no gap.
 
 A warning is raised for a minority group whose mean score exceeds its class majority's mean by at least
 ``warn_gap`` (score units) and by more than 3 standard errors of the difference, with at least 5 examples.
@@ -18,6 +20,7 @@ from ..data.groups import named_group
 
 QUANTILES = (0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95)
 MIN_GROUP = 5
+MINORITY_RATIO = 0.5  # a group smaller than this fraction of its class's largest group is a minority
 
 
 def group_ids(y: np.ndarray, a: np.ndarray, num_attrs: int) -> tuple[np.ndarray, dict[int, str]]:
@@ -29,13 +32,15 @@ def group_ids(y: np.ndarray, a: np.ndarray, num_attrs: int) -> tuple[np.ndarray,
 
 
 def group_roles(y: np.ndarray, g: np.ndarray) -> dict[int, str]:
-    """{group id: 'majority' | 'minority' | 'unknown'}: the largest known group of each class is its majority."""
+    """{group id: 'majority' | 'minority' | 'unknown'}: the largest known group of each class is its majority, and
+    so is any group of at least ``MINORITY_RATIO`` of its size (module doc)."""
     roles: dict[int, str] = {}
     for c in np.unique(y):
         known = [int(i) for i in np.unique(g[(y == c) & (g >= 0)])]
         sizes = {i: int((g == i).sum()) for i in known}
+        largest = max(sizes.values(), default=0)
         for i in known:
-            roles[i] = "majority" if i == max(sizes, key=lambda j: (sizes[j], -j)) else "minority"
+            roles[i] = "majority" if sizes[i] >= MINORITY_RATIO * largest else "minority"
     for i in np.unique(g[g < 0]):
         roles[int(i)] = "unknown"
     return roles
@@ -66,7 +71,7 @@ def summarize(scores: np.ndarray, y: np.ndarray, a: np.ndarray, num_attrs: int) 
         per_class = {}
         for c in np.unique(y):
             ids = [i for i in names if i >= 0 and i // num_attrs == c]
-            major = [i for i in ids if roles[i] == "majority"]
+            major = sorted((i for i in ids if roles[i] == "majority"), key=lambda i: -groups[names[i]]["n"])
             if not major:
                 continue
             m = groups[names[major[0]]]["mean"]
@@ -75,6 +80,21 @@ def summarize(scores: np.ndarray, y: np.ndarray, a: np.ndarray, num_attrs: int) 
                                                                for i in ids if roles[i] == "minority"}}
         gap["per_class"] = per_class
     return {"overall": stats(scores), "groups": groups, "gap": gap}
+
+
+def train_accuracy(p_true: np.ndarray, y: np.ndarray, a: np.ndarray, num_attrs: int) -> dict[str, Any]:
+    """Training accuracy of the full-data predictor (p(y_i | x_i) > 1/2) overall, per group, and pooled over the
+    minority and the majority groups (``group_roles``): whether a method *fits* its minority, the half of the
+    paper's premise that the scores do not show."""
+    right = np.asarray(p_true, dtype=np.float64) > 0.5
+    g, names = group_ids(y, a, num_attrs)
+    roles = group_roles(np.asarray(y), g)
+    out: dict[str, Any] = {"overall": float(right.mean()) if len(right) else None,
+                           "groups": {names[i]: float(right[g == i].mean()) for i in sorted(names)}}
+    for role in ("minority", "majority"):
+        mask = np.isin(g, [i for i in names if roles[i] == role])
+        out[role] = float(right[mask].mean()) if mask.any() else None
+    return out
 
 
 def warnings_for(method: str, summary: dict[str, Any], warn_gap: float = 0.1) -> list[str]:

@@ -12,6 +12,7 @@ from ..artifacts import atomic_writer
 from ..errors import DataError
 from .claims import CHECKS, FAILS, HOLDS, NOT_COMPARABLE, THRESHOLDS, Claim, check_claims
 from .notes import section_notes
+from .premise import group_headings
 from .render import render_html, render_markdown, tally
 
 STAGE_FILES = {stage: f"{stage}.json" for stage, _ in CHECKS}
@@ -40,9 +41,10 @@ def write_report(results: str | Path, header: str = "") -> dict[str, Any]:
     loaded = load_results(results)
     if all(v is None for v in loaded.values()):
         raise DataError(f"--results {results}: no {', '.join(STAGE_FILES.values())} in it (run memaware reproduce)")
-    claims, notes = check_claims(loaded), section_notes(loaded)
+    claims, notes, headings = check_claims(loaded), section_notes(loaded), group_headings(loaded.get("table1"))
     md, page = results / "REPORT.md", results / "report.html"
-    text, page_text = render_markdown(claims, header, notes), render_html(claims, results, header, notes)
+    text = render_markdown(claims, header, notes, headings)
+    page_text = render_html(claims, results, header, notes, headings)
     atomic_writer(md, lambda p: p.write_text(text), ".md")
     atomic_writer(page, lambda p: p.write_text(page_text), ".html")
     return {"claims": claims, "tally": tally(claims), "markdown": md, "html": page}

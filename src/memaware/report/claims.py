@@ -28,6 +28,9 @@ THRESHOLDS: dict[str, float] = {
     # ... and, with no group label anywhere, within this of the best label-free row
     "table1_mat_near_best_label_free": 5.0,
     "fig2_min_gap": 0.05,  # ERM's minority-minus-majority mean score gap (score units) that counts as "more"
+    # Table 1's premise (report.premise): ERM "fits" its training minority at this training accuracy or above, and
+    # "memorizes" it when the gap is at least fig2_min_gap
+    "premise_fits_minority": 0.90,
     "fig2_min_reduction": 0.25,  # fraction of ERM's gap that MAT must remove
 }
 
@@ -50,6 +53,7 @@ class Claim:
     command: str
     figure: str | None = None
     numbers: dict[str, Any] = field(default_factory=dict)
+    group: str | None = None  # claims shown together under one heading (Table 1: the analogue)
 
 
 def _pct(v: float | None) -> str:
@@ -208,8 +212,11 @@ def table1_claims(table1: dict | None) -> list[Claim]:
     run = (table1.get("seed"), table1.get("size", {}).get("name"))
     margin = t["table1_mat_near_best_label_free"]
     val, free = table1["tables"].get("val_wga", {}), table1["tables"].get("val_gi_wga", {})
+    from .premise import regime
+
     out = []
     for name, info in table1.get("analogues", {}).items():
+        first = len(out)
         paper_ds = info.get("paper_dataset", name)
         label = f"{name} ({paper_ds} analogue)" if paper_ds != "Setup 2.1" else "Setup 2.1 (the paper's protocol)"
         e, d, m = worst(val, name, "erm"), worst(val, name, "groupdro"), worst(val, name, "mat")
@@ -241,6 +248,12 @@ def table1_claims(table1: dict | None) -> list[Claim]:
             [mf, ef, None if best is None else known[best]],
             f"needs MAT > ERM and MAT >= best - {margin:.0f}", run, "table1_val_gi_wga.png",
             {"mat": mf, "erm": ef, "best": best, "best_value": known.get(best) if best else None}))
+        in_regime, _, cause = regime(info)
+        for claim in out[first:]:
+            claim.group = name
+            claim.numbers["memorization_regime"] = in_regime
+            if cause and claim.verdict != NOT_COMPARABLE:  # the cause of a failure, beside it
+                claim.reason = f"{claim.reason}; {cause}"
     return out
 
 

@@ -20,9 +20,11 @@ def table1_notes(table1: dict[str, Any] | None) -> list[str]:
         seconds = (info.get("data_seconds") or 0) + (info.get("sweep_seconds") or 0)
         paper = info.get("paper_dataset", "?")
         stands_for = "the paper's own setup" if paper == "Setup 2.1" else f"{paper} analogue"
+        premise = info.get("premise") or {}
+        audit = f"; premise audit {premise['seconds']:.0f} s" if premise.get("seconds") is not None else ""
         out.append(f"`{name}` ({stands_for}): {info.get('description', '')}; "
                    f"n = {info.get('n', '?')}, {info.get('dim', '?')} features; {info.get('runs', '?')} runs, "
-                   f"{seconds:.0f} s.")  # fmt: skip
+                   f"{seconds:.0f} s (data {info.get('data_seconds') or 0:.0f} s){audit}.")  # fmt: skip
     return out
 
 
@@ -35,8 +37,9 @@ def fig2_notes(fig2: dict[str, Any] | None) -> list[str]:
         cfg = panel.get("config", {})
         recipe = ", ".join(f"{k} {v}" for k, v in cfg.items())
         models = f", {panel['num_models']} half-sample models" if panel.get("num_models") else ""
+        reused = " (the Table-1 premise audit of the same data, reused)" if panel.get("reused") else ""
         out.append(f"`{name}`: {panel.get('source', '')}; {panel.get('estimator', '?')} estimator{models}; "
-                   f"heads trained with {recipe}; {panel.get('seconds', 0):.0f} s.")  # fmt: skip
+                   f"heads trained with {recipe}; {panel.get('seconds', 0):.0f} s{reused}.")  # fmt: skip
     return out
 
 

