@@ -142,3 +142,17 @@ def test_report_says_what_each_section_ran_on(tmp_path):
     assert "- `setup21`: Setup 2.1, sigma = 0.5; newton estimator; heads trained with epochs 1000; 3 s." in md
     page = (tmp_path / "report.html").read_text()
     assert "<li><code>adult</code> (CelebA analogue): FineFoods-like, tfidf features" in page
+
+
+def test_closing_summary_compares_with_the_documented_quiet_seconds(tmp_path):
+    from memaware.cli.reproduce import QUIET_SECONDS, summary
+
+    report = {"tally": "25 hold", "markdown": "R.md", "html": "r.html"}
+    near = [(name, sec * 1.2, "n") for name, sec in QUIET_SECONDS.items()]
+    text = summary(near, report, tmp_path, 500.0)
+    assert "quiet" in text.splitlines()[1] and f"{QUIET_SECONDS['table1']:.1f}" in text and "note:" not in text
+    slow = [(name, sec * 3, "n") for name, sec in QUIET_SECONDS.items()]
+    assert "note: these stages took 3.0x the seconds of the documented quiet 2-core run" in summary(
+        slow, report, tmp_path, 1500.0
+    )
+    assert "quiet" not in summary(slow, report, tmp_path, 1500.0, size="full")  # documented for quick only

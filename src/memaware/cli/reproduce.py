@@ -15,6 +15,11 @@ from typing import Any
 from ..experiments.reproduce import EXPERIMENTS, SIZES, experiment_order
 from .common import add_common
 
+# seconds per stage of `make reproduce` (size quick, seed 0) from a fresh clone on a quiet 2-core machine, feature
+# cache empty (BENCHMARKS.md, "Table 1 in the paper's regime on every analogue"): the closing summary compares
+QUIET_SECONDS = {"theorem": 10.9, "table1": 371.3, "fig2": 57.2, "fig1": 3.1, "fig3": 10.3}
+SLOWER = 1.5  # a machine this many times slower than the documented run is told so
+
 
 def _stages(text: str) -> list[str]:
     """'table1,fig2' or 'table1' -> the stage names; argparse error for an unknown one."""
@@ -88,12 +93,29 @@ def run(args: argparse.Namespace) -> int:
         timings.append((name, time.perf_counter() - t, stage_line(name, res)))
         say(f"   {name} done in {timings[-1][1]:.1f} s: {timings[-1][2]}")
     report = write_report(out, header=f"seed {args.seed}, size {size}, stages {', '.join(stages)}")
-    say(summary(timings, report, out, time.perf_counter() - t0))
+    say(summary(timings, report, out, time.perf_counter() - t0, size))
     return 0
 
 
-def summary(timings: list[tuple[str, float, str]], report: dict[str, Any], out: Path, seconds: float) -> str:
-    lines = [f"reproduction done in {seconds:.1f} s -> {out}", f"{'stage':<9}{'seconds':>9}  main number"]
-    lines += [f"{name:<9}{sec:>9.1f}  {line}" for name, sec, line in timings]
+def summary(
+    timings: list[tuple[str, float, str]], report: dict[str, Any], out: Path, seconds: float, size: str = "quick"
+) -> str:
+    """The closing summary: seconds and main number per stage, beside the documented quiet seconds (size quick),
+    with a sentence when this machine ran ``SLOWER`` times slower or more."""
+    ref = QUIET_SECONDS if size == "quick" else {}
+    lines = [
+        f"reproduction done in {seconds:.1f} s -> {out}",
+        f"{'stage':<9}{'seconds':>9}{'quiet':>8}  main number" if ref else f"{'stage':<9}{'seconds':>9}  main number",
+    ]
+    for name, sec, line in timings:
+        quiet = f"{ref[name]:>8.1f}" if name in ref else ("" if not ref else f"{'-':>8}")
+        lines.append(f"{name:<9}{sec:>9.1f}{quiet}  {line}")
     lines.append(f"report: {report['tally']} -> {report['markdown']}, {report['html']}")
+    timed = [(sec, ref[name]) for name, sec, _ in timings if name in ref]
+    took, documented = sum(t for t, _ in timed), sum(q for _, q in timed)
+    if documented and took > SLOWER * documented:
+        lines.append(
+            f"note: these stages took {took / documented:.1f}x the seconds of the documented quiet 2-core run "
+            f"({took:.0f} s vs {documented:.0f} s; 'quiet' column, BENCHMARKS.md): this machine is slower or loaded"
+        )
     return "\n".join(lines)
